@@ -12,7 +12,8 @@
 #     version, so we keep our own wheel cache keyed by it.
 set -euo pipefail
 
-PY=${1:?usage: build_mmcv.sh PYTHON}
+PY=$(command -v "${1:?usage: build_mmcv.sh PYTHON}")
+PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
 MMCV_VERSION=2.1.0
 TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__)')
 PY_TAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -25,7 +26,9 @@ if [ -z "$wheel" ]; then
     echo "[build_mmcv] no cached wheel for torch $TORCH_VERSION; building mmcv $MMCV_VERSION (about 7 minutes on 2 cores)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    "$PY" -m pip download --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$work"
+    # --no-build-isolation: pip prepares metadata even to download, and an
+    # isolated build env would get a setuptools without pkg_resources.
+    "$PY" -m pip download --no-deps --no-build-isolation --no-binary :all: "mmcv==$MMCV_VERSION" -d "$work"
     tar -xzf "$work"/mmcv-"$MMCV_VERSION".tar.gz -C "$work"
     src="$work/mmcv-$MMCV_VERSION"
     grep -q -- '-std=c++17' "$src/setup.py" || { echo "[build_mmcv] setup.py no longer has -std=c++17; review the patch" >&2; exit 1; }

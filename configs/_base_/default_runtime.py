@@ -1,0 +1,26 @@
+# Runtime shared by every segmentation config (mmseg 1.x defaults, with the
+# project's modules and safe checkpoint loader imported).
+custom_imports = dict(imports=['repvgg_seg'], allow_failed_imports=False)
+default_scope = 'mmseg'
+env_cfg = dict(
+    cudnn_benchmark=True,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'))
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(
+    type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+# Full unpickling of checkpoints is refused unless set (see README
+# "Security"); tools' --trust-checkpoint sets it too.
+trust_checkpoint = False
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=5,
+                    max_keep_ckpts=3, save_last=True),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))

@@ -1,0 +1,6 @@
+_base_ = './_base_/pspnet_repvgg_cityscapes.py'
+model = dict(
+    backbone=dict(arch='A0', dilation='fast', init_cfg=dict(
+        type='Pretrained', checkpoint='checkpoints/RepVGG-A0-train.pth')),
+    decode_head=dict(in_channels=1280),
+    auxiliary_head=dict(in_channels=192))

@@ -1,0 +1,6 @@
+_base_ = './_base_/pspnet_repvgg_cityscapes.py'
+model = dict(
+    backbone=dict(arch='B1g4', dilation='fast', init_cfg=dict(
+        type='Pretrained', checkpoint='checkpoints/RepVGG-B1g4-train.pth')),
+    decode_head=dict(in_channels=2048),
+    auxiliary_head=dict(in_channels=512))

@@ -1,0 +1,6 @@
+_base_ = './_base_/pspnet_repvgg_cityscapes.py'
+model = dict(
+    backbone=dict(arch='B3g2', dilation='fast', init_cfg=dict(
+        type='Pretrained', checkpoint='checkpoints/RepVGG-B3g2-train.pth')),
+    decode_head=dict(in_channels=2560),
+    auxiliary_head=dict(in_channels=768))

@@ -1,0 +1,154 @@
+"""Safe checkpoint reading for every path of the project.
+
+A ``.pth`` file is a pickle, and unpickling can run arbitrary code. Every
+checkpoint the project reads (backbone ``init_cfg``, ``load_from``,
+``--resume``, the tools) goes through :func:`load_checkpoint_file`, which uses
+``torch.load(weights_only=True)`` with an allow-list of the few non-tensor
+classes that mmengine's own checkpoints contain (message hub buffers, numpy
+scalars and arrays). Anything else is refused with an explanation, unless the
+user explicitly trusts the file (``--trust-checkpoint`` or
+``cfg.trust_checkpoint = True``, which set :func:`set_trust_checkpoints`).
+
+``.safetensors`` files are read with the safetensors library (no pickle).
+
+Importing :mod:`repvgg_seg` registers :func:`load_checkpoint_file` as
+mmengine's loader for local paths, so mmengine's own ``load_checkpoint`` (used
+by ``Runner.resume`` and ``load_from``) goes through it too.
+"""
+import os
+import pickle
+import zipfile
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+
+TRUST_ENV = 'REPVGG_SEG_TRUST_CHECKPOINT'
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that needs classes outside the allow-list to load."""
+
+
+def _numpy_globals():
+    # numpy arrays and scalars pickle through _reconstruct/scalar; numpy 2
+    # moved them to numpy._core, and files written with numpy 1 still name
+    # numpy.core, so both names are allowed for the same functions.
+    from numpy._core import multiarray
+    entries = [np.ndarray, np.dtype]
+    entries += [type(np.dtype(t)) for t in
+                ('float16', 'float32', 'float64', 'int8', 'int16', 'int32',
+                 'int64', 'uint8', 'bool')]
+    for module_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        entries += [(multiarray._reconstruct, f'{module_name}._reconstruct'),
+                    (multiarray.scalar, f'{module_name}.scalar')]
+    return entries
+
+
+def safe_globals() -> list:
+    """The classes a weights-only load may construct, beyond torch's own.
+
+    Exactly what mmengine 0.10's checkpoints (``meta.message_hub``,
+    ``meta.dataset_meta``, scheduler states) need; nothing that runs code.
+    """
+    from mmengine.config import ConfigDict
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return [HistoryBuffer, ConfigDict] + _numpy_globals()
+
+
+_trust_override: Optional[bool] = None
+
+
+def set_trust_checkpoints(trusted: bool) -> None:
+    """Allow full unpickling of checkpoints (dangerous; for trusted files)."""
+    global _trust_override
+    _trust_override = bool(trusted)
+
+
+def trust_checkpoints() -> bool:
+    if _trust_override is not None:
+        return _trust_override
+    return os.environ.get(TRUST_ENV, '') == '1'
+
+
+def load_checkpoint_file(filename: str, map_location='cpu',
+                         trusted: Optional[bool] = None):
+    """Read a checkpoint file safely (see the module docstring).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UnsafeCheckpointError: the pickle needs a class outside the
+            allow-list (the error names it).
+        CheckpointError: the file is truncated or not a checkpoint.
+    """
+    filename = os.fspath(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file not found: {filename}')
+    if filename.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        device = map_location if isinstance(map_location, str) else 'cpu'
+        try:
+            return load_file(filename, device=device)
+        except Exception as exc:
+            raise CheckpointError(
+                f'{filename} is not a readable safetensors file: '
+                f'{exc}') from None
+    if trusted is None:
+        trusted = trust_checkpoints()
+    try:
+        if trusted:
+            return torch.load(filename, map_location=map_location,
+                              weights_only=False)
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(filename, map_location=map_location,
+                              weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if 'GLOBAL' in str(exc) or 'global' in str(exc):
+            raise UnsafeCheckpointError(_unsafe_message(filename)) from None
+        raise CheckpointError(
+            f'{filename} is not a readable PyTorch checkpoint (truncated, '
+            f'or not a checkpoint): {_first_line(exc)}') from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError,
+            zipfile.BadZipFile, AttributeError, IndexError) as exc:
+        raise CheckpointError(
+            f'{filename} is not a readable PyTorch checkpoint (truncated, '
+            f'or not a checkpoint): {type(exc).__name__}: '
+            f'{_first_line(exc)}') from None
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unsafe_message(filename: str) -> str:
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+        allowed = {f'{g.__module__}.{g.__qualname__}' for g in safe_globals()
+                   if hasattr(g, '__qualname__')}
+        unsafe = [u for u in unsafe if u not in allowed]
+    except Exception:  # the listing is a courtesy; never fail on it
+        unsafe = []
+    names = ', '.join(unsafe) if unsafe else 'unknown classes'
+    return (f'refused to load {filename}: its pickle would construct '
+            f'{names}, which are not on the allow-list of safe types. '
+            'Unpickling such a file can run arbitrary code. If you trust '
+            'where the file comes from, pass --trust-checkpoint to the tool '
+            '(or set trust_checkpoint = True in the config, or '
+            f'{TRUST_ENV}=1); otherwise convert it to safetensors on a '
+            'machine where it is safe to load.')
+
+
+def _mmengine_local_loader(filename, map_location):
+    return load_checkpoint_file(filename, map_location=map_location)
+
+
+def register_safe_loader() -> None:
+    """Make mmengine's ``load_checkpoint`` read local files through us."""
+    CheckpointLoader.register_scheme(prefixes='', force=True)(
+        _mmengine_local_loader)

@@ -1,0 +1,410 @@
+"""RepVGG backbone for mmsegmentation (Ding et al., CVPR 2021).
+
+Module and parameter names follow the official implementation
+(``stage0``, ``stage1.0.rbr_dense.conv.weight``, ``rbr_reparam`` ...), so the
+official ImageNet checkpoints load without renaming. Other formats are mapped
+by :mod:`repvgg_seg.models.pretrained`.
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import ConvModule, build_norm_layer
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmseg.registry import MODELS
+
+from .reparam import BNParams, fuse_branches
+
+# The official code groups the 3x3 (and 1x1) convs of layers 2, 4, ..., 26,
+# counting layers across stages with stage1's first block as layer 1 (the stem
+# is layer 0). The paper says "3rd, 5th, ..., 27th layer", counting the stem.
+GROUPED_LAYERS = tuple(range(2, 27, 2))
+
+
+def _arch(num_blocks, width_factor, groups=1, use_se=False):
+    return dict(
+        num_blocks=num_blocks,
+        width_factor=width_factor,
+        group_layer_map={i: groups for i in GROUPED_LAYERS} if groups > 1
+        else {},
+        use_se=use_se)
+
+
+_A = (2, 4, 14, 1)
+_B = (4, 6, 16, 1)
+
+# The paper's Table 3 (depths; multipliers a for stages 1-4 and b for stage 5)
+# and the g2/g4 variants of Sect. 3.4; D2se from the official repository.
+ARCH_SETTINGS: Dict[str, dict] = {
+    'A0': _arch(_A, (0.75, 0.75, 0.75, 2.5)),
+    'A1': _arch(_A, (1, 1, 1, 2.5)),
+    'A2': _arch(_A, (1.5, 1.5, 1.5, 2.75)),
+    'B0': _arch(_B, (1, 1, 1, 2.5)),
+    'B1': _arch(_B, (2, 2, 2, 4)),
+    'B1g2': _arch(_B, (2, 2, 2, 4), groups=2),
+    'B1g4': _arch(_B, (2, 2, 2, 4), groups=4),
+    'B2': _arch(_B, (2.5, 2.5, 2.5, 5)),
+    'B2g2': _arch(_B, (2.5, 2.5, 2.5, 5), groups=2),
+    'B2g4': _arch(_B, (2.5, 2.5, 2.5, 5), groups=4),
+    'B3': _arch(_B, (3, 3, 3, 5)),
+    'B3g2': _arch(_B, (3, 3, 3, 5), groups=2),
+    'B3g4': _arch(_B, (3, 3, 3, 5), groups=4),
+    'D2se': _arch((8, 14, 24, 1), (2.5, 2.5, 2.5, 5), use_se=True),
+}
+
+PAPER_ARCHS = tuple(a for a in ARCH_SETTINGS if a != 'D2se')
+
+DILATION_MODES = (None, 'last_two_stages', 'fast')
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation as in the official D2se (names ``down``/``up``).
+
+    It acts on the block's summed output, so it survives re-parameterization
+    unchanged and still runs in deploy mode.
+    """
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.down = nn.Conv2d(channels, hidden, 1, bias=True)
+        self.up = nn.Conv2d(hidden, channels, 1, bias=True)
+
+    def forward(self, x):
+        # adaptive pooling, not the official avg_pool2d(kernel=width), which
+        # is only a global pool for square inputs.
+        w = F.adaptive_avg_pool2d(x, 1)
+        w = torch.sigmoid(self.up(F.relu(self.down(w))))
+        return x * w
+
+
+class RepVGGBlock(BaseModule):
+    """A RepVGG block: 3x3 conv+BN, 1x1 conv+BN and identity BN, summed, ReLU.
+
+    After :meth:`switch_to_deploy` (or when built with ``deploy=True``) it is
+    one 3x3 conv with bias followed by ReLU.
+
+    Args:
+        in_channels, out_channels: channels.
+        stride: stride of the 3x3 and 1x1 convs.
+        dilation: dilation of the 3x3 conv (padding equals dilation, so the
+            spatial size is kept); the 1x1 branch is never dilated.
+        groups: groups of both convs.
+        has_identity: whether there is an identity BN branch. ``None`` means
+            "when in and out channels match and stride is 1". The backbone
+            passes it explicitly so that a dilation mode, which changes
+            strides, never changes the parameters.
+        use_se: squeeze-and-excitation after the sum (D2se).
+        deploy: build the fused form directly.
+        norm_cfg: config of the BN layers (BN, SyncBN, ...).
+        with_cp: gradient checkpointing of this block.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 stride: int = 1,
+                 dilation: int = 1,
+                 groups: int = 1,
+                 has_identity: Optional[bool] = None,
+                 use_se: bool = False,
+                 deploy: bool = False,
+                 norm_cfg: dict = dict(type='BN'),
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        if has_identity is None:
+            has_identity = in_channels == out_channels and stride == 1
+        if has_identity and in_channels != out_channels:
+            raise ValueError('an identity branch needs in_channels == '
+                             f'out_channels, got {in_channels} and '
+                             f'{out_channels}')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.dilation = dilation
+        self.groups = groups
+        self.deploy = deploy
+        self.with_cp = with_cp
+
+        if deploy:
+            self.rbr_reparam = self._make_reparam_conv()
+        else:
+            common = dict(stride=stride, groups=groups, bias=False,
+                          norm_cfg=norm_cfg, act_cfg=None)
+            self.rbr_dense = ConvModule(in_channels, out_channels, 3,
+                                        padding=dilation, dilation=dilation,
+                                        **common)
+            self.rbr_1x1 = ConvModule(in_channels, out_channels, 1, padding=0,
+                                      **common)
+            self.rbr_identity = (build_norm_layer(norm_cfg, in_channels)[1]
+                                 if has_identity else None)
+        self.se = SEBlock(out_channels, out_channels // 16) if use_se else None
+        self.act = nn.ReLU(inplace=True)
+
+    def _make_reparam_conv(self) -> nn.Conv2d:
+        # The one place that decides the fused conv's geometry, used both by
+        # deploy=True construction and by switch_to_deploy(), so the two can
+        # never disagree on padding, dilation or groups.
+        return nn.Conv2d(self.in_channels, self.out_channels, 3,
+                         stride=self.stride, padding=self.dilation,
+                         dilation=self.dilation, groups=self.groups,
+                         bias=True)
+
+    def _branch_sum(self, x):
+        if self.deploy:
+            return self.rbr_reparam(x)
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            out = out + self.rbr_identity(x)
+        return out
+
+    def _inner_forward(self, x):
+        out = self._branch_sum(x)
+        if self.se is not None:
+            out = self.se(out)
+        return self.act(out)
+
+    def forward(self, x):
+        if self.with_cp and x.requires_grad and self.training:
+            return cp.checkpoint(self._inner_forward, x, use_reentrant=False)
+        return self._inner_forward(x)
+
+    def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The kernel and bias of the single 3x3 conv this block equals.
+
+        Differentiable with respect to the conv and BN parameters (the BN
+        running statistics are buffers and are used as they are).
+        """
+        if self.deploy:
+            return self.rbr_reparam.weight, self.rbr_reparam.bias
+        dense = (self.rbr_dense.conv.weight,
+                 BNParams.from_module(self.rbr_dense.bn))
+        one_by_one = (self.rbr_1x1.conv.weight,
+                      BNParams.from_module(self.rbr_1x1.bn))
+        identity = (BNParams.from_module(self.rbr_identity)
+                    if self.rbr_identity is not None else None)
+        return fuse_branches(dense, one_by_one, identity, self.groups)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        """Replace the branches by one 3x3 conv, in place; idempotent.
+
+        Uses the BN running statistics whatever the train/eval mode (so the
+        converted block equals the original in eval mode), and works for any
+        ``_BatchNorm`` type, SyncBN included.
+        """
+        if self.deploy:
+            return
+        kernel, bias = self.get_equivalent_kernel_bias()
+        conv = self._make_reparam_conv().to(kernel.device, kernel.dtype)
+        conv.weight.copy_(kernel)
+        conv.bias.copy_(bias)
+        del self.rbr_dense, self.rbr_1x1, self.rbr_identity
+        self.rbr_reparam = conv
+        self.deploy = True
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """Validate an arch name or a custom arch dict and return its settings."""
+    if isinstance(arch, str):
+        if arch not in ARCH_SETTINGS:
+            raise KeyError(f'unknown RepVGG arch {arch!r}; valid archs: '
+                           f'{", ".join(ARCH_SETTINGS)} (or a dict with '
+                           'num_blocks and width_factor)')
+        return dict(ARCH_SETTINGS[arch])
+    if not isinstance(arch, dict):
+        raise TypeError(f'arch must be a str or dict, got {type(arch)}')
+    missing = {'num_blocks', 'width_factor'} - set(arch)
+    if missing:
+        raise KeyError(f'a custom RepVGG arch dict needs {sorted(missing)}')
+    unknown = set(arch) - {'num_blocks', 'width_factor', 'group_layer_map',
+                           'use_se'}
+    if unknown:
+        raise KeyError(f'unknown keys in the RepVGG arch dict: '
+                       f'{sorted(unknown)}')
+    if len(arch['num_blocks']) != 4 or len(arch['width_factor']) != 4:
+        raise ValueError('num_blocks and width_factor need 4 entries (stages '
+                         f'1-4), got {arch["num_blocks"]} and '
+                         f'{arch["width_factor"]}')
+    if any(int(n) < 1 for n in arch['num_blocks']):
+        raise ValueError(f'every stage needs a block: {arch["num_blocks"]}')
+    return dict(group_layer_map={}, use_se=False, **arch)
+
+
+def layer_plan(num_blocks: Sequence[int],
+               dilation: Optional[str]) -> list:
+    """(stride, dilation) of every block of stages 1-4 for a dilation mode.
+
+    ``last_two_stages``: stages 3 and 4 at stride 1, every 3x3 dilated by 2
+    and 4 (output stride 8, as PSPNet's dilated ResNet). ``fast``: the same
+    strides, but only the last 4 layers of stage 3 dilated by 2 and stage 4
+    by 4 (the paper's "last 5 layers").
+    """
+    if dilation not in DILATION_MODES:
+        raise ValueError(f'invalid dilation mode {dilation!r}; valid modes: '
+                         f'{", ".join(map(repr, DILATION_MODES))}')
+    plan = [[[2 if i == 0 else 1, 1] for i in range(n)] for n in num_blocks]
+    if dilation is None:
+        return plan
+    for stage, rate in ((2, 2), (3, 4)):
+        plan[stage][0][0] = 1
+        blocks = plan[stage]
+        dilated = blocks if dilation == 'last_two_stages' or stage == 3 \
+            else blocks[-4:]
+        for block in dilated:
+            block[1] = rate
+    return plan
+
+
+@MODELS.register_module()
+class RepVGG(BaseModule):
+    """RepVGG backbone.
+
+    Args:
+        arch: one of :data:`ARCH_SETTINGS` (``'A0'`` ... ``'B3g4'``,
+            ``'D2se'``) or a dict with ``num_blocks`` and ``width_factor``
+            (4 entries each) and optionally ``group_layer_map`` ({layer index:
+            groups}) and ``use_se``.
+        in_channels: input channels.
+        out_indices: stages whose outputs are returned; 0 is the stem (stride
+            2), 1-4 are the stages (strides 4, 8, 16, 32 without dilation).
+        dilation: ``None``, ``'last_two_stages'`` or ``'fast'`` (see
+            :func:`layer_plan`).
+        deploy: build the fused (plain 3x3 conv + ReLU) form.
+        norm_cfg: BN config (SyncBN in the configs, BN for CPU).
+        norm_eval: keep BN layers in eval mode while training.
+        frozen_stages: freeze stages 0..frozen_stages (-1: none).
+        with_cp: gradient checkpointing of each block.
+        pretrained: a checkpoint path (deprecated mmseg style; prefer
+            ``init_cfg=dict(type='Pretrained', checkpoint=...)``).
+        init_cfg: initialization config; ``Pretrained`` accepts the official,
+            mmpretrain and this project's checkpoints (see
+            :mod:`repvgg_seg.models.pretrained`).
+    """
+
+    arch_settings = ARCH_SETTINGS
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'A0',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (1, 2, 3, 4),
+                 dilation: Optional[str] = None,
+                 deploy: bool = False,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 norm_eval: bool = False,
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg=None):
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not '
+                                 'both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg)
+        settings = resolve_arch(arch)
+        plan = layer_plan(settings['num_blocks'], dilation)
+        out_indices = tuple(out_indices)
+        if not out_indices or any(not 0 <= i <= 4 for i in out_indices):
+            raise ValueError(f'out_indices must be non-empty and in 0..4 '
+                             f'(stage0 is the stem), got {out_indices}')
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages must be in -1..4, got '
+                             f'{frozen_stages}')
+        self.arch = arch
+        self.arch_name = arch if isinstance(arch, str) else 'custom'
+        self.dilation = dilation
+        self.out_indices = out_indices
+        self.deploy = deploy
+        self.norm_eval = norm_eval
+        self.frozen_stages = frozen_stages
+        self._warned_deploy_train = False
+
+        widths = [int(64 * w) for w in settings['width_factor']]
+        stem_channels = min(64, widths[0])
+        block_cfg = dict(use_se=settings['use_se'], deploy=deploy,
+                         norm_cfg=norm_cfg, with_cp=with_cp)
+        self.stage0 = RepVGGBlock(in_channels, stem_channels, stride=2,
+                                  has_identity=False, **block_cfg)
+        channels = stem_channels
+        layer_idx = 1
+        self.out_channels = [stem_channels]
+        for stage, (width, blocks) in enumerate(zip(widths, plan), 1):
+            layers = []
+            for i, (stride, rate) in enumerate(blocks):
+                # The identity branch depends on the ImageNet stride (2 for
+                # each stage's first block), not on the dilation mode, so an
+                # ImageNet checkpoint fits every dilation mode.
+                layers.append(RepVGGBlock(
+                    channels, width, stride=stride, dilation=rate,
+                    groups=settings['group_layer_map'].get(layer_idx, 1),
+                    has_identity=i > 0 and channels == width, **block_cfg))
+                channels = width
+                layer_idx += 1
+            self.add_module(f'stage{stage}', nn.Sequential(*layers))
+            self.out_channels.append(width)
+        self._freeze_stages()
+
+    @property
+    def stages(self):
+        return [getattr(self, f'stage{i}') for i in range(5)]
+
+    def blocks(self):
+        """(name, block) of every RepVGG block, in forward order."""
+        return [(n, m) for n, m in self.named_modules()
+                if isinstance(m, RepVGGBlock)]
+
+    def forward(self, x) -> Tuple[torch.Tensor, ...]:
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def _freeze_stages(self):
+        for stage in self.stages[:self.frozen_stages + 1]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.deploy and not self._warned_deploy_train:
+            print_log(
+                'train() was called on a deploy-mode RepVGG (plain 3x3 convs, '
+                'no BN): training a fused model is almost always a mistake; '
+                'train the multi-branch model and convert it afterwards.',
+                logger='current', level=30)
+            self._warned_deploy_train = True
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def switch_to_deploy(self):
+        """Fuse every block in place (see :meth:`RepVGGBlock.switch_to_deploy`).
+        """
+        for _, block in self.blocks():
+            block.switch_to_deploy()
+        self.deploy = True
+
+    def init_weights(self):
+        if (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            # mmengine's PretrainedInit loads non-strictly and knows only one
+            # key naming; ours recognises every RepVGG checkpoint format,
+            # fuses train-time weights for deploy models and refuses
+            # mismatches with a clear error.
+            from .pretrained import load_pretrained_backbone
+            load_pretrained_backbone(self, self.init_cfg['checkpoint'])
+            self._is_init = True
+            return
+        super().init_weights()

@@ -1,0 +1,155 @@
+"""Config loading and mmengine Runner set-up shared by the tools.
+
+The tools under ``tools/`` are thin argument parsers over these functions, so
+tests and notebooks can do exactly what the command lines do.
+"""
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.config import Config, DictAction  # noqa: F401 (re-export)
+from mmengine.runner import Runner
+
+from .checkpoint import set_trust_checkpoints
+
+
+class ConfigError(ValueError):
+    """A config file that is missing or cannot be used."""
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config file and apply ``--cfg-options`` overrides."""
+    if not osp.isfile(path):
+        raise ConfigError(f'config file not found: {path}')
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as exc:
+        raise ConfigError(f'cannot read config {path}: {exc}') from None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('trust_checkpoint', False):
+        set_trust_checkpoints(True)
+    return cfg
+
+
+def default_work_dir(config_path: str) -> str:
+    """``work_dirs/<config name>``, mmseg's convention."""
+    return osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def check_work_dir(work_dir: str) -> None:
+    """Fail early, before any training, when outputs cannot be written."""
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f'cannot create work dir {work_dir}: {exc.strerror}') from None
+    if not os.access(work_dir, os.W_OK):
+        raise ConfigError(f'work dir {work_dir} is not writable')
+
+
+def setup_train_cfg(config: str,
+                    work_dir: Optional[str] = None,
+                    resume: Optional[str] = None,
+                    amp: bool = False,
+                    cfg_options: Optional[dict] = None,
+                    launcher: str = 'none',
+                    trust_checkpoint: bool = False) -> Config:
+    """The config ``tools/train.py`` runs.
+
+    Args:
+        resume: ``'auto'`` resumes from the latest checkpoint of the work dir,
+            a path resumes from that checkpoint, ``None`` starts afresh.
+    """
+    if trust_checkpoint:
+        set_trust_checkpoints(True)
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
+    check_work_dir(cfg.work_dir)
+    if amp:
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        cfg.resume = True
+        cfg.load_from = resume
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def setup_test_cfg(config: str,
+                   checkpoint: str,
+                   work_dir: Optional[str] = None,
+                   fuse: bool = False,
+                   show_dir: Optional[str] = None,
+                   format_only: bool = False,
+                   out_dir: Optional[str] = None,
+                   cfg_options: Optional[dict] = None,
+                   launcher: str = 'none',
+                   trust_checkpoint: bool = False) -> Config:
+    """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric)."""
+    if trust_checkpoint:
+        set_trust_checkpoints(True)
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
+    check_work_dir(cfg.work_dir)
+    cfg.load_from = checkpoint
+    cfg.resume = False
+    if fuse:
+        hooks = list(cfg.get('custom_hooks', []))
+        hooks.append(dict(type='FuseModelHook'))
+        cfg.custom_hooks = hooks
+    if show_dir:
+        vis = cfg.default_hooks.get('visualization')
+        if vis is None:
+            raise ConfigError('--show-dir needs a visualization hook in '
+                              'default_hooks')
+        vis.draw = True
+        vis.interval = 1
+        cfg.visualizer.save_dir = show_dir
+        cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    if format_only:
+        cfg.test_evaluator.format_only = True
+        cfg.test_evaluator.output_dir = out_dir or osp.join(
+            cfg.work_dir, 'format_results')
+        cfg.test_evaluator.keep_results = True
+    return cfg
+
+
+def parse_cfg_options(pairs: Optional[Sequence[str]]) -> dict:
+    """``k=v`` strings (as ``--cfg-options`` gives them) to a dict."""
+    import argparse
+    namespace = argparse.Namespace()
+    DictAction(option_strings=[], dest='opts')(None, namespace, list(pairs or
+                                                                   []))
+    return namespace.opts
+
+
+def run_cli(main, argv=None) -> int:
+    """Run a tool's ``main``; expected errors print one clear line, not a
+    traceback (set REPVGG_SEG_DEBUG=1 for the traceback)."""
+    import sys
+    from .checkpoint import CheckpointError
+    try:
+        return main(argv) or 0
+    except (ConfigError, CheckpointError, FileNotFoundError,
+            FileExistsError, PermissionError, KeyError, ValueError) as exc:
+        if os.environ.get('REPVGG_SEG_DEBUG') == '1':
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args \
+            else str(exc)
+        print(f'error: {message}', file=sys.stderr)
+        return 2

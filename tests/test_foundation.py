@@ -1,0 +1,109 @@
+"""The environment and the safe-loading foundation."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+
+
+def test_stack_imports_and_registry():
+    import mmcv
+    import mmcv.ops  # noqa: F401  (compiled ops are required by mmseg)
+    import mmseg.models  # noqa: F401
+    from mmseg.registry import HOOKS, MODELS
+
+    import repvgg_seg
+    assert mmcv.__version__.startswith('2.1.')
+    assert hasattr(torch.ops, 'mmcv') or mmcv.ops.get_compiler_version()
+    assert MODELS.get('RepVGG') is repvgg_seg.RepVGG
+    assert HOOKS.get('FuseModelHook') is not None
+
+
+class _TinyModel(nn.Module):
+    """The smallest model mmengine's Runner trains (``train_step`` from
+    BaseModel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.bn = nn.BatchNorm1d(1)
+
+    def forward(self, inputs, labels, mode='loss'):
+        out = self.bn(self.linear(inputs))
+        return {'loss': ((out - labels) ** 2).mean()}
+
+
+def _runner(work_dir, max_iters, resume=False, load_from=None):
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Model(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.net = _TinyModel()
+
+        def forward(self, inputs, labels, mode='loss'):
+            return self.net(torch.stack(inputs), torch.stack(labels), mode)
+
+    gen = torch.Generator().manual_seed(0)
+    data = [dict(inputs=torch.randn(4, generator=gen),
+                 labels=torch.randn(1, generator=gen)) for _ in range(8)]
+    return Runner(
+        model=Model(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=data, batch_size=2,
+                              sampler=dict(type='DefaultSampler',
+                                           shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1,
+                                          momentum=0.9)),
+        param_scheduler=dict(type='MultiStepLR', milestones=[1], by_epoch=False),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                           interval=2, by_epoch=False)),
+        resume=resume, load_from=load_from, experiment_name=f'exp{max_iters}'
+        f'{int(resume)}', default_scope='mmseg')
+
+
+def test_runner_checkpoint_resumes_under_default_torch_loading(tmp_path):
+    """2 iterations, checkpoint, resume: the iteration count, optimizer
+    momentum and message hub come back, with weights_only loading."""
+    import repvgg_seg  # noqa: F401  (installs the safe loader)
+    runner = _runner(tmp_path, max_iters=2)
+    runner.train()
+    ckpt = osp.join(tmp_path, 'iter_2.pth')
+    assert osp.isfile(ckpt)
+    momentum = {k: v['momentum_buffer'].clone() for k, v in
+                runner.optim_wrapper.optimizer.state_dict()['state'].items()}
+
+    # The default loading rule of this torch is weights-only.
+    with pytest.raises(Exception):
+        torch.load(ckpt, weights_only=True)  # no allow-list: refused
+    resumed = _runner(tmp_path, max_iters=4, resume=True, load_from=ckpt)
+    resumed.load_or_resume()
+    assert resumed.iter == 2
+    state = resumed.optim_wrapper.optimizer.state_dict()['state']
+    for key, value in momentum.items():
+        assert torch.equal(state[key]['momentum_buffer'], value)
+    assert resumed.message_hub.get_scalar('train/loss').count > 0
+    assert resumed.param_schedulers[0].last_epoch == 2
+    resumed.train()
+    assert resumed.iter == 4
+
+
+def test_checkpoint_allow_list_is_weights_only(tmp_path):
+    """The loader never unpickles arbitrary objects: a checkpoint that would
+    create a file when loaded is refused and the file is not created."""
+    from repvgg_seg import UnsafeCheckpointError, load_checkpoint_file
+    marker = tmp_path / 'pwned'
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f'touch {marker}',))
+
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'x': Exploit()}, path)
+    with pytest.raises(UnsafeCheckpointError, match='system.*not on the '
+                       'allow-list.*--trust-checkpoint'):
+        load_checkpoint_file(path)
+    assert not marker.exists()

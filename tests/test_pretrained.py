@@ -1,0 +1,185 @@
+"""Loading pretrained RepVGG weights in every supported format."""
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from repvgg_seg import CheckpointError, reparameterize
+from repvgg_seg.models import RepVGG
+from tests.helpers import randomize_bn, relative_error
+
+
+def _json_state(table: dict, seed: int = 0) -> OrderedDict:
+    """A random checkpoint with exactly the key names/shapes of a table."""
+    gen = torch.Generator().manual_seed(seed)
+    state = OrderedDict()
+    for key, shape in table.items():
+        if key.endswith('num_batches_tracked'):
+            state[key] = torch.tensor(100)
+        elif key.endswith('running_var'):
+            state[key] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=gen) * 0.1
+    return state
+
+
+def _load(arch, path, **kwargs):
+    model = RepVGG(arch, out_indices=(4,), init_cfg=dict(
+        type='Pretrained', checkpoint=str(path)), **kwargs)
+    model.init_weights()
+    return model.eval()
+
+
+@pytest.mark.parametrize('arch', ['A0', 'B1g2', 'D2se'])
+@pytest.mark.parametrize('wrapper', ['bare', 'state_dict', 'model',
+                                     'module'])
+def test_official_training_checkpoint(tmp_path, official_keys, arch,
+                                      wrapper):
+    state = _json_state(official_keys[f'RepVGG-{arch}']['train'])
+    if wrapper == 'module':
+        ckpt = OrderedDict(('module.' + k, v) for k, v in state.items())
+    elif wrapper == 'bare':
+        ckpt = state
+    else:
+        ckpt = {wrapper: state}
+    path = tmp_path / f'RepVGG-{arch}-train.pth'
+    torch.save(ckpt, path)
+    model = _load(arch, path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize('arch', ['A0', 'B2g4'])
+def test_official_deploy_checkpoint(tmp_path, official_keys, arch):
+    state = _json_state(official_keys[f'RepVGG-{arch}']['deploy'])
+    path = tmp_path / f'RepVGG-{arch}-deploy.pth'
+    torch.save(state, path)
+    model = _load(arch, path, deploy=True, dilation='fast')
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    with pytest.raises(CheckpointError, match='fused .deploy. RepVGG '
+                       'weights.*deploy=True'):
+        _load(arch, path)
+
+
+def test_training_checkpoint_into_deploy_model_is_fused(tmp_path):
+    torch.manual_seed(0)
+    source = RepVGG('B1g4', out_indices=(4,), dilation='fast').eval()
+    randomize_bn(source)
+    path = tmp_path / 'train.pth'
+    torch.save(source.state_dict(), path)
+    deploy = _load('B1g4', path, deploy=True, dilation='fast')
+    x = torch.randn(1, 3, 35, 45)
+    with torch.no_grad():
+        assert relative_error(source(x), deploy(x)) < 1e-5
+
+
+def test_imagenet_checkpoint_fits_every_dilation_mode(tmp_path,
+                                                      official_keys):
+    path = tmp_path / 'a0.pth'
+    torch.save(_json_state(official_keys['RepVGG-A0']['train']), path)
+    for mode in (None, 'last_two_stages', 'fast'):
+        _load('A0', path, dilation=mode)
+
+
+def test_mmpretrain_checkpoint(tmp_path):
+    """A real mmpretrain RepVGG classifier's checkpoint loads, and our
+    backbone then computes what mmpretrain's computes."""
+    mmpretrain_models = pytest.importorskip('mmpretrain.models')
+    torch.manual_seed(0)
+    theirs = mmpretrain_models.ImageClassifier(
+        backbone=dict(type='RepVGG', arch='B1g2', out_indices=(3,)),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))
+    randomize_bn(theirs)
+    theirs.eval()
+    path = tmp_path / 'mmpretrain_repvgg.pth'
+    torch.save({'meta': {}, 'state_dict': theirs.state_dict()}, path)
+    ours = _load('B1g2', path)
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        assert relative_error(theirs.backbone(x)[0], ours(x)[0]) < 1e-6
+
+
+def test_own_segmentor_checkpoint(tmp_path):
+    from mmseg.registry import MODELS
+    torch.manual_seed(0)
+    segmentor = MODELS.build(dict(
+        type='EncoderDecoder',
+        backbone=dict(type='RepVGG', arch='A0', dilation='fast'),
+        decode_head=dict(type='FCNHead', in_channels=1280, in_index=3,
+                         channels=16, num_classes=3, num_convs=1)))
+    randomize_bn(segmentor)
+    path = tmp_path / 'seg.pth'
+    torch.save({'meta': {'epoch': 1}, 'state_dict': segmentor.state_dict()},
+               path)
+    model = _load('A0', path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, segmentor.backbone.state_dict()[key])
+
+
+def test_wrong_arch_is_named(tmp_path, official_keys):
+    path = tmp_path / 'RepVGG-B1-train.pth'
+    torch.save(_json_state(official_keys['RepVGG-B1']['train']), path)
+    with pytest.raises(CheckpointError) as info:
+        _load('B2', path)
+    message = str(info.value)
+    assert 'does not fit RepVGG-B2' in message
+    assert 'shape mismatches: stage0.rbr_dense.conv.weight' not in message
+    assert 'looks like RepVGG-B1 (training-time)' in message
+    assert str(path) in message
+
+
+def test_missing_and_extra_keys_are_listed(tmp_path, official_keys):
+    state = _json_state(official_keys['RepVGG-A0']['train'])
+    del state['stage2.3.rbr_1x1.conv.weight']
+    state['stage9.extra'] = torch.zeros(1)
+    path = tmp_path / 'broken.pth'
+    torch.save(state, path)
+    with pytest.raises(CheckpointError,
+                       match=r'missing keys: stage2\.3\.rbr_1x1\.conv\.weight'
+                       r'.*unexpected keys: stage9\.extra'):
+        _load('A0', path)
+
+
+def test_truncated_and_non_checkpoint_files(tmp_path, official_keys):
+    good = tmp_path / 'good.pth'
+    torch.save(_json_state(official_keys['RepVGG-A0']['train']), good)
+    data = good.read_bytes()
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(data[:len(data) // 3])
+    with pytest.raises(CheckpointError, match='truncated.pth is not a '
+                       'readable PyTorch checkpoint'):
+        _load('A0', truncated)
+    text = tmp_path / 'notes.pth'
+    text.write_text('these are not weights')
+    with pytest.raises(CheckpointError, match='not a readable PyTorch '
+                       'checkpoint'):
+        _load('A0', text)
+    with pytest.raises(FileNotFoundError, match='missing.pth.*official '
+                       'ImageNet checkpoint.*init_cfg=None'):
+        _load('A0', tmp_path / 'missing.pth')
+
+
+def test_head_keys_dropped_with_one_log_line(tmp_path, official_keys):
+    from unittest import mock
+    path = tmp_path / 'a0.pth'
+    torch.save(_json_state(official_keys['RepVGG-A0']['train']), path)
+    with mock.patch('repvgg_seg.models.pretrained.print_log') as log:
+        _load('A0', path)
+    messages = [c.args[0] for c in log.call_args_list]
+    assert any('ignored 2 keys of linear' in m for m in messages)
+
+
+def test_safetensors_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    source = RepVGG('A0', out_indices=(4,)).eval()
+    randomize_bn(source)
+    reparameterize(source)
+    path = tmp_path / 'a0_deploy.safetensors'
+    save_file(source.state_dict(), str(path))
+    model = _load('A0', path, deploy=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(source(x)[0], model(x)[0])

@@ -1,0 +1,55 @@
+"""Evaluate a checkpoint: mIoU, mAcc, aAcc and per-class IoU (mmseg IoUMetric).
+
+    python tools/test.py CONFIG CHECKPOINT [--fuse] [--out-json FILE]
+        [--show-dir DIR] [--format-only] [--cfg-options k=v ...]
+"""
+import argparse
+import json
+import os
+import sys
+
+from mmengine.config import DictAction
+
+from repvgg_seg.runner import (build_runner, run_cli,
+                               setup_test_cfg)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--work-dir')
+    parser.add_argument('--fuse', action='store_true',
+                        help='re-parameterize RepVGG and fold conv+BN first')
+    parser.add_argument('--out-json', help='write the metrics to this file')
+    parser.add_argument('--show-dir', help='write colourised predictions')
+    parser.add_argument('--format-only', action='store_true',
+                        help='write Cityscapes submission files, no metrics')
+    parser.add_argument('--out-dir', help='with --format-only: where to')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='DANGEROUS: fully unpickle the checkpoint')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = setup_test_cfg(args.config, args.checkpoint, work_dir=args.work_dir,
+                         fuse=args.fuse, show_dir=args.show_dir,
+                         format_only=args.format_only, out_dir=args.out_dir,
+                         cfg_options=args.cfg_options, launcher=args.launcher,
+                         trust_checkpoint=args.trust_checkpoint)
+    metrics = build_runner(cfg).test()
+    if args.out_json:
+        with open(args.out_json, 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))

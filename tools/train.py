@@ -1,0 +1,54 @@
+"""Train a segmentor (or classifier) from a config with mmengine's Runner.
+
+    python tools/train.py configs/pspnet_repvgg_b2.py [--work-dir DIR]
+        [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+        [--launcher none|pytorch|slurm]
+"""
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+from repvgg_seg.runner import (build_runner, run_cli,
+                               setup_train_cfg)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='outputs (default: '
+                        'work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', default=None,
+        help='resume from CKPT, or from the latest checkpoint of the work dir '
+        'when no path is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. '
+                        'model.backbone.init_cfg=None')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='DANGEROUS: fully unpickle checkpoints (only for '
+                        'files from a source you trust)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = setup_train_cfg(args.config, work_dir=args.work_dir,
+                          resume=args.resume, amp=args.amp,
+                          cfg_options=args.cfg_options,
+                          launcher=args.launcher,
+                          trust_checkpoint=args.trust_checkpoint)
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))
