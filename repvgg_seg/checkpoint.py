@@ -50,15 +50,37 @@ def _numpy_globals():
     return entries
 
 
+def _history_buffer_statistic(owner, name):
+    """Stands in for ``getattr`` while unpickling, for one case only.
+
+    mmengine's HistoryBuffer pickles its statistics methods as
+    ``getattr(HistoryBuffer, 'mean')``; a general ``getattr`` would let a
+    pickle reach anything (e.g. ``os.system``), so only those lookups pass.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    # the four built-ins are registered lazily, by the first instance
+    allowed = {'min', 'max', 'current', 'mean'}
+    allowed.update(HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and name in allowed:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'refused getattr({owner!r}, {name!r}) while unpickling: only '
+        'HistoryBuffer statistics methods may be looked up')
+
+
 def safe_globals() -> list:
     """The classes a weights-only load may construct, beyond torch's own.
 
     Exactly what mmengine 0.10's checkpoints (``meta.message_hub``,
     ``meta.dataset_meta``, scheduler states) need; nothing that runs code.
     """
+    import collections
+
     from mmengine.config import ConfigDict
     from mmengine.logging.history_buffer import HistoryBuffer
-    return [HistoryBuffer, ConfigDict] + _numpy_globals()
+    return [HistoryBuffer, ConfigDict, collections.Counter,
+            (_history_buffer_statistic, 'builtins.getattr')
+            ] + _numpy_globals()
 
 
 _trust_override: Optional[bool] = None

@@ -64,13 +64,18 @@ def _verified(model: nn.Module, convert, input_shape, tolerance) -> dict:
 
 
 def _switch_all(model: nn.Module) -> int:
-    count = 0
-    for module in list(model.modules()):
-        switch = getattr(module, 'switch_to_deploy', None)
-        if callable(switch) and not getattr(module, 'deploy', False):
-            switch()
-            count += 1
-    return count
+    """Call every pending ``switch_to_deploy``; return how many innermost
+    modules (blocks, not the backbones holding them) were converted."""
+    pending = [m for m in model.modules()
+               if callable(getattr(m, 'switch_to_deploy', None))
+               and not getattr(m, 'deploy', False)]
+    pending_ids = {id(m) for m in pending}
+    innermost = sum(
+        not any(id(sub) in pending_ids for sub in list(m.modules())[1:])
+        for m in pending)
+    for module in pending:
+        module.switch_to_deploy()
+    return innermost
 
 
 def reparameterize(model: nn.Module, verify: bool = False,

@@ -146,14 +146,14 @@ class RepVGGBlock(BaseModule):
         self.se = SEBlock(out_channels, out_channels // 16) if use_se else None
         self.act = nn.ReLU(inplace=True)
 
-    def _make_reparam_conv(self) -> nn.Conv2d:
+    def _make_reparam_conv(self, **factory) -> nn.Conv2d:
         # The one place that decides the fused conv's geometry, used both by
         # deploy=True construction and by switch_to_deploy(), so the two can
         # never disagree on padding, dilation or groups.
         return nn.Conv2d(self.in_channels, self.out_channels, 3,
                          stride=self.stride, padding=self.dilation,
                          dilation=self.dilation, groups=self.groups,
-                         bias=True)
+                         bias=True, **factory)
 
     def _branch_sum(self, x):
         if self.deploy:
@@ -201,7 +201,9 @@ class RepVGGBlock(BaseModule):
         if self.deploy:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
-        conv = self._make_reparam_conv().to(kernel.device, kernel.dtype)
+        # built on the meta device: a random init would be overwritten anyway
+        conv = self._make_reparam_conv(device='meta').to_empty(
+            device=kernel.device).to(kernel.dtype)
         conv.weight.copy_(kernel)
         conv.bias.copy_(bias)
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
@@ -233,7 +235,7 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
                          f'{arch["width_factor"]}')
     if any(int(n) < 1 for n in arch['num_blocks']):
         raise ValueError(f'every stage needs a block: {arch["num_blocks"]}')
-    return dict(group_layer_map={}, use_se=False, **arch)
+    return {'group_layer_map': {}, 'use_se': False, **arch}
 
 
 def layer_plan(num_blocks: Sequence[int],
@@ -288,6 +290,8 @@ class RepVGG(BaseModule):
     """
 
     arch_settings = ARCH_SETTINGS
+    # stage widths before the multipliers a (stages 1-3) and b (stage 4)
+    base_channels = (64, 128, 256, 512)
 
     def __init__(self,
                  arch: Union[str, dict] = 'A0',
@@ -325,7 +329,8 @@ class RepVGG(BaseModule):
         self.frozen_stages = frozen_stages
         self._warned_deploy_train = False
 
-        widths = [int(64 * w) for w in settings['width_factor']]
+        widths = [int(base * factor) for base, factor in
+                  zip(self.base_channels, settings['width_factor'])]
         stem_channels = min(64, widths[0])
         block_cfg = dict(use_se=settings['use_se'], deploy=deploy,
                          norm_cfg=norm_cfg, with_cp=with_cp)
