@@ -1,0 +1,268 @@
+"""PSPNet configs (Table 8 and the rest), the metric path, train/test."""
+import copy
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from repvgg_seg.runner import (build_runner, load_config, setup_test_cfg,
+                               setup_train_cfg)
+from tests.conftest import REPO
+
+SEG_CONFIGS = sorted(
+    p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                         recursive=True)
+    if '_base_' not in p and osp.sep + 'imagenet' + osp.sep not in p)
+TABLE8 = {'pspnet_repvgg_b1g2_fast': ('B1g2', 'fast', 5),
+          'pspnet_repvgg_b1g2': ('B1g2', 'last_two_stages', 17),
+          'pspnet_repvgg_b2_fast': ('B2', 'fast', 5),
+          'pspnet_repvgg_b2': ('B2', 'last_two_stages', 17)}
+
+
+def _name(path):
+    return osp.splitext(osp.basename(path))[0]
+
+
+@pytest.fixture(scope='module')
+def synthetic_root(tmp_path_factory):
+    from repvgg_seg.datasets import make_synthetic_cityscapes
+    root = str(tmp_path_factory.mktemp('synthetic_cityscapes'))
+    make_synthetic_cityscapes(root, num_train=4, num_val=2, size=(96, 192),
+                              seed=0, overwrite=True)
+    return root
+
+
+def _meta_model(cfg):
+    from mmseg.registry import MODELS
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None
+    with torch.device('meta'):
+        return MODELS.build(model_cfg)
+
+
+def test_every_seg_config_is_found():
+    names = {_name(p) for p in SEG_CONFIGS}
+    assert set(TABLE8) | {'pspnet_r50', 'pspnet_r101'} <= names
+    assert len([n for n in names if n.startswith('pspnet_repvgg_')
+                and 'synthetic' not in n]) == 26
+
+
+@pytest.mark.parametrize('path', SEG_CONFIGS, ids=_name)
+def test_config_builds_model_and_pipelines(path, synthetic_root):
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+    register_all_modules()
+    cfg = load_config(path)
+    model = _meta_model(cfg)
+    backbone = model.backbone
+    # heads are wired to the right stages with the right widths
+    if hasattr(backbone, 'out_channels'):
+        widths = [backbone.out_channels[i] for i in backbone.out_indices]
+        assert cfg.model.decode_head.in_channels == widths[
+            cfg.model.decode_head.in_index]
+        assert cfg.model.auxiliary_head.in_channels == widths[
+            cfg.model.auxiliary_head.in_index]
+    seen = set()
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset_cfg = copy.deepcopy(cfg[loader].dataset)
+        dataset_cfg.data_root = synthetic_root
+        dataset = DATASETS.build(dataset_cfg)
+        assert len(dataset) == (4 if loader == 'train_dataloader' else 2)
+        key = repr(dataset_cfg.pipeline)
+        if key not in seen:  # one sample per distinct pipeline is enough
+            seen.add(key)
+            sample = dataset[0]
+            assert sample['inputs'].shape[0] == 3
+            labels = sample['data_samples'].gt_sem_seg.data.unique()
+            assert set(labels.tolist()) <= set(range(19)) | {255}
+
+
+@pytest.mark.parametrize('name', sorted(TABLE8))
+def test_table8_configs(name):
+    arch, mode, dilated = TABLE8[name]
+    cfg = load_config(osp.join(REPO, 'configs', name + '.py'))
+    backbone_cfg = cfg.model.backbone
+    assert (backbone_cfg.arch, backbone_cfg.dilation) == (arch, mode)
+    assert backbone_cfg.init_cfg.checkpoint == \
+        f'checkpoints/RepVGG-{arch}-train.pth'
+    assert backbone_cfg.norm_cfg.type == 'SyncBN'
+    model = _meta_model(cfg)
+    convs = [m for m in model.backbone.modules()
+             if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert sum(m.dilation != (1, 1) for m in convs) == dilated
+    with torch.device('meta'):
+        feats = model.backbone(torch.empty(1, 3, 713, 713))
+    # output stride 8 for the last two stages (713 -> 90 with padding)
+    assert [f.shape[-1] for f in feats] == [179, 90, 90, 90]
+    head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
+    assert head.type == 'PSPHead' and head.pool_scales == (1, 2, 3, 6)
+    assert head.in_index == 3 and model.backbone.out_indices[3] == 4
+    # the auxiliary FCN head reads stage 3, with loss weight 0.4
+    assert aux.type == 'FCNHead' and model.backbone.out_indices[
+        aux.in_index] == 3
+    assert aux.loss_decode.loss_weight == 0.4
+    # the recipe
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.momentum,
+            optimizer.weight_decay) == ('SGD', 0.01, 0.9, 1e-4)
+    (poly,) = cfg.param_scheduler
+    assert (poly.type, poly.power, poly.eta_min, poly.end) == ('PolyLR', 0.9,
+                                                               0.0, 40)
+    assert poly.by_epoch and poly.convert_to_iter_based
+    assert cfg.train_cfg.type == 'EpochBasedTrainLoop'
+    assert cfg.train_cfg.max_epochs == 40
+    # global batch 16 = 2 per GPU x 8 GPUs; 40 epochs of 2975 images
+    assert cfg.train_dataloader.batch_size * 8 == 16
+    assert -(-2975 // 16) * 40 == 7440
+    crop = [t for t in cfg.train_dataloader.dataset.pipeline
+            if t.type == 'RandomCrop'][0]
+    assert crop.crop_size == (713, 713)
+    resize = [t for t in cfg.train_dataloader.dataset.pipeline
+              if t.type == 'RandomResize'][0]
+    assert resize.scale == (2048, 1024) and resize.ratio_range == (0.5, 2.0)
+    assert {'RandomFlip', 'PhotoMetricDistortion'} <= {
+        t.type for t in cfg.train_dataloader.dataset.pipeline}
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(713, 713),
+                                      stride=(476, 476))
+    assert head.ignore_index == 255 if 'ignore_index' in head else True
+
+
+def test_resnet_baselines_share_the_recipe():
+    r50 = load_config(osp.join(REPO, 'configs', 'pspnet_r50.py'))
+    r101 = load_config(osp.join(REPO, 'configs', 'pspnet_r101.py'))
+    b1g2 = load_config(osp.join(REPO, 'configs', 'pspnet_repvgg_b1g2.py'))
+    assert (r50.model.backbone.type, r50.model.backbone.depth) == (
+        'ResNetV1c', 50)
+    assert r101.model.backbone.depth == 101
+    assert r50.model.backbone.dilations == (1, 1, 2, 4)
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                'train_dataloader'):
+        assert r50[key] == b1g2[key] == r101[key]
+    assert r50.model.test_cfg == b1g2.model.test_cfg
+
+
+def test_iou_metric_known_answers():
+    """mmseg's IoUMetric as the configs use it: a perfect prediction scores
+    100, a designed one the value computed by hand."""
+    from mmseg.evaluation import IoUMetric
+    from mmseg.structures import SegDataSample
+    from mmengine.structures import PixelData
+
+    label = torch.tensor([[0, 0, 1, 1],
+                          [0, 0, 1, 1],
+                          [2, 2, 2, 255]])
+    designed = torch.tensor([[0, 1, 1, 1],
+                             [0, 0, 1, 1],
+                             [2, 2, 1, 0]])
+
+    def score(pred):
+        metric = IoUMetric(iou_metrics=['mIoU'])
+        metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+        sample = SegDataSample()
+        sample.pred_sem_seg = PixelData(data=pred[None])
+        sample.gt_sem_seg = PixelData(data=label[None])
+        metric.process([], [sample.to_dict()])
+        return metric.compute_metrics(metric.results)
+
+    assert score(label.clone())['mIoU'] == 100.0
+    # by hand, ignoring the 255 pixel: class 0: tp 3, pred 3, gt 4 -> 3/4;
+    # class 1: tp 4, pred 6, gt 4 -> 4/6; class 2: tp 2, pred 2, gt 3 -> 2/3
+    expected = (3 / 4 + 4 / 6 + 2 / 3) / 3 * 100
+    result = score(designed)
+    assert result['mIoU'] == pytest.approx(round(expected, 2), abs=0.01)
+    assert result['aAcc'] == pytest.approx(round(9 / 11 * 100, 2), abs=0.01)
+
+
+TINY = {'model.decode_head.channels': 16,
+        'model.auxiliary_head.channels': 8,
+        'train_dataloader.batch_size': 2,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'val_dataloader.num_workers': 0,
+        'val_dataloader.persistent_workers': False,
+        'test_dataloader.num_workers': 0,
+        'test_dataloader.persistent_workers': False,
+        'model.data_preprocessor.size': (64, 64),
+        'train_dataloader.dataset.pipeline.2.scale': (128, 64),
+        'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
+        'train_dataloader.dataset.indices': 1,  # learn one image
+        'train_cfg.max_iters': 10,
+        'train_cfg.val_interval': 100,
+        'param_scheduler.0.end': 2,
+        'param_scheduler.1.begin': 2,
+        'param_scheduler.1.end': 10,
+        'default_hooks.checkpoint.interval': 10,
+        'default_hooks.logger.interval': 1,
+        'optim_wrapper.optimizer.lr': 0.01,
+        'randomness.seed': 0,
+        'randomness.deterministic': True}
+DEMO = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
+
+
+def _tiny_options(root, **extra):
+    options = dict(TINY)
+    for loader in ('train', 'val', 'test'):
+        options[f'{loader}_dataloader.dataset.data_root'] = root
+    options.update(extra)
+    return options
+
+
+def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
+                                                           tmp_path):
+    work_dir = str(tmp_path / 'work')
+    cfg = setup_train_cfg(DEMO, work_dir=work_dir,
+                          cfg_options=_tiny_options(synthetic_root))
+    runner = build_runner(cfg)
+    runner.train()
+    losses = runner.message_hub.get_scalar('train/loss').data[0]
+    assert len(losses) == 10 and np.isfinite(losses).all()
+    # it learns (seeded and deterministic, so not a flaky comparison)
+    assert losses[-3:].mean() < 0.95 * losses[:3].mean()
+    checkpoint = osp.join(work_dir, 'iter_10.pth')
+    assert osp.isfile(checkpoint)
+
+    # --fuse evaluates the same function: logits within 1e-4
+    from repvgg_seg import fuse_for_deploy
+    model = runner.model.eval()
+    report = fuse_for_deploy(model, verify=True, input_shape=(1, 3, 96, 192),
+                             tolerance=1e-4)
+    assert report['max_rel_diff'] < 1e-4
+
+    # the command line, as a user runs it
+    results = {}
+    for fuse in (False, True):
+        out = tmp_path / f'metrics_{fuse}.json'
+        command = [sys.executable, osp.join(REPO, 'tools', 'test.py'), DEMO,
+                   checkpoint, '--work-dir', work_dir, '--out-json',
+                   str(out), '--cfg-options'] + [
+                       f'{k}={v}' for k, v in
+                       _tiny_options(synthetic_root).items()
+                       if k.startswith(('test_', 'model.'))]
+        if fuse:
+            command.append('--fuse')
+        proc = subprocess.run(command, capture_output=True, text=True,
+                              cwd=REPO, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[fuse] = json.loads(out.read_text())
+        assert 'per class results' in proc.stdout + proc.stderr
+    assert set(results[False]) >= {'mIoU', 'mAcc', 'aAcc'}
+    assert results[True]['mIoU'] == pytest.approx(results[False]['mIoU'],
+                                                  abs=0.01)
+
+
+def test_missing_pretrained_checkpoint_is_a_clear_error(tmp_path):
+    from mmseg.registry import MODELS
+    cfg = load_config(osp.join(REPO, 'configs', 'pspnet_repvgg_a0_fast.py'))
+    cfg.model.backbone.norm_cfg = dict(type='BN')
+    cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'nothing.pth')
+    model = MODELS.build(cfg.model.backbone)
+    with pytest.raises(FileNotFoundError, match='nothing.pth.*official '
+                       'ImageNet checkpoint.*init_cfg=None'):
+        model.init_weights()
