@@ -43,7 +43,7 @@ def _numpy_globals():
     entries = [np.ndarray, np.dtype]
     entries += [type(np.dtype(t)) for t in
                 ('float16', 'float32', 'float64', 'int8', 'int16', 'int32',
-                 'int64', 'uint8', 'bool')]
+                 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'bool')]
     for module_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         entries += [(multiarray._reconstruct, f'{module_name}._reconstruct'),
                     (multiarray.scalar, f'{module_name}.scalar')]
@@ -130,8 +130,9 @@ def load_checkpoint_file(filename: str, map_location='cpu',
             return torch.load(filename, map_location=map_location,
                               weights_only=True)
     except pickle.UnpicklingError as exc:
-        if 'GLOBAL' in str(exc) or 'global' in str(exc):
-            raise UnsafeCheckpointError(_unsafe_message(filename)) from None
+        if 'Weights only load failed' in str(exc):
+            raise UnsafeCheckpointError(
+                _unsafe_message(filename, exc)) from None
         raise CheckpointError(
             f'{filename} is not a readable PyTorch checkpoint (truncated, '
             f'or not a checkpoint): {_first_line(exc)}') from None
@@ -148,22 +149,18 @@ def _first_line(exc) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _unsafe_message(filename: str) -> str:
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-        allowed = {f'{g.__module__}.{g.__qualname__}' for g in safe_globals()
-                   if hasattr(g, '__qualname__')}
-        unsafe = [u for u in unsafe if u not in allowed]
-    except Exception:  # the listing is a courtesy; never fail on it
-        unsafe = []
-    names = ', '.join(unsafe) if unsafe else 'unknown classes'
-    return (f'refused to load {filename}: its pickle would construct '
-            f'{names}, which are not on the allow-list of safe types. '
-            'Unpickling such a file can run arbitrary code. If you trust '
-            'where the file comes from, pass --trust-checkpoint to the tool '
-            '(or set trust_checkpoint = True in the config, or '
-            f'{TRUST_ENV}=1); otherwise convert it to safetensors on a '
-            'machine where it is safe to load.')
+def _unsafe_message(filename: str, exc: Exception) -> str:
+    # torch's own explanation is the line after "WeightsUnpickler error:"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith(
+        ('Unsupported global', 'Can only build', 'Trying to', 'refused'))),
+        lines[-1] if lines else '')
+    return (f'refused to load {filename}: it needs objects outside the '
+            f'allow-list of safe types ({reason}). Unpickling such a file '
+            'can run arbitrary code. If you trust where the file comes from, '
+            'pass --trust-checkpoint to the tool (or set trust_checkpoint = '
+            f'True in the config, or {TRUST_ENV}=1); otherwise convert it to '
+            'safetensors on a machine where it is safe to load.')
 
 
 def _mmengine_local_loader(filename, map_location):

@@ -143,13 +143,17 @@ def run_cli(main, argv=None) -> int:
     traceback (set REPVGG_SEG_DEBUG=1 for the traceback)."""
     import sys
     from .checkpoint import CheckpointError
+    from .engine import NonFiniteLossError
     try:
         return main(argv) or 0
-    except (ConfigError, CheckpointError, FileNotFoundError,
-            FileExistsError, PermissionError, KeyError, ValueError) as exc:
+    # TypeError: mostly a typo'd config key (an unexpected keyword argument
+    # of the class being built, named by mmengine's registry).
+    except (ConfigError, CheckpointError, NonFiniteLossError, OSError,
+            KeyError, ValueError, TypeError) as exc:
         if os.environ.get('REPVGG_SEG_DEBUG') == '1':
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args \
             else str(exc)
-        print(f'error: {message}', file=sys.stderr)
+        print(f'error: {message}\n(set REPVGG_SEG_DEBUG=1 to see the '
+              'traceback)', file=sys.stderr)
         return 2

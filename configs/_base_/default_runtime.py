@@ -24,3 +24,10 @@ default_hooks = dict(
                     max_keep_ckpts=3, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
+# Crash-safe training (repvgg_seg/engine.py): RNG state in checkpoints for
+# exact resumes, a checkpoint on SIGTERM/SIGINT, a stop on NaN/inf loss.
+custom_hooks = [
+    dict(type='RandomStateHook'),
+    dict(type='SignalCheckpointHook'),
+    dict(type='FiniteLossHook'),
+]
