@@ -110,7 +110,8 @@ def setup_test_cfg(config: str,
     cfg.resume = False
     if fuse:
         hooks = list(cfg.get('custom_hooks', []))
-        hooks.append(dict(type='FuseModelHook'))
+        # scoped name: the hook is found from mmpretrain configs too
+        hooks.append(dict(type='mmseg.FuseModelHook'))
         cfg.custom_hooks = hooks
     if show_dir:
         vis = cfg.default_hooks.get('visualization')

@@ -2,10 +2,11 @@
 # stride 8) trained from scratch on the synthetic mini-Cityscapes that
 # tools/make_synthetic_cityscapes.py generates, on the CPU in a few minutes.
 # Same model family and data pipeline as the Table 8 configs, scaled down:
-# BN instead of SyncBN, 256x256 crops, narrower heads, a short schedule.
+# BN instead of SyncBN, images at 192x384 with 192x192 crops, narrower heads,
+# a short schedule.
 _base_ = ['../_base_/models/pspnet_repvgg.py', '../_base_/default_runtime.py']
 norm_cfg = dict(type='BN', requires_grad=True)
-crop_size = (256, 256)
+crop_size = (192, 192)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(arch='A0', dilation='fast', norm_cfg=norm_cfg),
@@ -20,7 +21,7 @@ data_root = 'data/synthetic_cityscapes/'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(512, 256), ratio_range=(0.75, 1.5),
+    dict(type='RandomResize', scale=(384, 192), ratio_range=(0.75, 1.5),
          keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -29,7 +30,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(512, 256), keep_ratio=True),
+    dict(type='Resize', scale=(384, 192), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
@@ -59,7 +60,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-max_iters = 400
+max_iters = 300
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4))
