@@ -4,7 +4,10 @@
 # Same model family and data pipeline as the Table 8 configs, scaled down:
 # BN instead of SyncBN, images at 192x384 with 192x192 crops, narrower heads,
 # a short schedule.
-_base_ = ['../_base_/models/pspnet_repvgg.py', '../_base_/default_runtime.py']
+_base_ = [
+    '../_base_/models/pspnet_repvgg.py',
+    '../_base_/datasets/cityscapes_713x713.py', '../_base_/default_runtime.py'
+]
 norm_cfg = dict(type='BN', requires_grad=True)
 crop_size = (192, 192)
 model = dict(
@@ -16,7 +19,6 @@ model = dict(
                         align_corners=False),
     test_cfg=dict(mode='whole'))
 
-dataset_type = 'CityscapesDataset'
 data_root = 'data/synthetic_cityscapes/'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -34,31 +36,16 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
+# mmseg's CityscapesDataset reads the synthetic set unchanged (same layout)
 train_dataloader = dict(
     batch_size=8,
     num_workers=1,
-    persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
-        pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1,
     num_workers=1,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
-        pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
 
 max_iters = 300
 optim_wrapper = dict(

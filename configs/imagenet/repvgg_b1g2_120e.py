@@ -1,10 +1,7 @@
 # RepVGG-B1g2 on ImageNet, the paper's 120-epoch recipe (Table 4): simple
 # augmentation, SGD LR 0.1 cosine, batch 32 x 8 GPUs.
 # Paper (Table 4): 77.78% top-1.
-_base_ = [
-    './_base_/models/repvgg_cls.py', './_base_/datasets/imagenet_120e.py',
-    './_base_/schedules/sgd_cosine_120e.py', './_base_/default_runtime.py'
-]
+_base_ = './_base_/repvgg_120e.py'
 model = dict(
     backbone=dict(arch='B1g2'),
     head=dict(in_channels=2048))  # stage-4 width int(512 * 4)

@@ -1,10 +1,7 @@
 # RepVGG-B3g4 on ImageNet, the paper's 120-epoch recipe (Table 4): simple
 # augmentation, SGD LR 0.1 cosine, batch 32 x 8 GPUs.
 # Not in the paper's Table 4.
-_base_ = [
-    './_base_/models/repvgg_cls.py', './_base_/datasets/imagenet_120e.py',
-    './_base_/schedules/sgd_cosine_120e.py', './_base_/default_runtime.py'
-]
+_base_ = './_base_/repvgg_120e.py'
 model = dict(
     backbone=dict(arch='B3g4'),
     head=dict(in_channels=2560))  # stage-4 width int(512 * 5)
