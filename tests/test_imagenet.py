@@ -350,7 +350,7 @@ def test_classifier_checkpoint_initialises_pspnet(tiny_imagenet, tmp_path):
         finally:
             logger.removeHandler(handler)
     assert type(segmentor.backbone) is RepVGG
-    assert segmentor.backbone.dilation == 'fast'
+    assert segmentor.backbone.arch_name == 'A0'
     seg_state = segmentor.backbone.state_dict()
     assert len(seg_state) == len(cls_state)
     for key, value in cls_state.items():

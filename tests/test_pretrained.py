@@ -86,11 +86,14 @@ def test_mmpretrain_checkpoint(tmp_path):
     """A real mmpretrain RepVGG classifier's checkpoint loads, and our
     backbone then computes what mmpretrain's computes."""
     mmpretrain_models = pytest.importorskip('mmpretrain.models')
+    from mmengine.registry import DefaultScope
     torch.manual_seed(0)
-    theirs = mmpretrain_models.ImageClassifier(
-        backbone=dict(type='RepVGG', arch='B1g2', out_indices=(3,)),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        theirs = mmpretrain_models.ImageClassifier(
+            backbone=dict(type='RepVGG', arch='B1g2', out_indices=(3,)),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=1000,
+                      in_channels=2048))
     randomize_bn(theirs)
     theirs.eval()
     path = tmp_path / 'mmpretrain_repvgg.pth'

