@@ -81,15 +81,17 @@ def test_synthetic_layout_and_names(synthetic):
 
 
 def test_synthetic_loads_in_mmseg(synthetic):
+    from mmengine.registry import DefaultScope
     from mmseg.registry import DATASETS  # imports mmseg.datasets on use
     root, _ = synthetic
-    dataset = DATASETS.build(dict(
-        type='CityscapesDataset', data_root=root,
-        data_prefix=dict(img_path='leftImg8bit/train',
-                         seg_map_path='gtFine/train'),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations'),
-                  dict(type='PackSegInputs')]))
+    with DefaultScope.overwrite_default_scope('mmseg'):  # for the pipeline
+        dataset = DATASETS.build(dict(
+            type='CityscapesDataset', data_root=root,
+            data_prefix=dict(img_path='leftImg8bit/train',
+                             seg_map_path='gtFine/train'),
+            pipeline=[dict(type='LoadImageFromFile'),
+                      dict(type='LoadAnnotations'),
+                      dict(type='PackSegInputs')]))
     assert len(dataset) == 6
     classes, images = set(), []
     for i in range(len(dataset)):

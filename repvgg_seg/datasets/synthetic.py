@@ -148,7 +148,7 @@ class Scene:
         rng, add = self.rng, self.canvas.add
         sky = ((110, 160, 222) if rng.random() < 0.75 else (176, 186, 198))
         walk = ((150, 142, 136) if rng.random() < 0.6 else (170, 124, 108))
-        grass = ((138, 150, 72) if rng.random() < 0.7 else (150, 124, 84))
+        grass = ((146, 160, 74) if rng.random() < 0.7 else (168, 164, 92))
         return dict(
             sky=add(Material(SKY, _jitter(rng, sky, 8), grain=1.5, cloud=14,
                              haze=rng.uniform(60, 110))),
@@ -260,8 +260,8 @@ class Scene:
         walk_edge = curb + sign * self.walk_width
         park = self.rng.random() < 0.35
         # Grass between the sidewalk and the houses, always before a park.
-        grass_width = self.rng.uniform(1, 4) \
-            if park or self.rng.random() < 0.4 else 0.0
+        grass_width = self.rng.uniform(1.5, 5) \
+            if park or self.rng.random() < 0.5 else 0.0
         front = walk_edge + sign * grass_width
         if park:
             self._draw_park(front)
@@ -341,14 +341,15 @@ class Scene:
 
     def _draw_pole(self, x, z):
         height = self.rng.uniform(2.8, 4.2)
-        self._front(x - 0.1, x + 0.1, 0, height, z, self.materials['pole'])
+        self._front(x - 0.14, x + 0.14, 0, height, z,
+                    self.materials['pole'])
         if self.rng.random() < 0.75:
             self._draw_sign(x, height - 0.35, z)
 
     def _draw_sign(self, x, y, z):
         """A round, triangular or square traffic sign centred at (x, y)."""
         rng, unit = self.rng, self.cam.pixels_per_unit(z)
-        size = rng.uniform(0.35, 0.5)
+        size = rng.uniform(0.45, 0.6)
         kind = rng.integers(3)
         outer_rgb, inner_rgb = [((200, 30, 35), (236, 236, 236)),
                                 ((30, 70, 170), (236, 236, 236)),
@@ -374,7 +375,7 @@ class Scene:
     def _draw_person(self, x, z):
         rng = self.rng
         height = rng.uniform(1.05, 1.25)
-        width = height * 0.3
+        width = height * 0.34
         legs = self.canvas.add(Material(
             PERSON, _jitter(rng, (44, 46, 64), 12)))
         cloth = self.canvas.add(Material(
@@ -472,18 +473,21 @@ def render(canvas: Canvas, rng: np.random.Generator
                + column('cloud')[ids] * _smooth_noise(rng, ids.shape, 40)
                + column('tiles')[ids] * _tile_grid(ids.shape, rng)
                + column('haze')[ids] * (np.arange(height) / height)[:, None])
-    image = rgb + texture[..., None]
-    # Lighting of the day: shadows, exposure, colour cast, sensor noise.
-    shade = cv2.GaussianBlur(canvas.shade, (0, 0), 2.0)
+    image = _camera(rgb + texture[..., None], canvas.shade, rng)
+    label = np.array([m.train_id for m in table], np.uint8)[ids]
+    label[_class_borders(label)] = IGNORE
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR), label
+
+
+def _camera(image, shade, rng) -> np.ndarray:
+    """The lighting of the day and the camera: soft shadows, exposure,
+    colour cast, lens blur, sensor noise; uint8 RGB."""
+    shade = cv2.GaussianBlur(shade, (0, 0), 2.0)
     gain = rng.uniform(0.75, 1.2) * rng.uniform(0.92, 1.08, size=3)
     image = image * shade[..., None] * gain.astype(np.float32)
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.0))
     image += rng.normal(0, rng.uniform(1.5, 4.0), image.shape)
-    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-
-    label = np.array([m.train_id for m in table], np.uint8)[ids]
-    label[_class_borders(label)] = IGNORE
-    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR), label
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
 def _class_borders(label: np.ndarray) -> np.ndarray:

@@ -1,0 +1,202 @@
+"""ONNX (and OpenVINO IR) export of fused segmentors.
+
+The exported graph is :class:`repvgg_seg.deploy.LogitsModule` of the fused
+model (:func:`repvgg_seg.models.convert.fuse_for_deploy`): input a
+normalized ``N x 3 x H x W`` float tensor, output the logits at the input
+size (``N x classes x H x W``). It is checked with onnxruntime against torch
+before it is renamed into place.
+
+Adaptive average pooling with an output size above 1 (PSPNet's pyramid
+pooling) has no ONNX operator; the legacy exporter maps it to ``AveragePool``
+only for static input sizes that the bins divide. For export it is replaced
+by :class:`ExportableAdaptiveAvgPool2d`, which computes the same bins
+(PyTorch's ``floor(i*H/s)`` .. ``ceil((i+1)*H/s)``) with slices and means,
+so the graph is exact for any size, including ``--dynamic`` H and W.
+"""
+import copy
+import os
+import os.path as osp
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+
+from .deploy import (LogitsModule, check_writable, default_input_shape,
+                     load_model, publish, remove_quietly, temp_path)
+from .models.convert import fuse_for_deploy
+
+OPSET = 17
+
+
+class ExportError(ValueError):
+    """An export whose result does not match torch."""
+
+
+class ExportableAdaptiveAvgPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` as slices and means (ONNX-exportable for any,
+    also dynamic, input size)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        self.output_size = tuple(output_size)
+
+    @staticmethod
+    def _bins(length, bins: int):
+        return [((i * length) // bins, ((i + 1) * length + bins - 1) // bins)
+                for i in range(bins)]
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        out_h, out_w = self.output_size
+        out_h = height if out_h is None else out_h
+        out_w = width if out_w is None else out_w
+        rows = []
+        for y0, y1 in self._bins(height, out_h):
+            strip = x[:, :, y0:y1]
+            rows.append(torch.cat(
+                [strip[:, :, :, x0:x1].mean(dim=(2, 3), keepdim=True)
+                 for x0, x1 in self._bins(width, out_w)], dim=3))
+        return torch.cat(rows, dim=2)
+
+
+def make_exportable(module: nn.Module) -> nn.Module:
+    """Replace (in place) every adaptive average pool whose output is not
+    1x1 by :class:`ExportableAdaptiveAvgPool2d`; returns the module."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.AdaptiveAvgPool2d):
+            size = child.output_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            if size != (1, 1):
+                setattr(module, name, ExportableAdaptiveAvgPool2d(size))
+        else:
+            make_exportable(child)
+    return module
+
+
+def export_onnx_file(module: nn.Module, path: str,
+                     input_shape: Sequence[int], dynamic: bool = False,
+                     opset: int = OPSET) -> None:
+    """Write ``module`` (a :class:`LogitsModule` or any single-input module,
+    fp32, CPU) to ``path`` as ONNX (TorchScript-based exporter)."""
+    import warnings
+    module = make_exportable(copy.deepcopy(module).cpu().eval())
+    dummy = torch.randn(*input_shape)
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {'input': {0: 'batch', 2: 'height', 3: 'width'},
+                        'logits': {0: 'batch', 2: 'height', 3: 'width'}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')  # tracer and deprecation warnings
+        torch.onnx.export(module, (dummy, ), path, dynamo=False,
+                          opset_version=opset, input_names=['input'],
+                          output_names=['logits'], dynamic_axes=dynamic_axes,
+                          do_constant_folding=True)
+
+
+def onnxruntime_check(path: str, module: nn.Module,
+                      inputs: torch.Tensor, threads: Optional[int] = None
+                      ) -> dict:
+    """Run the ONNX file and ``module`` on ``inputs``; max relative logit
+    error and argmax agreement (%)."""
+    import onnxruntime as ort
+
+    from .benchmark import agreement
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options,
+                                   providers=['CPUExecutionProvider'])
+    out = session.run(None, {'input': inputs.numpy()})[0]
+    with torch.no_grad():
+        reference = module(inputs)
+    return agreement(reference, torch.from_numpy(out))
+
+
+def openvino_paths(out: str) -> Tuple[str, str]:
+    stem = osp.splitext(out)[0]
+    return stem + '.xml', stem + '.bin'
+
+
+def export_onnx(config, checkpoint: Optional[str], out: str,
+                shape: Optional[Sequence[int]] = None, batch_size: int = 1,
+                dynamic: bool = False, force: bool = False,
+                openvino: bool = False, opset: int = OPSET,
+                tolerance: float = 1e-4, cfg_options: Optional[dict] = None,
+                image: Optional[str] = None) -> dict:
+    """Export a config's fused model to ONNX, check it, write it atomically.
+
+    The check runs onnxruntime and torch on a synthetic image (or
+    ``image``) at ``shape`` (and, with ``dynamic``, at a second size) and
+    raises :class:`ExportError` -- writing nothing -- if the max relative
+    logit error exceeds ``tolerance``. With ``openvino`` an OpenVINO IR
+    (``.xml``/``.bin`` next to ``out``) is written too.
+    """
+    out = os.fspath(out)
+    targets = [out] + (list(openvino_paths(out)) if openvino else [])
+    check_writable(targets, force)
+    if openvino:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ExportError('--openvino: openvino is not installed (pip '
+                              'install openvino)') from None
+    model = load_model(config, checkpoint, cfg_options=cfg_options)
+    fuse_for_deploy(model)
+    module = LogitsModule(model).eval()
+    shape = tuple(shape) if shape else default_input_shape(model)
+    input_shape = (batch_size, 3) + shape
+
+    from .benchmark import load_image, preprocess, synthetic_image
+    check_shapes = [shape]
+    if dynamic:
+        check_shapes.append((shape[0] + 32, max(32, shape[1] - 40)))
+    tmp = tmp_xml = tmp_bin = None
+    checks = []
+    try:
+        tmp = temp_path(out)
+        print_log(f'exporting to ONNX (input {input_shape}, opset {opset}'
+                  f'{", dynamic N/H/W" if dynamic else ""})',
+                  logger='current')
+        export_onnx_file(module, tmp, input_shape, dynamic, opset)
+        for i, (h, w) in enumerate(check_shapes):
+            img = (load_image(image, h, w) if image else
+                   synthetic_image(h, w, seed=i))
+            x = preprocess(model, img).expand(batch_size, -1, -1,
+                                              -1).contiguous()
+            result = onnxruntime_check(tmp, module, x)
+            result['shape'] = [h, w]
+            checks.append(result)
+            print_log(f'onnxruntime vs torch at {h}x{w}: max relative logit '
+                      f'error {result["max_rel_error"]:.3g}, argmax '
+                      f'agreement {result["argmax_agreement_pct"]:.3f}%',
+                      logger='current')
+        worst = max(c['max_rel_error'] for c in checks)
+        if worst > tolerance:
+            raise ExportError(
+                f'the ONNX model differs from torch: max relative logit '
+                f'error {worst:.3g} > {tolerance:g}; nothing was written')
+        if openvino:
+            xml, binary = openvino_paths(out)
+            tmp_xml = temp_path(xml)
+            tmp_bin = osp.splitext(tmp_xml)[0] + '.bin'
+            # read_model(x.xml) finds x.bin by its stem, so the pair can be
+            # renamed together
+            ov.save_model(ov.convert_model(tmp), tmp_xml)
+        publish(tmp, out)
+        tmp = None
+        if openvino:
+            publish(tmp_bin, binary)
+            tmp_bin = None
+            publish(tmp_xml, xml)
+            tmp_xml = None
+    finally:
+        remove_quietly(tmp)
+        remove_quietly(tmp_xml)
+        remove_quietly(tmp_bin)
+    print_log(f'wrote {out}', logger='current')
+    return dict(onnx=out, checks=checks, shape=list(shape),
+                dynamic=dynamic, opset=opset,
+                openvino=list(openvino_paths(out)) if openvino else None)

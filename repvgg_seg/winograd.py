@@ -1,0 +1,454 @@
+"""An opt-in Winograd engine for fused models on the CPU (NNPACK).
+
+A fused RepVGG is a stack of 3x3 convs; PyTorch's default CPU path (oneDNN)
+computes them directly. NNPACK's Winograd convolution needs far fewer
+multiplications for stride-1 3x3 convs (the paper's "Wino MULs") and is
+exposed by PyTorch as ``torch._nnpack_spatial_convolution`` -- fp32, NCHW,
+contiguous input, no groups, no dilation, about 1e-5 relative error.
+
+This module swaps (at deploy time, on a fused model) every eligible conv for a
+:class:`WinogradConv2d` that computes the same function:
+
+* groups: one NNPACK conv per group on the channel slices, concatenated;
+* dilation ``d`` (with padding ``d``): an ordinary 3x3 conv on each of the
+  ``d x d`` sub-grids, batched by a space-to-batch rearrangement
+  (:func:`space_to_batch`); a **run** of consecutive dilated fused RepVGG
+  blocks (conv + ReLU) with the same dilation is computed inside one
+  space-to-batch (:class:`DilatedRun`), re-zeroing the padding between layers
+  when the map size is not a multiple of ``d``;
+* the algorithm is chosen **per layer by measurement**: at the model's input
+  shape every candidate is timed with each method of
+  :class:`WinogradConv2d` (direct, NNPACK, and for dilated convs also NNPACK
+  per sub-grid and direct on the sub-grids) and the fastest is kept (the
+  plan is cached per layer signature, shape and thread count, in memory and
+  optionally in a JSON file).
+
+The converted model is checked against the direct convolution before use
+(relative error bound ``tolerance``, default 1e-4).
+
+Use ``tools/benchmark.py --engine winograd`` or :func:`convert_to_winograd`.
+"""
+import copy
+import json
+import os
+import os.path as osp
+import statistics
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import print_log
+
+from .models.convert import compare_outputs
+
+_NNPACK_CHECKED = None
+
+
+def nnpack_available() -> bool:
+    """Whether NNPACK can run here (``torch._nnpack_available()`` must be
+    called once before the first NNPACK convolution)."""
+    global _NNPACK_CHECKED
+    if _NNPACK_CHECKED is None:
+        try:
+            _NNPACK_CHECKED = bool(torch._nnpack_available())
+        except (AttributeError, RuntimeError):
+            _NNPACK_CHECKED = False
+    return _NNPACK_CHECKED
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def is_candidate(conv: nn.Module) -> bool:
+    """A stride-1 3x3 fp32 conv with zero padding equal to its dilation."""
+    if type(conv) is not nn.Conv2d or conv.padding_mode != 'zeros':
+        return False
+    if isinstance(conv.padding, str):
+        return False
+    return (_pair(conv.kernel_size) == (3, 3) and _pair(conv.stride) == (1, 1)
+            and _pair(conv.padding) == _pair(conv.dilation)
+            and conv.weight.dtype == torch.float32)
+
+
+# --------------------------------------------------------------------------
+# space-to-batch
+
+
+def space_to_batch(x: torch.Tensor, dh: int, dw: int) -> torch.Tensor:
+    """``N x C x H x W`` -> ``(N*dh*dw) x C x ceil(H/dh) x ceil(W/dw)``: the
+    ``dh x dw`` sub-grids as a batch (zero padded to multiples of d)."""
+    n, c, h, w = x.shape
+    hp, wp = -(-h // dh) * dh, -(-w // dw) * dw
+    if (hp, wp) != (h, w):
+        x = F.pad(x, (0, wp - w, 0, hp - h))
+    x = x.view(n, c, hp // dh, dh, wp // dw, dw)
+    return x.permute(0, 3, 5, 1, 2, 4).reshape(n * dh * dw, c, hp // dh,
+                                                 wp // dw)
+
+
+def batch_to_space(x: torch.Tensor, dh: int, dw: int, h: int,
+                   w: int) -> torch.Tensor:
+    """The inverse of :func:`space_to_batch`, cropped to ``h x w``."""
+    nb, c, hs, ws = x.shape
+    n = nb // (dh * dw)
+    x = x.view(n, dh, dw, c, hs, ws).permute(0, 3, 4, 1, 5, 2)
+    x = x.reshape(n, c, hs * dh, ws * dw)
+    if (hs * dh, ws * dw) != (h, w):
+        x = x[:, :, :h, :w]
+    return x.contiguous()
+
+
+def _subgrid_mask(h: int, w: int, dh: int, dw: int,
+                  device) -> Optional[torch.Tensor]:
+    """1 where a space-to-batch position maps inside ``h x w`` (None when
+    every position does)."""
+    if h % dh == 0 and w % dw == 0:
+        return None
+    ones = torch.ones(1, 1, h, w, device=device)
+    return space_to_batch(ones, dh, dw)
+
+
+# --------------------------------------------------------------------------
+# the convolution
+
+
+def nnpack_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                groups: int = 1) -> torch.Tensor:
+    """A 3x3 stride-1 padding-1 conv through NNPACK, groups split."""
+    if groups == 1:
+        return torch._nnpack_spatial_convolution(
+            x.contiguous(), weight, bias, [1, 1], [1, 1])
+    cin = x.shape[1] // groups
+    cout = weight.shape[0] // groups
+    return torch.cat([
+        torch._nnpack_spatial_convolution(
+            x[:, g * cin:(g + 1) * cin].contiguous(),
+            weight[g * cout:(g + 1) * cout],
+            bias[g * cout:(g + 1) * cout], [1, 1], [1, 1])
+        for g in range(groups)], dim=1)
+
+
+class WinogradConv2d(nn.Module):
+    """A stride-1 3x3 ``nn.Conv2d`` with a choice of algorithm; same
+    parameters, same function.
+
+    ``method``:
+
+    * ``'direct'``: ``F.conv2d`` as the original (oneDNN);
+    * ``'nnpack'``: NNPACK Winograd; dilated convs on the space-to-batch
+      sub-grids as one batch;
+    * ``'nnpack_loop'`` (dilated only): NNPACK on each sub-grid separately
+      (batch 1 is NNPACK's inference path, often faster than its batched
+      one);
+    * ``'direct_s2b'`` (dilated only): ``F.conv2d`` without dilation on the
+      sub-grids (oneDNN's dilated kernels can be several times slower).
+
+    Inputs other than fp32 CPU tensors always take the direct path.
+    """
+
+    DILATED_METHODS = ('direct', 'direct_s2b', 'nnpack', 'nnpack_loop')
+    PLAIN_METHODS = ('direct', 'nnpack')
+
+    def __init__(self, conv: nn.Conv2d, method: str = 'nnpack'):
+        super().__init__()
+        if not is_candidate(conv):
+            raise ValueError(f'not a stride-1 3x3 fp32 conv with padding = '
+                             f'dilation: {conv}')
+        self.in_channels = conv.in_channels
+        self.out_channels = conv.out_channels
+        self.groups = conv.groups
+        self.dilation = _pair(conv.dilation)
+        self.weight = conv.weight
+        if conv.bias is None:
+            self.bias = nn.Parameter(torch.zeros(
+                conv.out_channels, dtype=conv.weight.dtype,
+                device=conv.weight.device), requires_grad=False)
+        else:
+            self.bias = conv.bias
+        self.method = method
+
+    @property
+    def dilated(self) -> bool:
+        return self.dilation != (1, 1)
+
+    @property
+    def methods(self) -> Tuple[str, ...]:
+        return self.DILATED_METHODS if self.dilated else self.PLAIN_METHODS
+
+    @property
+    def on_subgrids(self) -> bool:
+        """Whether the method computes on space-to-batch sub-grids."""
+        return self.dilated and self.method != 'direct'
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, groups='
+                f'{self.groups}, dilation={self.dilation}, '
+                f'method={self.method}')
+
+    def direct(self, x):
+        return F.conv2d(x, self.weight, self.bias, 1, self.dilation,
+                        self.dilation, self.groups)
+
+    def subgrid(self, x):
+        """The conv on space-to-batch sub-grids (already rearranged)."""
+        if self.method == 'direct_s2b':
+            return F.conv2d(x, self.weight, self.bias, 1, 1, 1, self.groups)
+        if self.method == 'nnpack_loop' and x.shape[0] > 1:
+            return torch.cat([nnpack_conv(x[i:i + 1], self.weight, self.bias,
+                                          self.groups)
+                              for i in range(x.shape[0])])
+        return nnpack_conv(x, self.weight, self.bias, self.groups)
+
+    def forward(self, x):
+        if (self.method == 'direct' or x.dtype != torch.float32
+                or x.device.type != 'cpu'):
+            return self.direct(x)
+        if not self.dilated:
+            return nnpack_conv(x, self.weight, self.bias, self.groups)
+        dh, dw = self.dilation
+        h, w = x.shape[-2:]
+        out = self.subgrid(space_to_batch(x, dh, dw))
+        return batch_to_space(out, dh, dw, h, w)
+
+
+class DilatedRun(nn.Module):
+    """Consecutive fused RepVGG blocks (conv + ReLU) with one dilation,
+    computed on the sub-grids inside one space-to-batch."""
+
+    def __init__(self, blocks: Sequence[nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.dilation = blocks[0].rbr_reparam.dilation
+
+    def forward(self, x):
+        convs = [b.rbr_reparam for b in self.blocks]
+        if (x.dtype != torch.float32 or x.device.type != 'cpu'
+                or not all(c.on_subgrids for c in convs)):
+            for block in self.blocks:
+                x = block(x)
+            return x
+        dh, dw = self.dilation
+        h, w = x.shape[-2:]
+        mask = _subgrid_mask(h, w, dh, dw, x.device)
+        x = space_to_batch(x, dh, dw)
+        for i, conv in enumerate(convs):
+            x = torch.relu_(conv.subgrid(x))
+            if mask is not None and i < len(convs) - 1:
+                x = x.mul_(mask)  # the padding must stay zero
+        return batch_to_space(x, dh, dw, h, w)
+
+
+# --------------------------------------------------------------------------
+# conversion and the autotuned plan
+
+_PLAN_CACHE: Dict[str, str] = {}
+#: a JSON file keeping tuned plans across runs (for the benchmark's engine)
+CACHE_ENV = 'REPVGG_SEG_WINOGRAD_CACHE'
+
+
+def _as_list(out) -> List[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in _as_list(item)]
+
+
+def _signature(conv: WinogradConv2d, shape: Sequence[int]) -> str:
+    return (f'{conv.in_channels}-{conv.out_channels}-g{conv.groups}-'
+            f'd{conv.dilation[0]}x{conv.dilation[1]}-'
+            f'{"x".join(map(str, shape))}-t{torch.get_num_threads()}')
+
+
+def _time(fn, x, reps: int) -> float:
+    fn(x)  # warm-up (NNPACK allocates, oneDNN creates its primitive)
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn(x)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def _fusable_block(module) -> bool:
+    conv = getattr(module, 'rbr_reparam', None)
+    return (getattr(module, 'deploy', False)
+            and isinstance(conv, WinogradConv2d)
+            and getattr(module, 'se', None) is None
+            and isinstance(getattr(module, 'act', None), nn.ReLU)
+            and conv.dilation != (1, 1))
+
+
+def _group_dilated_runs(model: nn.Module) -> int:
+    """Wrap runs of >= 2 dilated fused RepVGG blocks of one ``Sequential``
+    into :class:`DilatedRun` (module names keep their blocks reachable)."""
+    count = 0
+    for parent in list(model.modules()):
+        if not isinstance(parent, nn.Sequential):
+            continue
+        names = list(parent._modules)
+        runs, current = [], []
+        for name in names:
+            block = parent._modules[name]
+            if (_fusable_block(block) and current and
+                    parent._modules[current[-1]].rbr_reparam.dilation
+                    == block.rbr_reparam.dilation):
+                current.append(name)
+            else:
+                if len(current) > 1:
+                    runs.append(current)
+                current = [name] if _fusable_block(block) else []
+        if len(current) > 1:
+            runs.append(current)
+        if not runs:
+            continue
+        new = []
+        run_of = {run[0]: run for run in runs}
+        skip = {name for run in runs for name in run[1:]}
+        for name in names:
+            if name in skip:
+                continue
+            if name in run_of:
+                run = run_of[name]
+                new.append((f'{run[0]}-{run[-1]}', DilatedRun(
+                    [parent._modules[n] for n in run])))
+                count += 1
+            else:
+                new.append((name, parent._modules[name]))
+        parent._modules.clear()
+        for name, module in new:
+            parent._modules[name] = module
+    return count
+
+
+def convert_to_winograd(model: nn.Module,
+                        input_shape: Sequence[int],
+                        tune: bool = True,
+                        reps: int = 2,
+                        group_runs: bool = True,
+                        cache_file: Optional[str] = None,
+                        check: bool = True,
+                        tolerance: float = 1e-4) -> dict:
+    """Swap the eligible convs of ``model`` (in place, fp32, CPU, eval) for
+    :class:`WinogradConv2d` and choose each one's method.
+
+    Args:
+        input_shape: the ``N x 3 x H x W`` input the plan is tuned for.
+        tune: time each conv with each of its methods (see
+            :class:`WinogradConv2d`) at its input shape and keep the fastest;
+            without it every eligible conv uses NNPACK (``'nnpack_loop'``
+            when dilated).
+        group_runs: compute runs of dilated RepVGG blocks in one
+            space-to-batch.
+        cache_file: a JSON file that keeps the tuned choices across runs.
+        check: compare the converted model's output with the original's on
+            a random input and raise if the relative error exceeds
+            ``tolerance``.
+
+    Returns:
+        a report: ``{'convs', 'nnpack', 'direct', 'runs', 'max_rel_error',
+        'plan': {name: method}}``.
+    """
+    if not nnpack_available():
+        raise RuntimeError('NNPACK is not available in this PyTorch build')
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    sample = torch.randn(*input_shape, generator=gen)
+    reference = None
+    if check:
+        with torch.inference_mode():
+            reference = model(sample)
+
+    # the input shape of every candidate conv, from one forward
+    shapes: Dict[str, Tuple[int, ...]] = {}
+
+    def recorder(name):
+        def hook(module, args):
+            shapes.setdefault(name, tuple(args[0].shape))
+        return hook
+
+    hooks = [module.register_forward_pre_hook(recorder(name))
+             for name, module in model.named_modules()
+             if is_candidate(module)]
+    with torch.inference_mode():
+        model(sample)
+    for hook in hooks:
+        hook.remove()
+
+    if cache_file and osp.isfile(cache_file):
+        with open(cache_file) as f:
+            _PLAN_CACHE.update(json.load(f))
+    plan = {}
+    tuned = 0
+    for name, shape in shapes.items():
+        parent_name, _, attr = name.rpartition('.')
+        parent = model.get_submodule(parent_name) if parent_name else model
+        conv = WinogradConv2d(getattr(parent, attr))
+        setattr(parent, attr, conv)
+        key = _signature(conv, shape)
+        method = 'nnpack_loop' if conv.dilated else 'nnpack'
+        if tune:
+            if key not in _PLAN_CACHE:
+                x = torch.randn(*shape)
+                timings = {}
+                with torch.inference_mode():
+                    for candidate in conv.methods:
+                        conv.method = candidate
+                        timings[candidate] = _time(conv, x, reps)
+                best = min(timings, key=timings.get)
+                _PLAN_CACHE[key] = best
+                tuned += 1
+                print_log(f'winograd plan: {name} {key}: ' + ', '.join(
+                    f'{m} {t * 1e3:.1f} ms' for m, t in timings.items())
+                    + f' -> {best}', logger='current')
+            method = _PLAN_CACHE[key]
+        conv.method = method
+        plan[name] = method
+    if cache_file and tuned:
+        folder = osp.dirname(osp.abspath(cache_file))
+        os.makedirs(folder, exist_ok=True)
+        with open(cache_file, 'w') as f:
+            json.dump(_PLAN_CACHE, f, indent=1, sort_keys=True)
+    runs = _group_dilated_runs(model) if group_runs else 0
+
+    report = dict(convs=len(plan),
+                  nnpack=sum(m.startswith('nnpack') for m in plan.values()),
+                  direct=sum(m.startswith('direct') for m in plan.values()),
+                  runs=runs, plan=plan, max_rel_error=None)
+    if check:
+        with torch.inference_mode():
+            out = model(sample)
+        report['max_rel_error'] = compare_outputs(
+            _as_list(reference), _as_list(out))['max_rel_diff']
+        if report['max_rel_error'] > tolerance:
+            raise RuntimeError(
+                f'the Winograd model differs from the direct convolution: '
+                f'max relative error {report["max_rel_error"]:.3g} > '
+                f'{tolerance:g}')
+    print_log(f'winograd engine: {report["nnpack"]} of {report["convs"]} '
+              f'stride-1 3x3 convs on NNPACK, {runs} dilated runs in one '
+              f'space-to-batch' + (
+                  f'; max relative error vs direct '
+                  f'{report["max_rel_error"]:.2g}' if check else ''),
+              logger='current')
+    return report
+
+
+def winograd_runner(module: nn.Module, input_shape: Sequence[int],
+                    channels_last: bool = False, **kwargs):
+    """A benchmark runner (see :mod:`repvgg_seg.benchmark`): a converted
+    copy of ``module`` called under ``inference_mode``. The tuned plan is
+    kept in the JSON file named by ``$REPVGG_SEG_WINOGRAD_CACHE``, if set."""
+    if channels_last:
+        raise ValueError('the winograd engine runs NCHW (NNPACK); drop '
+                         '--channels-last')
+    kwargs.setdefault('cache_file', os.environ.get(CACHE_ENV) or None)
+    converted = copy.deepcopy(module).cpu().eval()
+    convert_to_winograd(converted, input_shape, **kwargs)
+
+    def run(x):
+        with torch.inference_mode():
+            return converted(x.cpu())
+
+    return run

@@ -1,0 +1,96 @@
+"""Inference speed of segmentors, several configs measured interleaved.
+
+    python tools/benchmark.py CONFIG [CONFIG ...] [--fuse yes|no|both]
+        [--shape H W] [--batch-size N] [--device cpu|cuda] [--threads N]
+        [--precision fp32|bf16|fp16 ...] [--channels-last]
+        [--layout nchw|cl ...] [--compile]
+        [--engine torch|onnxruntime|openvino|winograd ...] [--warmup N]
+        [--iters N] [--rounds N] [--checkpoint CKPT ...] [--ceiling]
+        [--image IMG] [--out-json FILE] [--cfg-options k=v ...]
+
+Timed: one test-mode whole-image forward pass plus the resize of the logits
+to the input size, per sample (preprocessing excluded; inputs generated).
+Default: the paper's setting, 713x713, batch 1, all cores, random weights.
+One row per config x fused x engine x precision x layout; all rows are
+measured round-robin in one process; each reports the median and
+IQR of its latencies, images/s, peak memory, GMACs, achieved GFLOP/s and its
+speed ratio to the first row (see repvgg_seg/benchmark.py).
+"""
+import argparse
+import json
+import sys
+
+from mmengine.config import DictAction
+
+from repvgg_seg.checkpoint import set_trust_checkpoints
+from repvgg_seg.runner import run_cli
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('configs', nargs='+', metavar='CONFIG')
+    parser.add_argument('--fuse', choices=['yes', 'no', 'both'],
+                        default='both',
+                        help='unfused and/or fused (fuse_for_deploy) rows')
+    parser.add_argument('--shape', type=int, nargs=2, default=[713, 713],
+                        metavar=('H', 'W'))
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--threads', type=int,
+                        help='torch/onnxruntime threads (default: all cores)')
+    parser.add_argument('--precision', nargs='+', default=['fp32'],
+                        choices=['fp32', 'bf16', 'fp16'],
+                        help='one or more; bf16/fp16: weights converted '
+                        'once, forward under autocast')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last memory format (= --layout cl)')
+    parser.add_argument('--layout', nargs='+', choices=['nchw', 'cl'],
+                        help='one or more memory layouts (rows for each)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model (torch engine)')
+    parser.add_argument('--engine', nargs='+', default=['torch'],
+                        choices=['torch', 'onnxruntime', 'openvino',
+                                 'winograd'],
+                        help='one or more engines (rows for each); winograd '
+                        '= NNPACK for the stride-1 3x3 convs, fp32 NCHW CPU')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed passes per row first (default 2)')
+    parser.add_argument('--iters', type=int, default=3,
+                        help='timed passes per row and round (default 3)')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='interleaved rounds (default 3)')
+    parser.add_argument('--checkpoint', nargs='+',
+                        help='one checkpoint per config (default: random '
+                        'weights)')
+    parser.add_argument('--ceiling', action='store_true',
+                        help='measure the conv ceiling and report %% of it')
+    parser.add_argument('--image', help='agreement checks on this image '
+                        'instead of a synthetic one')
+    parser.add_argument('--out-json', help='write setup, ceiling and rows')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='DANGEROUS: fully unpickle the checkpoints')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.trust_checkpoint:
+        set_trust_checkpoints(True)
+    from repvgg_seg.benchmark import benchmark, format_table
+    result = benchmark(
+        args.configs, fuse=args.fuse, shape=args.shape,
+        batch_size=args.batch_size, device=args.device, threads=args.threads,
+        precision=args.precision, channels_last=args.channels_last,
+        compile=args.compile, engine=args.engine, warmup=args.warmup,
+        iters=args.iters, rounds=args.rounds, checkpoints=args.checkpoint,
+        ceiling=args.ceiling, image=args.image, cfg_options=args.cfg_options,
+        layouts=args.layout)
+    print(format_table(result))
+    if args.out_json:
+        with open(args.out_json, 'w') as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))

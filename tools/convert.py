@@ -1,0 +1,63 @@
+"""Convert a trained checkpoint to a deploy (fused) checkpoint and config.
+
+    python tools/convert.py CONFIG CHECKPOINT OUT [--force]
+        [--format pth|safetensors] [--shape H W] [--trust-checkpoint]
+        [--cfg-options k=v ...]
+
+Re-parameterizes every RepVGG block and folds the remaining conv+BN pairs
+(``repvgg_seg.models.convert.fuse_for_deploy``), checks on a random input that
+the logits match the original within 1e-4 (relative), and writes OUT plus the
+deploy config next to it (``x.pth`` -> ``x_deploy.py``). Reload with
+``repvgg_seg.deploy.load_model(DEPLOY_CONFIG, OUT)`` or test it with
+``tools/test.py DEPLOY_CONFIG OUT``. Segmentor and classifier (mmpretrain,
+``default_scope='mmpretrain'``) configs both work.
+"""
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+from repvgg_seg.checkpoint import set_trust_checkpoints
+from repvgg_seg.runner import run_cli
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='the training config')
+    parser.add_argument('checkpoint', help='the trained checkpoint')
+    parser.add_argument('out', help='the deploy checkpoint to write')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite OUT and its deploy config')
+    parser.add_argument('--format', choices=['pth', 'safetensors'],
+                        help='default: from the suffix of OUT (pth unless '
+                        '.safetensors)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size of the equivalence check (default '
+                        '256 256 for a segmentor, 224 224 for a classifier)')
+    parser.add_argument('--tolerance', type=float, default=1e-4,
+                        help='max relative logit difference (default 1e-4)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='DANGEROUS: fully unpickle the checkpoint')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.trust_checkpoint:
+        set_trust_checkpoints(True)
+    from repvgg_seg.deploy import convert_checkpoint
+    report = convert_checkpoint(
+        args.config, args.checkpoint, args.out, fmt=args.format,
+        force=args.force, cfg_options=args.cfg_options, shape=args.shape,
+        tolerance=args.tolerance)
+    print(f'deploy checkpoint: {report["checkpoint"]} ({report["format"]})')
+    print(f'deploy config:     {report["config"]}')
+    print(f'max relative logit difference fused vs original: '
+          f'{report["max_rel_diff"]:.3g} (max abs '
+          f'{report["max_abs_diff"]:.3g}) on a random '
+          f'{report["shape"][0]}x{report["shape"][1]} input')
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))

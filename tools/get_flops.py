@@ -1,0 +1,46 @@
+"""Params, FLOPs (multiply-adds) and Winograd MULs of an arch or a config.
+
+    python tools/get_flops.py ARCH_OR_CONFIG [--shape H W] [--unfused]
+        [--out-json FILE] [--cfg-options k=v ...]
+
+ARCH (A0 ... B3g4, D2se): the ImageNet classifier of the paper's Table 4 in
+deploy form at 224x224 (backbone + global pool + 1000-class linear).
+CONFIG: the config's model at 713x713 (segmentor; logits resized to the
+input) or 224x224 (classifier), fused for deployment unless --unfused.
+FLOPs count multiply-adds (as the paper); Wino MULs count stride-1 3x3 convs
+at 4/9 (Winograd F(2x2,3x3)). See repvgg_seg/complexity.py for the rounding
+rule of Table 4.
+"""
+import argparse
+import json
+import sys
+
+from mmengine.config import DictAction
+
+from repvgg_seg.runner import run_cli
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('target', metavar='ARCH_OR_CONFIG')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'))
+    parser.add_argument('--unfused', action='store_true',
+                        help='count the training-time (multi-branch) model')
+    parser.add_argument('--out-json', help='write params/flops/wino_muls')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from repvgg_seg.complexity import complexity, format_complexity
+    result = complexity(args.target, shape=args.shape,
+                        fused=not args.unfused, cfg_options=args.cfg_options)
+    print(format_complexity(result))
+    if args.out_json:
+        with open(args.out_json, 'w') as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))
