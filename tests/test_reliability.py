@@ -212,8 +212,8 @@ def _evil_checkpoint(path, marker):
 def test_malicious_checkpoint_refused_on_every_path(tmp_path, tiny_config,
                                                     capsys):
     """A checkpoint whose unpickling would create a file is refused by the
-    backbone's init_cfg, load_from, --resume and the test tool; the file is
-    never created."""
+    backbone's init_cfg, load_from, --resume, and the test, convert, export
+    and benchmark tools; the file is never created, nor any output."""
     from repvgg_seg import UnsafeCheckpointError
     from repvgg_seg.models import RepVGG
     marker = tmp_path / 'pwned'
@@ -237,11 +237,19 @@ def test_malicious_checkpoint_refused_on_every_path(tmp_path, tiny_config,
             ('train', [tiny_config, '--work-dir', work, '--resume',
                        str(evil)] + options),
             ('train', [tiny_config, '--work-dir', work] + options +
-             [f'load_from={evil}'])):
+             [f'load_from={evil}']),
+            ('convert', [tiny_config, str(evil), str(tmp_path / 'd.pth')]),
+            ('export_onnx', [tiny_config, str(evil),
+                             str(tmp_path / 'm.onnx'), '--shape', '64',
+                             '64']),
+            ('benchmark', [tiny_config, '--checkpoint', str(evil),
+                           '--shape', '64', '64', '--iters', '1'])):
         code, err = run_tool(tool, *args, capsys=capsys)
         assert code == 2, err
         assert 'refused to load' in err and '--trust-checkpoint' in err
     assert not marker.exists()
+    assert not (tmp_path / 'd.pth').exists()
+    assert not (tmp_path / 'm.onnx').exists()
 
 
 def test_trust_flag_loads_a_trusted_pickle(tmp_path):
