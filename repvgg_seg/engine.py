@@ -193,7 +193,7 @@ class FiniteLossHook(Hook):
         loss = torch.as_tensor(outputs['loss'])
         if torch.isfinite(loss).all():
             return
-        parts = ', '.join(f'{k}={float(torch.as_tensor(v).mean()):.4g}'
+        parts = ', '.join(f'{k}={float(torch.as_tensor(v).detach().mean()):.4g}'
                           for k, v in outputs.items() if 'loss' in k)
         last = runner.message_hub.get_info('last_ckpt')
         kept = (f'the last good checkpoint is {last} (resume with --resume)'
