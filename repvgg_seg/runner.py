@@ -158,3 +158,24 @@ def run_cli(main, argv=None) -> int:
         print(f'error: {message}\n(set REPVGG_SEG_DEBUG=1 to see the '
               'traceback)', file=sys.stderr)
         return 2
+
+
+def add_runner_args(parser) -> None:
+    """The arguments every Runner-based tool shares (mmseg's conventions)."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. '
+                        'model.backbone.init_cfg=None')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='DANGEROUS: fully unpickle checkpoints (only for '
+                        'files from a source you trust)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser, argv=None):
+    """Parse, and export LOCAL_RANK for torch.distributed launchers."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args

@@ -5,12 +5,10 @@
 """
 import argparse
 import json
-import os
 import sys
 
-from mmengine.config import DictAction
-
-from repvgg_seg.runner import (build_runner, run_cli,
+from repvgg_seg.runner import (add_runner_args, build_runner,
+                               parse_runner_args, run_cli,
                                setup_test_cfg)
 
 
@@ -26,16 +24,8 @@ def parse_args(argv=None):
     parser.add_argument('--format-only', action='store_true',
                         help='write Cityscapes submission files, no metrics')
     parser.add_argument('--out-dir', help='with --format-only: where to')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'])
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='DANGEROUS: fully unpickle the checkpoint')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parse_runner_args(parser, argv)
 
 
 def main(argv=None):

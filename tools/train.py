@@ -5,12 +5,10 @@
         [--launcher none|pytorch|slurm]
 """
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
-
-from repvgg_seg.runner import (build_runner, run_cli,
+from repvgg_seg.runner import (add_runner_args, build_runner,
+                               parse_runner_args, run_cli,
                                setup_train_cfg)
 
 
@@ -25,19 +23,8 @@ def parse_args(argv=None):
         'when no path is given')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. '
-                        'model.backbone.init_cfg=None')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'])
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='DANGEROUS: fully unpickle checkpoints (only for '
-                        'files from a source you trust)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parse_runner_args(parser, argv)
 
 
 def main(argv=None):
