@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from .deploy import LogitsModule, is_segmentor, load_model
+from .deploy import LogitsModule, load_model
 from .models.convert import deploy_copy
 
 ENGINES = ('torch', 'onnxruntime', 'openvino', 'winograd')
@@ -134,7 +134,8 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
                                         + rng.uniform(0, 6.3))
     for _ in range(12):
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        ry, rx = rng.uniform(0.05, 0.3) * height, rng.uniform(0.05, 0.3) * width
+        ry = rng.uniform(0.05, 0.3) * height
+        rx = rng.uniform(0.05, 0.3) * width
         mask = ((yy - cy) / ry)**2 + ((xx - cx) / rx)**2 < 1
         img[mask] = rng.uniform(0, 255, size=3)
     img += rng.normal(0, 4, size=img.shape)
@@ -698,9 +699,9 @@ def format_table(result: dict) -> str:
         f'{setup["torch_version"]}, {setup["date"]}'
         + (f', load average {load[0]:.1f}' if load else '')]
     if result.get('ceiling'):
-        lines.append('conv ceiling (512->512 3x3, 90x90, batch 1): ' + ', '.join(
-            f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
-            for k, v in result['ceiling'].items()))
+        lines.append('conv ceiling (512->512 3x3, 90x90, batch 1): '
+                     + ', '.join(f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
+                                 for k, v in result['ceiling'].items()))
     header = ['config', 'fused', 'engine', 'prec', 'layout', 'ms (median)',
               'IQR ms', 'img/s', 'peak MB', '+MB', 'GMACs', 'GFLOP/s']
     rows = result['rows']

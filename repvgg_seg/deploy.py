@@ -376,7 +376,8 @@ def _save_checkpoint(state: dict, meta: dict, path: str, fmt: str) -> None:
                   metadata={'format': 'pt',
                             'repvgg_seg_meta': json.dumps(meta)})
     else:
-        raise ValueError(f'unknown format {fmt!r}; valid: {", ".join(FORMATS)}')
+        raise ValueError(f'unknown format {fmt!r}; valid: '
+                         f'{", ".join(FORMATS)}')
 
 
 def convert_checkpoint(config: Union[str, Config],
@@ -407,7 +408,8 @@ def convert_checkpoint(config: Union[str, Config],
     fmt = fmt or ('safetensors' if str(out).endswith('.safetensors')
                   else 'pth')
     if fmt not in FORMATS:
-        raise ValueError(f'unknown format {fmt!r}; valid: {", ".join(FORMATS)}')
+        raise ValueError(f'unknown format {fmt!r}; valid: '
+                         f'{", ".join(FORMATS)}')
     out_ckpt, out_cfg = deploy_paths(os.fspath(out))
     check_writable([out_ckpt, out_cfg], force)
 

@@ -11,15 +11,17 @@ This module swaps (at deploy time, on a fused model) every eligible conv for a
 
 * groups: one NNPACK conv per group on the channel slices, concatenated;
 * dilation ``d`` (with padding ``d``): an ordinary 3x3 conv on each of the
-  ``d x d`` sub-grids, batched by a space-to-batch rearrangement
-  (:func:`space_to_batch`); a **run** of consecutive dilated fused RepVGG
-  blocks (conv + ReLU) with the same dilation is computed inside one
-  space-to-batch (:class:`DilatedRun`), re-zeroing the padding between layers
-  when the map size is not a multiple of ``d``;
+  ``d x d`` sub-grids, either batched by a space-to-batch rearrangement
+  (:func:`space_to_batch`) or tiled into one image with zero gaps
+  (:func:`space_to_mosaic`, one batch-1 NNPACK call); a **run** of
+  consecutive dilated fused RepVGG blocks (conv + ReLU) with the same
+  dilation is computed inside one rearrangement (:class:`DilatedRun`),
+  re-zeroing the padding and gaps between layers;
 * the algorithm is chosen **per layer by measurement**: at the model's input
   shape every candidate is timed with each method of
   :class:`WinogradConv2d` (direct, NNPACK, and for dilated convs also NNPACK
-  per sub-grid and direct on the sub-grids) and the fastest is kept (the
+  on a mosaic of the sub-grids and direct on the sub-grids) and the fastest
+  is kept (the
   plan is cached per layer signature, shape and thread count, in memory and
   optionally in a JSON file).
 
@@ -101,14 +103,42 @@ def batch_to_space(x: torch.Tensor, dh: int, dw: int, h: int,
     return x.contiguous()
 
 
-def _subgrid_mask(h: int, w: int, dh: int, dw: int,
-                  device) -> Optional[torch.Tensor]:
-    """1 where a space-to-batch position maps inside ``h x w`` (None when
-    every position does)."""
-    if h % dh == 0 and w % dw == 0:
+def space_to_mosaic(x: torch.Tensor, dh: int, dw: int) -> torch.Tensor:
+    """``N x C x H x W`` -> ``N x C x dh*(Hs+1) x dw*(Ws+1)``: the ``dh x dw``
+    sub-grids (``Hs x Ws`` each, see :func:`space_to_batch`) tiled side by
+    side in one image, each followed by one zero row and column.
+
+    A 3x3 conv with padding 1 on the mosaic computes the dilated conv on
+    every sub-grid at once (the zero gaps are their padding), as one batch-1
+    convolution, which is NNPACK's fast inference path.
+    """
+    n, c = x.shape[:2]
+    sub = F.pad(space_to_batch(x, dh, dw), (0, 1, 0, 1))
+    hs, ws = sub.shape[-2:]
+    return sub.view(n, dh, dw, c, hs, ws).permute(0, 3, 1, 4, 2, 5).reshape(
+        n, c, dh * hs, dw * ws)
+
+
+def mosaic_to_space(y: torch.Tensor, dh: int, dw: int, h: int,
+                    w: int) -> torch.Tensor:
+    """The inverse of :func:`space_to_mosaic`, cropped to ``h x w``."""
+    n, c, mh, mw = y.shape
+    hs, ws = mh // dh, mw // dw
+    y = y.view(n, c, dh, hs, dw, ws)[:, :, :, :hs - 1, :, :ws - 1]
+    y = y.permute(0, 2, 4, 1, 3, 5).reshape(n * dh * dw, c, hs - 1, ws - 1)
+    return batch_to_space(y, dh, dw, h, w)
+
+
+def _layout_mask(layout: str, h: int, w: int, dh: int, dw: int,
+                 device) -> Optional[torch.Tensor]:
+    """1 where a position of the rearranged layout is a real pixel of the
+    ``h x w`` map, 0 on padding and gaps (None when there are none)."""
+    if layout == 's2b' and h % dh == 0 and w % dw == 0:
         return None
     ones = torch.ones(1, 1, h, w, device=device)
-    return space_to_batch(ones, dh, dw)
+    if layout == 's2b':
+        return space_to_batch(ones, dh, dw)
+    return space_to_mosaic(ones, dh, dw)
 
 
 # --------------------------------------------------------------------------
@@ -138,18 +168,18 @@ class WinogradConv2d(nn.Module):
     ``method``:
 
     * ``'direct'``: ``F.conv2d`` as the original (oneDNN);
-    * ``'nnpack'``: NNPACK Winograd; dilated convs on the space-to-batch
-      sub-grids as one batch;
-    * ``'nnpack_loop'`` (dilated only): NNPACK on each sub-grid separately
-      (batch 1 is NNPACK's inference path, often faster than its batched
-      one);
+    * ``'nnpack'``: NNPACK Winograd (dilated: on the space-to-batch
+      sub-grids, as one batch);
+    * ``'nnpack_mosaic'`` (dilated only): NNPACK on the sub-grids tiled into
+      one image with zero gaps (:func:`space_to_mosaic`): one batch-1 call,
+      NNPACK's inference path, usually the fastest;
     * ``'direct_s2b'`` (dilated only): ``F.conv2d`` without dilation on the
       sub-grids (oneDNN's dilated kernels can be several times slower).
 
     Inputs other than fp32 CPU tensors always take the direct path.
     """
 
-    DILATED_METHODS = ('direct', 'direct_s2b', 'nnpack', 'nnpack_loop')
+    DILATED_METHODS = ('direct', 'direct_s2b', 'nnpack', 'nnpack_mosaic')
     PLAIN_METHODS = ('direct', 'nnpack')
 
     def __init__(self, conv: nn.Conv2d, method: str = 'nnpack'):
@@ -179,9 +209,12 @@ class WinogradConv2d(nn.Module):
         return self.DILATED_METHODS if self.dilated else self.PLAIN_METHODS
 
     @property
-    def on_subgrids(self) -> bool:
-        """Whether the method computes on space-to-batch sub-grids."""
-        return self.dilated and self.method != 'direct'
+    def layout(self) -> str:
+        """Where the method computes: ``'dense'`` (the map as it is),
+        ``'s2b'`` (space-to-batch sub-grids) or ``'mosaic'``."""
+        if not self.dilated or self.method == 'direct':
+            return 'dense'
+        return 'mosaic' if self.method == 'nnpack_mosaic' else 's2b'
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, groups='
@@ -192,14 +225,11 @@ class WinogradConv2d(nn.Module):
         return F.conv2d(x, self.weight, self.bias, 1, self.dilation,
                         self.dilation, self.groups)
 
-    def subgrid(self, x):
-        """The conv on space-to-batch sub-grids (already rearranged)."""
+    def rearranged(self, x):
+        """The conv on a map already in this method's :attr:`layout`
+        (an undilated 3x3, padding 1)."""
         if self.method == 'direct_s2b':
             return F.conv2d(x, self.weight, self.bias, 1, 1, 1, self.groups)
-        if self.method == 'nnpack_loop' and x.shape[0] > 1:
-            return torch.cat([nnpack_conv(x[i:i + 1], self.weight, self.bias,
-                                          self.groups)
-                              for i in range(x.shape[0])])
         return nnpack_conv(x, self.weight, self.bias, self.groups)
 
     def forward(self, x):
@@ -210,13 +240,18 @@ class WinogradConv2d(nn.Module):
             return nnpack_conv(x, self.weight, self.bias, self.groups)
         dh, dw = self.dilation
         h, w = x.shape[-2:]
-        out = self.subgrid(space_to_batch(x, dh, dw))
+        if self.layout == 'mosaic':
+            out = self.rearranged(space_to_mosaic(x, dh, dw))
+            return mosaic_to_space(out, dh, dw, h, w)
+        out = self.rearranged(space_to_batch(x, dh, dw))
         return batch_to_space(out, dh, dw, h, w)
 
 
 class DilatedRun(nn.Module):
     """Consecutive fused RepVGG blocks (conv + ReLU) with one dilation,
-    computed on the sub-grids inside one space-to-batch."""
+    computed inside one rearrangement (space-to-batch or mosaic) when all
+    their convs use the same one; the padding and gaps are re-zeroed between
+    the layers."""
 
     def __init__(self, blocks: Sequence[nn.Module]):
         super().__init__()
@@ -225,19 +260,26 @@ class DilatedRun(nn.Module):
 
     def forward(self, x):
         convs = [b.rbr_reparam for b in self.blocks]
+        layouts = {c.layout for c in convs}
         if (x.dtype != torch.float32 or x.device.type != 'cpu'
-                or not all(c.on_subgrids for c in convs)):
+                or len(layouts) != 1 or 'dense' in layouts):
             for block in self.blocks:
                 x = block(x)
             return x
+        layout = layouts.pop()
         dh, dw = self.dilation
         h, w = x.shape[-2:]
-        mask = _subgrid_mask(h, w, dh, dw, x.device)
-        x = space_to_batch(x, dh, dw)
+        mask = _layout_mask(layout, h, w, dh, dw, x.device)
+        if layout == 'mosaic':
+            x = space_to_mosaic(x, dh, dw)
+        else:
+            x = space_to_batch(x, dh, dw)
         for i, conv in enumerate(convs):
-            x = torch.relu_(conv.subgrid(x))
+            x = torch.relu_(conv.rearranged(x))
             if mask is not None and i < len(convs) - 1:
-                x = x.mul_(mask)  # the padding must stay zero
+                x = x.mul_(mask)  # padding and gaps must stay zero
+        if layout == 'mosaic':
+            return mosaic_to_space(x, dh, dw, h, w)
         return batch_to_space(x, dh, dw, h, w)
 
 
@@ -247,6 +289,10 @@ class DilatedRun(nn.Module):
 _PLAN_CACHE: Dict[str, str] = {}
 #: a JSON file keeping tuned plans across runs (for the benchmark's engine)
 CACHE_ENV = 'REPVGG_SEG_WINOGRAD_CACHE'
+#: part of every plan key; bumped when the methods change
+_VERSION = 'v2'
+#: whole-run alternatives to the per-conv plan (all convs of a run alike)
+RUN_CHOICES = ('nnpack_mosaic', 'nnpack', 'direct_s2b')
 
 
 def _as_list(out) -> List[torch.Tensor]:
@@ -255,10 +301,14 @@ def _as_list(out) -> List[torch.Tensor]:
     return [t for item in out for t in _as_list(item)]
 
 
+def _shape_key(shape: Sequence[int]) -> str:
+    return f'{"x".join(map(str, shape))}-t{torch.get_num_threads()}'
+
+
 def _signature(conv: WinogradConv2d, shape: Sequence[int]) -> str:
-    return (f'{conv.in_channels}-{conv.out_channels}-g{conv.groups}-'
-            f'd{conv.dilation[0]}x{conv.dilation[1]}-'
-            f'{"x".join(map(str, shape))}-t{torch.get_num_threads()}')
+    return (f'{_VERSION}:{conv.in_channels}-{conv.out_channels}-'
+            f'g{conv.groups}-d{conv.dilation[0]}x{conv.dilation[1]}-'
+            + _shape_key(shape))
 
 
 def _time(fn, x, reps: int) -> float:
@@ -271,6 +321,27 @@ def _time(fn, x, reps: int) -> float:
     return statistics.median(samples)
 
 
+def _tune_conv(name: str, conv: WinogradConv2d, shape, reps: int) -> bool:
+    """Set ``conv.method`` to the fastest of its methods at ``shape``
+    (cached); returns whether it was measured now."""
+    key = _signature(conv, shape)
+    measured = key not in _PLAN_CACHE or \
+        _PLAN_CACHE[key] not in conv.methods
+    if measured:
+        x = torch.randn(*shape)
+        timings = {}
+        with torch.inference_mode():
+            for candidate in conv.methods:
+                conv.method = candidate
+                timings[candidate] = _time(conv, x, reps)
+        _PLAN_CACHE[key] = min(timings, key=timings.get)
+        print_log(f'winograd plan: {name} {key}: ' + ', '.join(
+            f'{m} {t * 1e3:.1f} ms' for m, t in timings.items())
+            + f' -> {_PLAN_CACHE[key]}', logger='current')
+    conv.method = _PLAN_CACHE[key]
+    return measured
+
+
 def _fusable_block(module) -> bool:
     conv = getattr(module, 'rbr_reparam', None)
     return (getattr(module, 'deploy', False)
@@ -280,11 +351,12 @@ def _fusable_block(module) -> bool:
             and conv.dilation != (1, 1))
 
 
-def _group_dilated_runs(model: nn.Module) -> int:
+def _group_dilated_runs(model: nn.Module,
+                        shapes: Dict[str, Tuple[int, ...]]) -> List:
     """Wrap runs of >= 2 dilated fused RepVGG blocks of one ``Sequential``
-    into :class:`DilatedRun` (module names keep their blocks reachable)."""
-    count = 0
-    for parent in list(model.modules()):
+    into :class:`DilatedRun`; returns ``[(name, run, input shape)]``."""
+    found = []
+    for parent_name, parent in list(model.named_modules()):
         if not isinstance(parent, nn.Sequential):
             continue
         names = list(parent._modules)
@@ -303,6 +375,7 @@ def _group_dilated_runs(model: nn.Module) -> int:
             runs.append(current)
         if not runs:
             continue
+        prefix = f'{parent_name}.' if parent_name else ''
         new = []
         run_of = {run[0]: run for run in runs}
         skip = {name for run in runs for name in run[1:]}
@@ -311,15 +384,47 @@ def _group_dilated_runs(model: nn.Module) -> int:
                 continue
             if name in run_of:
                 run = run_of[name]
-                new.append((f'{run[0]}-{run[-1]}', DilatedRun(
-                    [parent._modules[n] for n in run])))
-                count += 1
+                module = DilatedRun([parent._modules[n] for n in run])
+                key = f'{run[0]}-{run[-1]}'
+                new.append((key, module))
+                found.append((prefix + key, module,
+                              shapes.get(f'{prefix}{run[0]}.rbr_reparam')))
             else:
                 new.append((name, parent._modules[name]))
         parent._modules.clear()
         for name, module in new:
             parent._modules[name] = module
-    return count
+    return found
+
+
+def _tune_run(name: str, run: DilatedRun, shape, reps: int) -> bool:
+    """Time a run with its per-conv plan and with each of
+    :data:`RUN_CHOICES` for all its convs; keep the fastest (cached).
+    Returns whether it was measured now."""
+    convs = [b.rbr_reparam for b in run.blocks]
+    key = (f'{_VERSION}:run-' + '-'.join(
+        f'{c.in_channels}.{c.out_channels}.g{c.groups}' for c in convs)
+        + f'-d{convs[0].dilation[0]}x{convs[0].dilation[1]}-'
+        + _shape_key(shape))
+    per_conv = [c.method for c in convs]
+    measured = key not in _PLAN_CACHE
+    if measured:
+        x = torch.randn(*shape)
+        timings = {}
+        with torch.inference_mode():
+            for choice in ('plan', ) + RUN_CHOICES:
+                for conv, method in zip(convs, per_conv):
+                    conv.method = method if choice == 'plan' else choice
+                timings[choice] = _time(run, x, reps)
+        _PLAN_CACHE[key] = min(timings, key=timings.get)
+        print_log(f'winograd plan: run {name} ({len(convs)} blocks): '
+                  + ', '.join(f'{m} {t * 1e3:.1f} ms'
+                              for m, t in timings.items())
+                  + f' -> {_PLAN_CACHE[key]}', logger='current')
+    choice = _PLAN_CACHE[key]
+    for conv, method in zip(convs, per_conv):
+        conv.method = method if choice == 'plan' else choice
+    return measured
 
 
 def convert_to_winograd(model: nn.Module,
@@ -336,11 +441,13 @@ def convert_to_winograd(model: nn.Module,
     Args:
         input_shape: the ``N x 3 x H x W`` input the plan is tuned for.
         tune: time each conv with each of its methods (see
-            :class:`WinogradConv2d`) at its input shape and keep the fastest;
-            without it every eligible conv uses NNPACK (``'nnpack_loop'``
-            when dilated).
+            :class:`WinogradConv2d`) at its input shape and keep the fastest,
+            then each run of dilated blocks with that plan and with one
+            method for all its convs (:data:`RUN_CHOICES`); without it every
+            eligible conv uses NNPACK (``'nnpack_mosaic'`` when dilated).
+        reps: timed repetitions per candidate (after one warm-up).
         group_runs: compute runs of dilated RepVGG blocks in one
-            space-to-batch.
+            rearrangement (:class:`DilatedRun`).
         cache_file: a JSON file that keeps the tuned choices across runs.
         check: compare the converted model's output with the original's on
             a random input and raise if the relative error exceeds
@@ -379,43 +486,32 @@ def convert_to_winograd(model: nn.Module,
     if cache_file and osp.isfile(cache_file):
         with open(cache_file) as f:
             _PLAN_CACHE.update(json.load(f))
-    plan = {}
-    tuned = 0
+    measured = 0
     for name, shape in shapes.items():
         parent_name, _, attr = name.rpartition('.')
         parent = model.get_submodule(parent_name) if parent_name else model
         conv = WinogradConv2d(getattr(parent, attr))
         setattr(parent, attr, conv)
-        key = _signature(conv, shape)
-        method = 'nnpack_loop' if conv.dilated else 'nnpack'
+        conv.method = 'nnpack_mosaic' if conv.dilated else 'nnpack'
         if tune:
-            if key not in _PLAN_CACHE:
-                x = torch.randn(*shape)
-                timings = {}
-                with torch.inference_mode():
-                    for candidate in conv.methods:
-                        conv.method = candidate
-                        timings[candidate] = _time(conv, x, reps)
-                best = min(timings, key=timings.get)
-                _PLAN_CACHE[key] = best
-                tuned += 1
-                print_log(f'winograd plan: {name} {key}: ' + ', '.join(
-                    f'{m} {t * 1e3:.1f} ms' for m, t in timings.items())
-                    + f' -> {best}', logger='current')
-            method = _PLAN_CACHE[key]
-        conv.method = method
-        plan[name] = method
-    if cache_file and tuned:
+            measured += _tune_conv(name, conv, shape, reps)
+    runs = _group_dilated_runs(model, shapes) if group_runs else []
+    if tune:
+        for run_name, run, shape in runs:
+            if shape is not None:
+                measured += _tune_run(run_name, run, shape, reps)
+    if cache_file and measured:
         folder = osp.dirname(osp.abspath(cache_file))
         os.makedirs(folder, exist_ok=True)
         with open(cache_file, 'w') as f:
             json.dump(_PLAN_CACHE, f, indent=1, sort_keys=True)
-    runs = _group_dilated_runs(model) if group_runs else 0
+    plan = {name: module.method for name, module in model.named_modules()
+            if isinstance(module, WinogradConv2d)}
 
     report = dict(convs=len(plan),
                   nnpack=sum(m.startswith('nnpack') for m in plan.values()),
                   direct=sum(m.startswith('direct') for m in plan.values()),
-                  runs=runs, plan=plan, max_rel_error=None)
+                  runs=len(runs), plan=plan, max_rel_error=None)
     if check:
         with torch.inference_mode():
             out = model(sample)
@@ -427,8 +523,8 @@ def convert_to_winograd(model: nn.Module,
                 f'max relative error {report["max_rel_error"]:.3g} > '
                 f'{tolerance:g}')
     print_log(f'winograd engine: {report["nnpack"]} of {report["convs"]} '
-              f'stride-1 3x3 convs on NNPACK, {runs} dilated runs in one '
-              f'space-to-batch' + (
+              f'stride-1 3x3 convs on NNPACK, {len(runs)} runs of dilated '
+              'blocks grouped' + (
                   f'; max relative error vs direct '
                   f'{report["max_rel_error"]:.2g}' if check else ''),
               logger='current')
