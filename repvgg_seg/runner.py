@@ -155,8 +155,9 @@ def run_cli(main, argv=None) -> int:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args \
             else str(exc)
-        print(f'error: {message}\n(set REPVGG_SEG_DEBUG=1 to see the '
-              'traceback)', file=sys.stderr)
+        # a command line's error report goes to stderr, not to the logger
+        sys.stderr.write(f'error: {message}\n(set REPVGG_SEG_DEBUG=1 to see '
+                         'the traceback)\n')
         return 2
 
 
