@@ -20,7 +20,9 @@ memory, GMACs (:mod:`repvgg_seg.complexity`, multiply-adds of the model as
 run), achieved GFLOP/s (2 FLOPs per MAC) and its speed ratio to the first
 row. With ``ceiling=True`` the achieved GFLOP/s are also given as a
 percentage of the machine's measured conv ceiling (a 512->512 3x3 conv on a
-90x90 map, batch 1) for the same precision and memory layout.
+90x90 map, batch 1) for the same precision and memory layout; the ceiling
+conv is timed once per round, interleaved with the rows, and its median
+used.
 
 Reduced precision (``bf16``/``fp16``: weights converted once, forward under
 ``torch.autocast``) and the non-torch engines also report their agreement with
@@ -320,45 +322,66 @@ def ceiling_key(precision: str, channels_last: bool) -> str:
     return f'{precision}-{"cl" if channels_last else "nchw"}'
 
 
+class ConvCeiling:
+    """The machine's conv ceiling: GFLOP/s of one ``channels``->``channels``
+    3x3 conv (pad 1) on a ``size`` x ``size`` map, batch 1, for each
+    ``precision-layout`` key (``fp32-nchw``, ``bf16-cl`` ...; bf16/fp16:
+    weights and input in that dtype). :meth:`step` times one pass of every
+    key; the benchmark calls it in every round, interleaved with the rows,
+    and reports the median."""
+
+    def __init__(self, keys: Sequence[str], device: str = 'cpu',
+                 channels: int = 512, size: int = 90):
+        self.device = device
+        self.macs = channels * channels * 9 * size * size
+        self.description = (f'{channels}->{channels} 3x3 conv at '
+                            f'{size}x{size}, batch 1')
+        gen = torch.Generator().manual_seed(0)
+        weight = torch.randn(channels, channels, 3, 3, generator=gen) * 0.02
+        bias = torch.randn(channels, generator=gen)
+        x = torch.randn(1, channels, size, size, generator=gen)
+        self.cases = {}
+        for key in keys:
+            precision, layout = key.split('-')
+            fmt = torch.channels_last if layout == 'cl' else \
+                torch.contiguous_format
+            dtype = DTYPES[precision]
+            self.cases[key] = (
+                x.to(device, dtype).contiguous(memory_format=fmt),
+                weight.to(device, dtype).contiguous(memory_format=fmt),
+                bias.to(device, dtype))
+        self.times = {key: [] for key in keys}
+
+    def step(self, record: bool = True) -> None:
+        with torch.inference_mode():
+            for key, (xi, wi, bi) in self.cases.items():
+                _sync(self.device)
+                start = time.perf_counter()
+                F.conv2d(xi, wi, bi, padding=1)
+                _sync(self.device)
+                if record:
+                    self.times[key].append(time.perf_counter() - start)
+
+    def result(self) -> Dict[str, dict]:
+        result = {}
+        for key, samples in self.times.items():
+            median = statistics.median(samples)
+            result[key] = dict(gflops_per_s=2 * self.macs / median / 1e9,
+                               latency_ms=median * 1e3, samples=len(samples),
+                               conv=self.description)
+        return result
+
+
 def measure_ceiling(keys: Sequence[str] = ('fp32-nchw', 'fp32-cl',
                                            'bf16-cl'),
                     device: str = 'cpu', warmup: int = 2, iters: int = 5,
                     channels: int = 512, size: int = 90) -> Dict[str, dict]:
-    """GFLOP/s of one ``channels``->``channels`` 3x3 conv (pad 1) on a
-    ``size`` x ``size`` map, batch 1, for each ``precision-layout`` key
-    (bf16/fp16: weights and input in that dtype). The keys are measured
-    interleaved; the median of ``iters`` passes is reported."""
-    macs = channels * channels * 9 * size * size
-    gen = torch.Generator().manual_seed(0)
-    weight = torch.randn(channels, channels, 3, 3, generator=gen) * 0.02
-    bias = torch.randn(channels, generator=gen)
-    x = torch.randn(1, channels, size, size, generator=gen)
-    cases = {}
-    for key in keys:
-        precision, layout = key.split('-')
-        fmt = torch.channels_last if layout == 'cl' else \
-            torch.contiguous_format
-        dtype = DTYPES[precision]
-        cases[key] = (x.to(device, dtype).contiguous(memory_format=fmt),
-                      weight.to(device, dtype).contiguous(memory_format=fmt),
-                      bias.to(device, dtype))
-    times = {key: [] for key in keys}
-    with torch.inference_mode():
-        for step in range(warmup + iters):
-            for key, (xi, wi, bi) in cases.items():
-                _sync(device)
-                start = time.perf_counter()
-                F.conv2d(xi, wi, bi, padding=1)
-                _sync(device)
-                if step >= warmup:
-                    times[key].append(time.perf_counter() - start)
-    result = {}
-    for key, samples in times.items():
-        median = statistics.median(samples)
-        result[key] = dict(gflops_per_s=2 * macs / median / 1e9,
-                           latency_ms=median * 1e3,
-                           conv=f'{channels}->{channels} 3x3 at '
-                           f'{size}x{size}, batch 1')
+    """The conv ceiling on its own (see :class:`ConvCeiling`): the keys
+    measured interleaved, the median of ``iters`` passes each."""
+    ceiling = ConvCeiling(keys, device, channels, size)
+    for step in range(warmup + iters):
+        ceiling.step(record=step >= warmup)
+    result = ceiling.result()
     print_log('conv ceiling: ' + ', '.join(
         f'{k} {v["gflops_per_s"]:.0f} GFLOP/s' for k, v in result.items()),
         logger='current')
@@ -579,7 +602,9 @@ def _measure(rows, shape, batch_size, device, threads, compile, warmup,
         _sync(device)
 
     ceiling_result = None
-    if ceiling:
+    if not ceiling:
+        ceiling = None
+    else:
         needed = {ceiling_key(r.precision, r.layout == 'cl') for r in rows}
         keys = ['fp32-nchw', 'fp32-cl', 'bf16-cl']
         keys += sorted(needed - set(keys))
@@ -592,9 +617,12 @@ def _measure(rows, shape, batch_size, device, threads, compile, warmup,
         if skipped:
             notes.append(f'no conv ceiling for {", ".join(skipped)}: no '
                          f'native kernels on this {device}')
-        ceiling_result = measure_ceiling(keys, device)
+        ceiling = ConvCeiling(keys, device)
+        ceiling.step(record=False)  # warm-up
 
     for r in range(rounds):
+        if ceiling is not None:
+            ceiling.step()
         for row in rows:
             before = meter.start()
             for _ in range(iters):
@@ -610,6 +638,11 @@ def _measure(rows, shape, batch_size, device, threads, compile, warmup,
             f'{_label(row)} {statistics.median(row.latencies) * 1e3:.0f} ms'
             for row in rows), logger='current')
 
+    if ceiling is not None:
+        ceiling_result = ceiling.result()
+        print_log('conv ceiling (median of the rounds): ' + ', '.join(
+            f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
+            for k, v in ceiling_result.items()), logger='current')
     results = []
     for row in rows:
         q1, med, q3 = _quantiles(row.latencies)

@@ -2,13 +2,14 @@
 mini-Cityscapes, train PSPNet-RepVGG-A0 on it from scratch on the CPU, test
 it unfused and fused, and write a summary."""
 import json
-import os
 import os.path as osp
 import time
+from typing import Optional
 
 import torch
 from mmengine.logging import print_log
 
+from .fileio import atomic_write_bytes
 from .runner import build_runner, setup_test_cfg, setup_train_cfg
 
 DEMO_CONFIG = 'configs/demo/pspnet_repvgg_a0_synthetic.py'
@@ -18,18 +19,30 @@ def run_demo(config: str = DEMO_CONFIG,
              work_dir: str = 'work_dirs/demo',
              data_root: str = 'data/synthetic_cityscapes',
              max_iters: int = None,
-             seed: int = 0) -> dict:
-    """Run the demo end to end and return (and write) its summary."""
+             seed: int = 0,
+             synthetic: Optional[dict] = None,
+             cfg_options: Optional[dict] = None) -> dict:
+    """Run the demo end to end and return (and write) its summary.
+
+    Args:
+        synthetic: arguments of :func:`make_synthetic_cityscapes` (default:
+            its defaults, the demo's data set).
+        cfg_options: more config overrides (tests shrink the model).
+    """
     from .datasets import make_synthetic_cityscapes
-    make_synthetic_cityscapes(data_root, seed=seed)
+    make_synthetic_cityscapes(data_root, seed=seed, **(synthetic or {}))
     options = {'train_dataloader.dataset.data_root': data_root,
                'val_dataloader.dataset.data_root': data_root,
                'test_dataloader.dataset.data_root': data_root,
                'randomness.seed': seed}
     if max_iters is not None:
+        warmup = max(1, min(20, max_iters // 10))  # the config's 20 of 300
         options.update({'train_cfg.max_iters': max_iters,
                         'train_cfg.val_interval': max_iters,
+                        'param_scheduler.0.end': warmup,
+                        'param_scheduler.1.begin': warmup,
                         'param_scheduler.1.end': max_iters})
+    options.update(cfg_options or {})
     cfg = setup_train_cfg(config, work_dir=work_dir, cfg_options=options)
     cfg.experiment_name = 'demo_train'
     start = time.perf_counter()
@@ -53,14 +66,13 @@ def run_demo(config: str = DEMO_CONFIG,
         threads=torch.get_num_threads(),
         iterations=cfg.train_cfg.max_iters,
         train_seconds=round(train_seconds, 1),
-        mIoU=results[False]['mIoU'],
-        mAcc=results[False]['mAcc'],
-        aAcc=results[False]['aAcc'],
-        mIoU_fused=results[True]['mIoU'],
+        # IoUMetric gives numpy floats, which json does not take
+        mIoU=float(results[False]['mIoU']),
+        mAcc=float(results[False]['mAcc']),
+        aAcc=float(results[False]['aAcc']),
+        mIoU_fused=float(results[True]['mIoU']),
         checkpoint=checkpoint)
-    os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, 'summary.json')
-    with open(path, 'w') as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_bytes(json.dumps(summary, indent=2).encode(), path)
     print_log(f'demo summary written to {path}: {summary}', logger='current')
     return summary

@@ -41,22 +41,23 @@ A deploy config is the original config with:
 import copy
 import datetime
 import inspect
+import io
 import json
 import os
 import os.path as osp
-import tempfile
 import warnings
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS as ROOT_HOOKS
 
 from .checkpoint import CheckpointError, load_checkpoint_file
+from .hooks import DeployFuseHook  # noqa: F401 (its home before)
+from .fileio import (check_writable, publish, remove_quietly, temp_path,
+                     write_bytes)
 from .models.convert import compare_outputs, fuse_for_deploy
 from .runner import ConfigError, load_config
 
@@ -239,27 +240,6 @@ def default_input_shape(model: nn.Module) -> Tuple[int, int]:
 # the deploy config
 
 
-@ROOT_HOOKS.register_module()
-class DeployFuseHook(Hook):
-    """Fuse the model before the runner loads a deploy checkpoint.
-
-    Added to a deploy config by :func:`make_deploy_config`; registered in
-    mmengine's root registry so that every scope (mmseg, mmpretrain) finds
-    it. ``before_run`` runs before ``Runner.load_or_resume`` in ``test()``,
-    ``val()`` and ``train()``.
-    """
-
-    priority = 'VERY_HIGH'
-
-    def before_run(self, runner) -> None:
-        from mmengine.model import is_model_wrapper
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
-        fuse_for_deploy(model)
-        print_log('deploy config: model fused before loading the deploy '
-                  'checkpoint', logger='current')
-
-
 def _backbone_accepts_deploy(cfg: Config) -> bool:
     """Whether the config's backbone class takes a ``deploy`` argument."""
     backbone = cfg.model.get('backbone')
@@ -312,53 +292,6 @@ def deploy_paths(out: str) -> Tuple[str, str]:
 
 
 # --------------------------------------------------------------------------
-# atomic writing
-
-
-def check_writable(paths: Sequence[str], force: bool) -> None:
-    """Refuse existing outputs (unless ``force``) and missing folders."""
-    for path in paths:
-        if osp.exists(path) and not force:
-            raise FileExistsError(
-                f'{path} already exists; pass --force to overwrite it')
-        if osp.isdir(path):
-            raise FileExistsError(f'{path} is a directory')
-        folder = osp.dirname(osp.abspath(path))
-        if not osp.isdir(folder):
-            raise FileNotFoundError(f'output folder does not exist: {folder}')
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(f'output folder is not writable: {folder}')
-
-
-def temp_path(path: str) -> str:
-    """A new empty temporary file in ``path``'s folder, with its suffix (the
-    final write is a rename, atomic on one file system)."""
-    folder = osp.dirname(osp.abspath(path))
-    base, ext = osp.splitext(osp.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.tmp' + ext,
-                               dir=folder)
-    os.close(fd)
-    return tmp
-
-
-def publish(tmp: str, path: str) -> None:
-    """Rename a finished temporary file into place, with the permissions a
-    plain ``open(path, 'w')`` would give (mkstemp's are 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def remove_quietly(path: Optional[str]) -> None:
-    if path and osp.exists(path):
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-
-
-# --------------------------------------------------------------------------
 # conversion
 
 
@@ -367,17 +300,20 @@ def _random_input(shape, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=gen)
 
 
-def _save_checkpoint(state: dict, meta: dict, path: str, fmt: str) -> None:
+def _checkpoint_bytes(state: dict, meta: dict, fmt: str) -> bytes:
+    """The serialized deploy checkpoint. In memory first (as mmengine does
+    for its checkpoints): torch's file writer reports a failed write as an
+    opaque RuntimeError, a plain file write as an OSError with the cause."""
     if fmt == 'pth':
-        torch.save({'state_dict': state, 'meta': meta}, path)
-    elif fmt == 'safetensors':
-        from safetensors.torch import save_file
-        save_file({k: v.contiguous().clone() for k, v in state.items()}, path,
-                  metadata={'format': 'pt',
-                            'repvgg_seg_meta': json.dumps(meta)})
-    else:
-        raise ValueError(f'unknown format {fmt!r}; valid: '
-                         f'{", ".join(FORMATS)}')
+        buffer = io.BytesIO()
+        torch.save({'state_dict': state, 'meta': meta}, buffer)
+        return buffer.getvalue()
+    if fmt == 'safetensors':
+        from safetensors.torch import save
+        return save({k: v.contiguous().clone() for k, v in state.items()},
+                    metadata={'format': 'pt',
+                              'repvgg_seg_meta': json.dumps(meta)})
+    raise ValueError(f'unknown format {fmt!r}; valid: {", ".join(FORMATS)}')
 
 
 def convert_checkpoint(config: Union[str, Config],
@@ -464,9 +400,9 @@ def convert_checkpoint(config: Union[str, Config],
     try:
         tmp_ckpt = temp_path(out_ckpt)
         tmp_cfg = temp_path(out_cfg)
-        _save_checkpoint(state, meta, tmp_ckpt, fmt)
-        with open(tmp_cfg, 'w') as f:
-            f.write(_config_text(deploy_cfg, out_ckpt))
+        write_bytes(_checkpoint_bytes(state, meta, fmt), tmp_ckpt, out_ckpt)
+        write_bytes(_config_text(deploy_cfg, out_ckpt).encode(), tmp_cfg,
+                    out_cfg)
         # the round trip: the written files rebuild the same model
         reloaded = LogitsModule(load_model(tmp_cfg, tmp_ckpt))
         with torch.no_grad():

@@ -16,13 +16,18 @@ machines:
   the same dropout masks and augmentations as an uninterrupted one.
 * :class:`FiniteLossHook` stops training on a NaN/inf loss with a message
   naming the iteration, before a bad state can be saved.
+* :class:`ResumableEpochBasedTrainLoop` resumes an epoch-based run in the
+  middle of an epoch at the next batch (mmengine restarts the epoch).
+* :func:`find_resume_checkpoint` picks what ``--resume`` continues from,
+  also when ``last_checkpoint`` (which mmengine writes non-atomically) is
+  empty or stale.
 """
-import errno
+import glob
 import os
 import os.path as osp
 import random
 import signal
-import tempfile
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,38 +35,16 @@ from mmengine.dist import is_main_process
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.registry import LOOPS
+from mmengine.runner import EpochBasedTrainLoop
 
 from mmseg.registry import HOOKS
+
+from .fileio import atomic_write_bytes
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def atomic_write_bytes(data: bytes, path: str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
-
-    On failure (disk full, no permission) the temporary file is removed,
-    ``path`` keeps its previous content, and the error names the file.
-    """
-    path = os.fspath(path)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.',
-                               suffix='.partial', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        reason = ('the disk is full' if exc.errno == errno.ENOSPC
-                  else exc.strerror or str(exc))
-        raise OSError(exc.errno, f'could not write {path}: {reason}; '
-                      'earlier files are untouched') from None
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -92,22 +75,29 @@ class RandomStateHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})['rng_state'] = dict(
-            torch=torch.get_rng_state(),
-            numpy=np.random.get_state(),
-            python=random.getstate(),
-            cuda=(torch.cuda.get_rng_state_all()
-                  if torch.cuda.is_available() else []))
+        checkpoint.setdefault('meta', {})['rng_state'] = get_rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('meta', {}).get('rng_state')
         if state is None or not getattr(runner, '_resume', False):
             return
-        torch.set_rng_state(state['torch'])
-        np.random.set_state(state['numpy'])
-        random.setstate(_as_tuple(state['python']))
-        if state['cuda'] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state['cuda'])
+        set_rng_state(state)
+
+
+def get_rng_state() -> dict:
+    """The torch, numpy, python and CUDA random states of this process."""
+    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
+                python=random.getstate(),
+                cuda=(torch.cuda.get_rng_state_all()
+                      if torch.cuda.is_available() else []))
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state['torch'])
+    np.random.set_state(state['numpy'])
+    random.setstate(_as_tuple(state['python']))
+    if state['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
 
 
 def _as_tuple(value):
@@ -124,8 +114,8 @@ class SignalCheckpointHook(Hook):
     A second signal exits at once. The checkpoint is written like the
     CheckpointHook's (optimizer and schedulers included) and recorded in
     ``last_checkpoint``, so ``tools/train.py CONFIG --resume`` continues
-    from it. Epoch-based loops resume at the start of the interrupted epoch
-    (mmengine's behaviour); iteration-based loops resume exactly.
+    from it: iteration-based loops and :class:`ResumableEpochBasedTrainLoop`
+    at the next batch (mmengine's own epoch loop would restart the epoch).
     """
 
     priority = 'VERY_LOW'
@@ -203,3 +193,73 @@ class FiniteLossHook(Hook):
             f'{runner.iter + 1} ({parts}); training stopped and {kept}. Try '
             'a lower learning rate, gradient clipping '
             '(optim_wrapper.clip_grad) or --amp loss scaling.')
+
+
+@LOOPS.register_module()  # the root registry: mmseg and mmpretrain see it
+class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """mmengine's epoch loop, resuming mid-epoch at the next batch.
+
+    After a mid-epoch checkpoint (SIGTERM, an iteration-interval
+    CheckpointHook) mmengine's EpochBasedTrainLoop restarts the epoch from
+    its first batch while the iteration count goes on, so a resumed run
+    sees part of the epoch twice and trains more iterations than the
+    schedule. This loop replays the interrupted epoch's sampler order,
+    loads and discards the batches already trained (mmengine's
+    IterBasedTrainLoop does the same), then puts back the main process's
+    random state. The resumed run then draws the same batches as an
+    uninterrupted one, and the same augmentations too when data workers are
+    not persistent (``num_workers=0`` or ``persistent_workers=False``;
+    persistent workers carry random state across epochs that no checkpoint
+    holds).
+    """
+
+    def run_epoch(self) -> None:
+        per_epoch = len(self.dataloader)
+        done = self._iter - self._epoch * per_epoch
+        if done <= 0:
+            return super().run_epoch()
+        if done > per_epoch:
+            raise ValueError(
+                f'cannot resume: the checkpoint is at iteration {self._iter} '
+                f'of epoch {self._epoch + 1}, but an epoch now has only '
+                f'{per_epoch} iterations (did the batch size, the number of '
+                'GPUs or the data set change?)')
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        print_log(f'resuming epoch {self._epoch + 1} at batch {done + 1}/'
+                  f'{per_epoch}: loading and skipping the {done} batches '
+                  'already trained', logger='current')
+        state = get_rng_state()
+        batches = iter(self.dataloader)
+        for _ in range(done):
+            next(batches)
+        set_rng_state(state)
+        for idx, data_batch in enumerate(batches, start=done):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1
+
+
+def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` (without a path) continues from.
+
+    mmengine's CheckpointHook records the latest checkpoint in
+    ``work_dir/last_checkpoint`` with a plain ``open(..., 'w')``: a crash at
+    the wrong moment leaves it empty, and a deleted checkpoint leaves it
+    stale. The record is used when it names an existing, non-empty file;
+    otherwise the newest ``*.pth`` in the work dir (checkpoints are written
+    atomically, so every one there is complete). ``None`` when there is
+    none.
+    """
+    record = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(record):
+        with open(record) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named) and osp.getsize(named) > 0:
+            return named
+        print_log(f'{record} names {named or "nothing"!r}, which is not a '
+                  'checkpoint file; looking for the newest checkpoint in '
+                  f'{work_dir}', logger='current', level=30)
+    found = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
+             if osp.getsize(p) > 0]
+    return max(found, key=osp.getmtime) if found else None

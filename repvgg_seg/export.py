@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .deploy import (LogitsModule, check_writable, default_input_shape,
-                     load_model, publish, remove_quietly, temp_path)
+from .deploy import LogitsModule, default_input_shape, load_model
+from .fileio import check_writable, publish, remove_quietly, temp_path
 from .models.convert import fuse_for_deploy
 
 OPSET = 17

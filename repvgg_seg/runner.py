@@ -8,6 +8,7 @@ import os.path as osp
 from typing import Optional, Sequence
 
 from mmengine.config import Config, DictAction  # noqa: F401 (re-export)
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .checkpoint import set_trust_checkpoints
@@ -48,18 +49,44 @@ def check_work_dir(work_dir: str) -> None:
         raise ConfigError(f'work dir {work_dir} is not writable')
 
 
+DATA_CHECK_MODES = ('full', 'quick', 'off')
+
+
+def check_data(cfg: Config, splits: Sequence[str],
+               mode: Optional[str] = None) -> None:
+    """Check the config's segmentation data sets before the Runner is
+    built (see :mod:`repvgg_seg.datasets.config_check`).
+
+    Args:
+        mode: ``'full'`` (decode every file; a passed check is remembered
+            in the work dir), ``'quick'`` (pairing and headers) or
+            ``'off'``; ``None``: the config's ``data_check``, else full.
+    """
+    mode = mode or cfg.get('data_check', 'full')
+    if mode not in DATA_CHECK_MODES:
+        raise ConfigError(f'invalid data check mode {mode!r}; valid modes: '
+                          + ', '.join(DATA_CHECK_MODES))
+    if mode == 'off':
+        return
+    from .datasets.config_check import check_config_datasets
+    check_config_datasets(cfg, splits, quick=mode == 'quick',
+                          cache_dir=cfg.work_dir)
+
+
 def setup_train_cfg(config: str,
                     work_dir: Optional[str] = None,
                     resume: Optional[str] = None,
                     amp: bool = False,
                     cfg_options: Optional[dict] = None,
                     launcher: str = 'none',
-                    trust_checkpoint: bool = False) -> Config:
+                    trust_checkpoint: bool = False,
+                    data_check: Optional[str] = None) -> Config:
     """The config ``tools/train.py`` runs.
 
     Args:
         resume: ``'auto'`` resumes from the latest checkpoint of the work dir,
             a path resumes from that checkpoint, ``None`` starts afresh.
+        data_check: see :func:`check_data` (train and val sets).
     """
     if trust_checkpoint:
         set_trust_checkpoints(True)
@@ -72,11 +99,20 @@ def setup_train_cfg(config: str,
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        from .engine import find_resume_checkpoint
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+        cfg.resume = cfg.load_from is not None
+        if not cfg.resume:
+            print_log(f'--resume: no checkpoint in {cfg.work_dir}; starting '
+                      'from the beginning', logger='current', level=30)
     elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(
+                f'checkpoint file not found: {resume}')
         cfg.resume = True
         cfg.load_from = resume
+    splits = ['train'] + (['val'] if cfg.get('val_dataloader') else [])
+    check_data(cfg, splits, data_check)
     return cfg
 
 
@@ -96,7 +132,8 @@ def setup_test_cfg(config: str,
                    out_dir: Optional[str] = None,
                    cfg_options: Optional[dict] = None,
                    launcher: str = 'none',
-                   trust_checkpoint: bool = False) -> Config:
+                   trust_checkpoint: bool = False,
+                   data_check: Optional[str] = None) -> Config:
     """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric)."""
     if trust_checkpoint:
         set_trust_checkpoints(True)
@@ -110,8 +147,7 @@ def setup_test_cfg(config: str,
     cfg.resume = False
     if fuse:
         hooks = list(cfg.get('custom_hooks', []))
-        # scoped name: the hook is found from mmpretrain configs too
-        hooks.append(dict(type='mmseg.FuseModelHook'))
+        hooks.append(dict(type='FuseModelHook'))
         cfg.custom_hooks = hooks
     if show_dir:
         vis = cfg.default_hooks.get('visualization')
@@ -127,6 +163,8 @@ def setup_test_cfg(config: str,
         cfg.test_evaluator.output_dir = out_dir or osp.join(
             cfg.work_dir, 'format_results')
         cfg.test_evaluator.keep_results = True
+    if not format_only:  # a benchmark's test split may have no labels
+        check_data(cfg, ['test'], data_check)
     return cfg
 
 
@@ -155,6 +193,9 @@ def run_cli(main, argv=None) -> int:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args \
             else str(exc)
+        if isinstance(exc, OSError) and exc.errno is not None \
+                and exc.filename is None and exc.strerror:
+            message = exc.strerror  # ours already say it all: no [Errno N]
         # a command line's error report goes to stderr, not to the logger
         sys.stderr.write(f'error: {message}\n(set REPVGG_SEG_DEBUG=1 to see '
                          'the traceback)\n')
@@ -171,6 +212,10 @@ def add_runner_args(parser) -> None:
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='DANGEROUS: fully unpickle checkpoints (only for '
                         'files from a source you trust)')
+    parser.add_argument('--data-check', choices=DATA_CHECK_MODES,
+                        help='check the data sets before starting: full '
+                        '(default; a pass is remembered in the work dir), '
+                        'quick (pairing and file headers) or off')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 

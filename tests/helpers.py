@@ -25,19 +25,29 @@ def relative_error(reference, candidate) -> float:
     return diff / max(r.abs().max().item() for r in reference)
 
 
-def run_tool(name, *args, capsys=None):
-    """Run ``tools/<name>.py`` in-process as its ``__main__`` would (through
-    ``run_cli``) and return ``(exit_code, stderr)``; avoids paying the
-    multi-second import of torch/mmseg for each command-line test."""
+def load_tool(name):
+    """``tools/<name>.py`` as a module (its ``main(argv)``)."""
     import importlib.util
     import os.path as osp
-
-    from repvgg_seg.runner import run_cli
     repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
     spec = importlib.util.spec_from_file_location(
         f'tool_{name}', osp.join(repo, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    code = run_cli(module.main, list(args))
+    return module
+
+
+def run_tool(name, *args, capsys=None):
+    """Run ``tools/<name>.py`` in-process as its ``__main__`` would (through
+    ``run_cli``) and return ``(exit_code, stderr)``; avoids paying the
+    multi-second import of torch/mmseg for each command-line test."""
+    from mmengine.logging import MMLogger
+
+    from repvgg_seg.runner import run_cli
+
+    # A fresh process would build its loggers anew; loggers kept from an
+    # earlier test write to that test's (closed) captured stdout.
+    MMLogger._instance_dict.clear()
+    code = run_cli(load_tool(name).main, list(args))
     err = capsys.readouterr().err if capsys is not None else ''
     return code, err

@@ -153,19 +153,6 @@ def test_dilation_placement():
     assert fast.stage4[0].rbr_reparam.padding == (4, 4)
 
 
-def test_invalid_arguments_list_valid_values():
-    with pytest.raises(ValueError, match="valid modes: None, "
-                       "'last_two_stages', 'fast'"):
-        RepVGG('A0', dilation='last_stage')
-    with pytest.raises(KeyError, match='unknown RepVGG arch .B4.*valid '
-                       'archs: A0, A1'):
-        RepVGG('B4')
-    with pytest.raises(ValueError, match=r'out_indices must be .* in 0\.\.4'):
-        RepVGG('A0', out_indices=(1, 5))
-    with pytest.raises(KeyError, match='needs'):
-        RepVGG(dict(num_blocks=(1, 1, 1, 1)))
-
-
 def test_custom_arch_dict():
     arch = dict(num_blocks=(1, 2, 2, 1), width_factor=(0.25, 0.25, 0.5, 0.5),
                 group_layer_map={2: 2, 4: 4})

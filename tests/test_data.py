@@ -1,6 +1,5 @@
 """Data: the synthetic mini-Cityscapes, Cityscapes preparation and the
 data set checks (with the loader behaviour they rely on)."""
-import importlib.util
 import io
 import json
 import os
@@ -15,6 +14,7 @@ from repvgg_seg.datasets import (DatasetError, check_segmentation_dataset,
                                  make_synthetic_cityscapes,
                                  prepare_cityscapes)
 from repvgg_seg.datasets.cityscapes_prep import label_id_to_train_id_lut
+from tests import helpers
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMG = '_leftImg8bit.png'
@@ -27,18 +27,9 @@ def raises(pattern):
     return pytest.raises(DatasetError, match='(?s)' + pattern)
 
 
-def load_tool(name):
-    """A tools/ script as a module (its main(argv))."""
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_tool(name, argv):
-    from repvgg_seg.runner import run_cli
-    return run_cli(load_tool(name).main, argv)
+    """A tool's exit status (its messages stay in capsys)."""
+    return helpers.run_tool(name, *argv)[0]
 
 
 def files_under(root):
@@ -544,8 +535,13 @@ def test_check_dataset_cli(synthetic, tmp_path, capsys):
     assert run_tool('check_dataset', [config, '--data-root', root]) == 0
     out = capsys.readouterr().out
     assert '6 image/label pairs' in out and '3 image/label pairs' in out
-    # The project's config: 713x713 crops of 128x256 images.
+    # The project's config resizes before its 713x713 crop: any stored size
+    # can be cropped; a crop that sees the stored 128x256 images cannot.
     config = osp.join(REPO, 'configs', 'pspnet_repvgg_a0.py')
+    assert run_tool('check_dataset', [config, '--data-root', root,
+                                      '--quick', '--splits', 'train']) == 0
+    capsys.readouterr()
+    config = write_config(tmp_path, (713, 713))
     assert run_tool('check_dataset', [config, '--data-root', root,
                                       '--quick', '--splits', 'train']) == 2
     err = capsys.readouterr().err

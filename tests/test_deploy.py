@@ -3,7 +3,6 @@
 Tiny models and inputs only (the demo config at 64x64 and below); no
 wall-clock assertions.
 """
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -18,7 +17,7 @@ from repvgg_seg.deploy import (DeployFuseHook, LogitsModule, build_model,
                                read_checkpoint_meta)
 from repvgg_seg.runner import load_config, run_cli
 
-from .helpers import randomize_bn, relative_error
+from .helpers import load_tool, randomize_bn, relative_error
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
@@ -34,14 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _logits(model, x):
@@ -67,7 +58,7 @@ def converted(trained, tmp_path_factory):
     """tools/convert.py on the demo checkpoint (pth)."""
     _, ckpt = trained
     out = str(tmp_path_factory.mktemp('converted') / 'demo.pth')
-    assert run_cli(_tool('convert').main, [DEMO, ckpt, out] + SMALL) == 0
+    assert run_cli(load_tool('convert').main, [DEMO, ckpt, out] + SMALL) == 0
     return out, out[:-len('.pth')] + '_deploy.py'
 
 
@@ -106,28 +97,11 @@ def test_deploy_hook_fuses_before_the_runner_loads(converted):
         torch.load(out, weights_only=True)['state_dict'], strict=True)
 
 
-def test_convert_refuses_existing_output(trained, tmp_path, capsys):
-    _, ckpt = trained
-    out = tmp_path / 'model.pth'
-    out.write_text('keep me')
-    convert = _tool('convert').main
-    assert run_cli(convert, [DEMO, ckpt, str(out)] + SMALL) == 2
-    err = capsys.readouterr().err
-    assert str(out) in err and '--force' in err
-    assert out.read_text() == 'keep me'
-    assert sorted(os.listdir(tmp_path)) == ['model.pth']
-    # a conversion that fails its check writes nothing either
-    assert run_cli(convert, [DEMO, ckpt, str(tmp_path / 'x.pth'),
-                             '--tolerance', '0'] + SMALL) == 2
-    assert 'differs from the original' in capsys.readouterr().err
-    assert sorted(os.listdir(tmp_path)) == ['model.pth']
-
-
 def test_convert_force_and_safetensors(trained, tmp_path):
     model, ckpt = trained
     out = tmp_path / 'model.safetensors'
     out.write_text('old')
-    assert run_cli(_tool('convert').main,
+    assert run_cli(load_tool('convert').main,
                    [DEMO, ckpt, str(out), '--force'] + SMALL) == 0
     from safetensors.torch import load_file
     tensors = load_file(str(out))
@@ -155,7 +129,7 @@ def test_convert_classifier(tmp_path):
     ckpt = tmp_path / 'cls.pth'
     torch.save({'state_dict': model.state_dict()}, ckpt)
     out = tmp_path / 'cls_deploy.pth'
-    assert run_cli(_tool('convert').main,
+    assert run_cli(load_tool('convert').main,
                    [str(cfg_path), str(ckpt), str(out), '--shape', '64',
                     '64']) == 0
     deploy_cfg = tmp_path / 'cls_deploy.py'
@@ -181,7 +155,7 @@ def test_benchmark_two_configs_both_fuse_variants(tmp_path, capsys):
     argv = [DEMO, str(second), '--fuse', 'both', '--iters', '1',
             '--rounds', '1', '--warmup', '0', '--threads', '1',
             '--out-json', str(out)] + SMALL
-    assert run_cli(_tool('benchmark').main, argv) == 0
+    assert run_cli(load_tool('benchmark').main, argv) == 0
     table = capsys.readouterr().out
     assert 'preprocessing excluded' in table and 'second' in table
     result = json.loads(out.read_text())
@@ -274,7 +248,7 @@ def test_table4_every_listed_arch():
 
 def test_get_flops_tool_json(tmp_path, capsys):
     out = tmp_path / 'a0.json'
-    assert run_cli(_tool('get_flops').main,
+    assert run_cli(load_tool('get_flops').main,
                    ['A0', '--out-json', str(out)]) == 0
     assert '0.7 B' in capsys.readouterr().out
     data = json.loads(out.read_text())
@@ -286,7 +260,7 @@ def test_get_flops_tool_json(tmp_path, capsys):
 
 def test_get_flops_segmentor_config(tmp_path):
     out = tmp_path / 'seg.json'
-    assert run_cli(_tool('get_flops').main,
+    assert run_cli(load_tool('get_flops').main,
                    [DEMO, '--shape', '64', '64', '--out-json', str(out)]) == 0
     data = json.loads(out.read_text())
     # the auxiliary head is not part of the test-mode forward
@@ -303,7 +277,7 @@ def test_export_onnx_matches_torch(converted, tmp_path, capsys):
     ort = pytest.importorskip('onnxruntime')
     out, deploy_cfg = converted
     onnx_path = tmp_path / 'demo.onnx'
-    export = _tool('export_onnx').main
+    export = load_tool('export_onnx').main
     assert run_cli(export, [deploy_cfg, out, str(onnx_path), '--dynamic']
                    + SMALL) == 0
     printed = capsys.readouterr().out

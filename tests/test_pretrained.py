@@ -121,49 +121,6 @@ def test_own_segmentor_checkpoint(tmp_path):
         assert torch.equal(value, segmentor.backbone.state_dict()[key])
 
 
-def test_wrong_arch_is_named(tmp_path, official_keys):
-    path = tmp_path / 'RepVGG-B1-train.pth'
-    torch.save(_json_state(official_keys['RepVGG-B1']['train']), path)
-    with pytest.raises(CheckpointError) as info:
-        _load('B2', path)
-    message = str(info.value)
-    assert 'does not fit RepVGG-B2' in message
-    assert 'shape mismatches: stage0.rbr_dense.conv.weight' not in message
-    assert 'looks like RepVGG-B1 (training-time)' in message
-    assert str(path) in message
-
-
-def test_missing_and_extra_keys_are_listed(tmp_path, official_keys):
-    state = _json_state(official_keys['RepVGG-A0']['train'])
-    del state['stage2.3.rbr_1x1.conv.weight']
-    state['stage9.extra'] = torch.zeros(1)
-    path = tmp_path / 'broken.pth'
-    torch.save(state, path)
-    with pytest.raises(CheckpointError,
-                       match=r'missing keys: stage2\.3\.rbr_1x1\.conv\.weight'
-                       r'.*unexpected keys: stage9\.extra'):
-        _load('A0', path)
-
-
-def test_truncated_and_non_checkpoint_files(tmp_path, official_keys):
-    good = tmp_path / 'good.pth'
-    torch.save(_json_state(official_keys['RepVGG-A0']['train']), good)
-    data = good.read_bytes()
-    truncated = tmp_path / 'truncated.pth'
-    truncated.write_bytes(data[:len(data) // 3])
-    with pytest.raises(CheckpointError, match='truncated.pth is not a '
-                       'readable PyTorch checkpoint'):
-        _load('A0', truncated)
-    text = tmp_path / 'notes.pth'
-    text.write_text('these are not weights')
-    with pytest.raises(CheckpointError, match='not a readable PyTorch '
-                       'checkpoint'):
-        _load('A0', text)
-    with pytest.raises(FileNotFoundError, match='missing.pth.*official '
-                       'ImageNet checkpoint.*init_cfg=None'):
-        _load('A0', tmp_path / 'missing.pth')
-
-
 def test_head_keys_dropped_with_one_log_line(tmp_path, official_keys):
     from unittest import mock
     path = tmp_path / 'a0.pth'

@@ -2,7 +2,6 @@
 import copy
 import glob
 import json
-import os
 import os.path as osp
 
 import numpy as np
@@ -10,8 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from repvgg_seg.runner import (build_runner, load_config, setup_test_cfg,
-                               setup_train_cfg)
+from repvgg_seg.runner import build_runner, load_config, setup_train_cfg
 from tests.conftest import REPO
 from tests.helpers import run_tool
 
@@ -261,3 +259,24 @@ def test_missing_pretrained_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='nothing.pth.*official '
                        'ImageNet checkpoint.*init_cfg=None'):
         model.init_weights()
+
+
+def test_demo_writes_a_json_summary(tmp_path):
+    """``make demo``'s code path end to end, shrunk to 2 iterations on a
+    4-image data set: the summary is valid JSON with plain numbers."""
+    from repvgg_seg.demo import run_demo
+    options = {k: v for k, v in TINY.items()
+               if not k.startswith(('train_cfg', 'param_scheduler',
+                                    'default_hooks.checkpoint'))}
+    options.pop('train_dataloader.dataset.indices')
+    summary = run_demo(work_dir=str(tmp_path / 'work'),
+                       data_root=str(tmp_path / 'data'), max_iters=2,
+                       synthetic=dict(num_train=2, num_val=2, size=(64, 128)),
+                       cfg_options=options)
+    with open(tmp_path / 'work' / 'summary.json') as f:
+        written = json.load(f)
+    assert written == summary
+    assert written['arch'] == 'A0' and written['iterations'] == 2
+    for key in ('mIoU', 'mIoU_fused', 'mAcc', 'aAcc', 'train_seconds'):
+        assert type(written[key]) is float
+    assert written['mIoU_fused'] == pytest.approx(written['mIoU'], abs=0.01)

@@ -15,58 +15,6 @@ import torch
 from tests.conftest import REPO
 from tests.helpers import run_tool
 
-DEMO = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
-TINY_CONFIG = """
-_base_ = {demo!r}
-model = dict(
-    data_preprocessor=dict(size=(64, 64)),
-    backbone=dict(arch=dict(_delete_=True, num_blocks=(1, 1, 2, 1),
-                            width_factor=(0.25, 0.25, 0.25, 0.25))),
-    decode_head=dict(in_channels=128, channels=8),
-    auxiliary_head=dict(in_channels=64, channels=8))
-train_dataloader = dict(
-    batch_size=2, num_workers=1,
-    dataset=dict(data_root={root!r}, pipeline=[
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations'),
-        dict(type='RandomResize', scale=(128, 64), ratio_range=(0.75, 1.5),
-             keep_ratio=True),
-        dict(type='RandomCrop', crop_size=(64, 64), cat_max_ratio=0.75),
-        dict(type='RandomFlip', prob=0.5),
-        dict(type='PhotoMetricDistortion'),
-        dict(type='PackSegInputs')]))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root={root!r}))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters={iters}, val_interval=1000)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, begin=0, end=2, by_epoch=False),
-    dict(type='PolyLR', power=0.9, eta_min=0.0, begin=2, end={iters},
-         by_epoch=False)]
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(interval=3, max_keep_ckpts=10))
-randomness = dict(seed=0, deterministic=True)
-"""
-
-
-@pytest.fixture(scope='module')
-def synthetic_root(tmp_path_factory):
-    from repvgg_seg.datasets import make_synthetic_cityscapes
-    root = str(tmp_path_factory.mktemp('synthetic'))
-    make_synthetic_cityscapes(root, num_train=4, num_val=2, size=(64, 128),
-                              seed=0, overwrite=True)
-    return root
-
-
-@pytest.fixture(scope='module')
-def tiny_config(tmp_path_factory, synthetic_root):
-    path = tmp_path_factory.mktemp('cfg') / 'tiny_seg.py'
-    path.write_text(TINY_CONFIG.format(demo=DEMO, root=synthetic_root,
-                                       iters=9))
-    return str(path)
-
-
 def _train_cmd(config, work_dir, *extra):
     return [sys.executable, osp.join(REPO, 'tools', 'train.py'), config,
             '--work-dir', str(work_dir), *extra]
@@ -92,13 +40,17 @@ def _walk(folder):
 
 
 @pytest.fixture(scope='module')
-def reference_losses(tmp_path_factory, tiny_config):
-    work_dir = tmp_path_factory.mktemp('reference')
-    subprocess.run(_train_cmd(tiny_config, work_dir), check=True,
-                   capture_output=True, cwd=REPO, timeout=600)
-    losses = _logged_losses(work_dir)
-    assert sorted(losses) == list(range(1, 10))
-    return losses
+def reference_losses(tmp_path_factory, tiny_config, tiny_epoch_config):
+    """{loop kind: {iteration: loss}} of uninterrupted runs."""
+    runs = {}
+    for kind, config, iters in (('iter', tiny_config, 9),
+                                ('epoch', tiny_epoch_config, 12)):
+        work_dir = tmp_path_factory.mktemp(f'reference_{kind}')
+        subprocess.run(_train_cmd(config, work_dir), check=True,
+                       capture_output=True, cwd=REPO, timeout=600)
+        runs[kind] = _logged_losses(work_dir)
+        assert sorted(runs[kind]) == list(range(1, iters + 1))
+    return runs
 
 
 def _run_until(command, work_dir, iteration, timeout=300):
@@ -116,34 +68,71 @@ def _run_until(command, work_dir, iteration, timeout=300):
     raise AssertionError('training did not reach the iteration in time')
 
 
-@pytest.mark.parametrize('how', ['SIGKILL', 'SIGTERM'])
-def test_killed_run_resumes_with_the_same_loss_curve(tmp_path, tiny_config,
-                                                     reference_losses, how):
+def _checkpoint_iteration(path) -> int:
+    """N of the iter_N.pth a last_checkpoint file names."""
+    name = osp.basename(open(path).read().strip())
+    assert name.startswith('iter_') and name.endswith('.pth'), name
+    return int(name[len('iter_'):-len('.pth')])
+
+
+@pytest.mark.parametrize('loop,how', [('iter', 'SIGKILL'), ('iter', 'SIGINT'),
+                                      ('epoch', 'SIGKILL'),
+                                      ('epoch', 'SIGTERM')])
+def test_killed_run_resumes_with_the_same_loss_curve(
+        tmp_path, tiny_config, tiny_epoch_config, reference_losses, loop,
+        how):
+    """Killed after iteration 5, resumed with --resume: the losses of every
+    later iteration equal the uninterrupted run's. The epoch-based runs
+    (3 iterations per epoch) stop mid-epoch and must continue at the next
+    batch, not restart the epoch."""
+    config, iters, interval = {'iter': (tiny_config, 9, 3),
+                               'epoch': (tiny_epoch_config, 12, 4)}[loop]
     work_dir = tmp_path / 'work'
-    proc = _run_until(_train_cmd(tiny_config, work_dir), work_dir, 5)
+    proc = _run_until(_train_cmd(config, work_dir), work_dir, 5)
     proc.send_signal(getattr(signal, how))
     code = proc.wait(timeout=120)
-    saved = sorted(p for p in os.listdir(work_dir) if p.endswith('.pth'))
+    resume_point = _checkpoint_iteration(work_dir / 'last_checkpoint')
     if how == 'SIGKILL':
         assert code == -signal.SIGKILL
-        resume_point = 3  # the last periodic checkpoint
+        assert resume_point % interval == 0  # a periodic checkpoint
     else:
-        # SIGTERM: the iteration in flight finishes and is saved
-        assert code == 128 + signal.SIGTERM
-        resume_point = int(open(work_dir / 'last_checkpoint').read()
-                           .strip().rsplit('_', 1)[1].split('.')[0])
+        # SIGTERM / SIGINT: the iteration in flight finishes and is saved
+        assert code == 128 + getattr(signal, how)
         assert resume_point >= 5
-        assert f'iter_{resume_point}.pth' in saved
-    assert not [p for p in os.listdir(work_dir) if p.endswith('.partial')]
-    subprocess.run(_train_cmd(tiny_config, work_dir, '--resume'),
+    if loop == 'epoch' and how == 'SIGKILL':
+        assert resume_point % 3 != 0  # mid-epoch
+    assert not [p for p in os.listdir(work_dir) if '.partial' in p]
+    subprocess.run(_train_cmd(config, work_dir, '--resume'),
                    check=True, capture_output=True, cwd=REPO, timeout=600)
-    resumed = {}
     runs = sorted(d for d in os.listdir(work_dir)
                   if osp.isdir(work_dir / d))
     resumed = _logged_losses(work_dir / runs[-1])
-    assert sorted(resumed) == list(range(resume_point + 1, 10))
+    assert sorted(resumed) == list(range(resume_point + 1, iters + 1))
     for iteration, loss in resumed.items():
-        assert loss == pytest.approx(reference_losses[iteration], abs=1e-6)
+        assert loss == pytest.approx(reference_losses[loop][iteration],
+                                     abs=1e-6)
+
+
+def test_resume_survives_an_empty_last_checkpoint_record(tmp_path):
+    """mmengine writes last_checkpoint with a plain open(); a crash can
+    leave it empty or naming a deleted file. --resume then takes the newest
+    checkpoint in the work dir."""
+    from repvgg_seg.engine import find_resume_checkpoint
+    assert find_resume_checkpoint(str(tmp_path)) is None
+    for i, name in enumerate(('iter_4.pth', 'epoch_1.pth', 'iter_8.pth')):
+        (tmp_path / name).write_bytes(b'x')
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    record = tmp_path / 'last_checkpoint'
+    record.write_text(str(tmp_path / 'epoch_1.pth'))
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                        'epoch_1.pth')
+    for broken in ('', str(tmp_path / 'iter_12.pth')):
+        record.write_text(broken)
+        assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                            'iter_8.pth')
+    (tmp_path / 'iter_8.pth').write_bytes(b'')  # never a 0-byte file
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                        'epoch_1.pth')
 
 
 def test_atomic_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
@@ -168,37 +157,6 @@ def test_atomic_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, 'fsync', real_fsync)
     assert target.read_bytes() == before
     assert os.listdir(tmp_path) == ['iter_3.pth']
-
-
-def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(
-        tmp_path, tiny_config):
-    from mmengine.hooks import Hook
-
-    from repvgg_seg import NonFiniteLossError
-    from repvgg_seg.runner import build_runner, setup_train_cfg
-
-    class PoisonLoss(Hook):
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            if runner.iter == 4:  # the 5th iteration
-                runner.model.decode_head.loss_decode.loss_weight = float(
-                    'nan')
-
-    cfg = setup_train_cfg(tiny_config, work_dir=str(tmp_path),
-                          cfg_options={'train_dataloader.num_workers': 0,
-                                       'train_dataloader.persistent_workers':
-                                       False})
-    runner = build_runner(cfg)
-    runner.register_hook(PoisonLoss())
-    with pytest.raises(NonFiniteLossError,
-                       match=r'loss became nan at iteration 5 .*last good '
-                       r'checkpoint is .*iter_3\.pth'):
-        runner.train()
-    assert sorted(p for p in os.listdir(tmp_path) if p.endswith('.pth')) \
-        == ['iter_3.pth']
-    from repvgg_seg import load_checkpoint_file
-    state = load_checkpoint_file(tmp_path / 'iter_3.pth')['state_dict']
-    assert all(torch.isfinite(v).all() for v in state.values()
-               if v.is_floating_point())
 
 
 def _evil_checkpoint(path, marker):
@@ -259,39 +217,3 @@ def test_trust_flag_loads_a_trusted_pickle(tmp_path):
     with pytest.raises(Exception, match='refused to load'):
         load_checkpoint_file(path)
     assert 'extra' in load_checkpoint_file(path, trusted=True)
-
-
-@pytest.mark.parametrize('args,message', [
-    (['tools/train.py', 'configs/pspnet_repvgg_b9.py'],
-     'config file not found: configs/pspnet_repvgg_b9.py'),
-    (['tools/train.py', 'configs/pspnet_repvgg_a0_fast.py', '--cfg-options',
-      'model.backbone.archh=A0'], "unexpected keyword argument 'archh'"),
-    (['tools/train.py', 'configs/pspnet_repvgg_a0_fast.py', '--cfg-options',
-      'model.backbone.arch=A9'], "unknown RepVGG arch 'A9'; valid archs"),
-    (['tools/train.py', 'configs/pspnet_repvgg_a0_fast.py', '--cfg-options',
-      'model.backbone.dilation=last2'],
-     "invalid dilation mode 'last2'; valid modes: None, 'last_two_stages', "
-     "'fast'"),
-    (['tools/train.py', 'configs/pspnet_repvgg_a0_fast.py', '--cfg-options',
-      'model.backbone.out_indices=(1,2,3,7)'], 'out_indices must be'),
-    (['tools/test.py', 'configs/pspnet_repvgg_a0_fast.py', 'missing.pth'],
-     'checkpoint file not found: missing.pth'),
-])
-def test_bad_command_lines_give_one_clear_line(args, message, tmp_path,
-                                               capsys, monkeypatch):
-    monkeypatch.chdir(REPO)
-    tool = osp.splitext(osp.basename(args[0]))[0]
-    code, err = run_tool(tool, *args[1:], '--work-dir', str(tmp_path / 'w'),
-                         capsys=capsys)
-    assert code == 2
-    assert message in err
-
-
-def test_unwritable_work_dir(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(REPO)
-    blocked = tmp_path / 'file_not_dir'
-    blocked.write_text('')
-    code, err = run_tool('train', 'configs/pspnet_repvgg_a0_fast.py',
-                         '--work-dir', str(blocked / 'sub'), capsys=capsys)
-    assert code == 2
-    assert f'cannot create work dir {blocked}/sub' in err

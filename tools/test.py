@@ -34,7 +34,8 @@ def main(argv=None):
                          fuse=args.fuse, show_dir=args.show_dir,
                          format_only=args.format_only, out_dir=args.out_dir,
                          cfg_options=args.cfg_options, launcher=args.launcher,
-                         trust_checkpoint=args.trust_checkpoint)
+                         trust_checkpoint=args.trust_checkpoint,
+                         data_check=args.data_check)
     metrics = build_runner(cfg).test()
     if args.out_json:
         with open(args.out_json, 'w') as f:

@@ -33,7 +33,8 @@ def main(argv=None):
                           resume=args.resume, amp=args.amp,
                           cfg_options=args.cfg_options,
                           launcher=args.launcher,
-                          trust_checkpoint=args.trust_checkpoint)
+                          trust_checkpoint=args.trust_checkpoint,
+                          data_check=args.data_check)
     build_runner(cfg).train()
 
 

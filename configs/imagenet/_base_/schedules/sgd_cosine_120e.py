@@ -23,7 +23,9 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=0.0,
          by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True)
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+# resumes mid-epoch at the next batch (repvgg_seg/engine.py)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 

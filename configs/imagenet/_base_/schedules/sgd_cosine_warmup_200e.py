@@ -13,4 +13,6 @@ param_scheduler = [
          eta_min=0.0, by_epoch=True, begin=warmup_epochs, end=max_epochs,
          convert_to_iter_based=True)
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+# resumes mid-epoch at the next batch (repvgg_seg/engine.py)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_interval=1)

@@ -1,0 +1,205 @@
+"""Run :func:`check_segmentation_dataset` on the data sets a config names.
+
+Used by ``tools/check_dataset.py`` and, before any training or testing, by
+``tools/train.py`` / ``tools/test.py`` (``--data-check full|quick|off``):
+mmseg would otherwise start a multi-day run on a data set with missing
+labels or wrong label values and fail hours later deep inside a worker or
+the loss (or not at all). A passed full check is remembered in the work dir
+under a fingerprint of the files (names, sizes, modification times) and of
+the check's options, so resuming does not decode the data set again.
+"""
+import hashlib
+import inspect
+import json
+import os
+import os.path as osp
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from mmengine.logging import print_log
+
+from .checks import DatasetError, DatasetReport, check_segmentation_dataset
+
+# Transforms that change the image size before a RandomCrop: after them the
+# crop no longer bounds the size of the files on disk.
+_RESIZES = ('Resize', 'RandomResize', 'RandomChoiceResize', 'RandomRescale',
+            'ResizeShortestEdge', 'ResizeToMultiple')
+CACHE_FILE = 'data_check.json'
+
+
+def leaf_datasets(dataset_cfg) -> Iterator[dict]:
+    """The dataset configs inside wrappers (RepeatDataset, ConcatDataset)."""
+    if 'datasets' in dataset_cfg:
+        for child in dataset_cfg['datasets']:
+            yield from leaf_datasets(child)
+    elif 'dataset' in dataset_cfg:
+        yield from leaf_datasets(dataset_cfg['dataset'])
+    else:
+        yield dataset_cfg
+
+
+def dataset_defaults(dataset_class) -> dict:
+    """The ``__init__`` defaults of a dataset class and its bases."""
+    defaults = {}
+    for cls in reversed(dataset_class.__mro__):
+        if '__init__' in vars(cls):
+            for name, param in inspect.signature(
+                    cls.__init__).parameters.items():
+                if param.default is not inspect.Parameter.empty:
+                    defaults[name] = param.default
+    return defaults
+
+
+def crop_size_of(pipeline) -> Optional[Sequence[int]]:
+    """The RandomCrop size when it sees the images as stored (no resize
+    before it); ``None`` otherwise."""
+    for transform in pipeline or []:
+        kind = transform.get('type')
+        if kind in _RESIZES:
+            return None
+        if kind == 'RandomCrop':
+            return transform['crop_size']
+    return None
+
+
+def segmentation_dataset_class(dataset_type):
+    """The mmseg dataset class of a config's ``type``; ``None`` for
+    datasets that are not mmseg segmentation sets (ImageNet ...)."""
+    from mmseg.datasets import BaseSegDataset
+    from mmseg.registry import DATASETS
+    if inspect.isclass(dataset_type):
+        cls = dataset_type
+    else:
+        cls = DATASETS.get(dataset_type)
+    if cls is None or not issubclass(cls, BaseSegDataset):
+        return None
+    return cls
+
+
+def check_options(dataset_cfg,
+                  data_root: Optional[str] = None) -> Tuple[list, dict]:
+    """The class names and :func:`check_segmentation_dataset` arguments of a
+    segmentation dataset config."""
+    dataset_type = dataset_cfg['type']
+    dataset_class = segmentation_dataset_class(dataset_type)
+    if dataset_class is None:
+        raise DatasetError(f'{dataset_type!r} is not an mmseg segmentation '
+                           'dataset type')
+    settings = dict(dataset_defaults(dataset_class))
+    settings.update(dataset_cfg)
+    metainfo = settings.get('metainfo') or {}
+    classes = metainfo.get('classes') or dataset_class.METAINFO['classes']
+    prefix = settings.get('data_prefix') or {}
+    return list(classes), dict(
+        data_root=data_root or settings.get('data_root'),
+        img_dir=prefix.get('img_path', ''),
+        ann_dir=prefix.get('seg_map_path', ''),
+        img_suffix=settings['img_suffix'],
+        seg_map_suffix=settings['seg_map_suffix'],
+        num_classes=len(classes),
+        ignore_index=settings.get('ignore_index', 255),
+        reduce_zero_label=settings.get('reduce_zero_label', False),
+        crop_size=crop_size_of(settings.get('pipeline')))
+
+
+def config_datasets(cfg, splits: Sequence[str],
+                    data_root: Optional[str] = None
+                    ) -> List[Tuple[str, list, dict]]:
+    """``(split, class names, check options)`` for every segmentation data
+    set of ``{split}_dataloader``; other dataset types are skipped."""
+    found = []
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if loader is None:
+            raise DatasetError(f'the config has no {split}_dataloader')
+        for dataset_cfg in leaf_datasets(loader['dataset']):
+            if segmentation_dataset_class(dataset_cfg.get('type')) is None:
+                continue
+            classes, options = check_options(dataset_cfg, data_root)
+            found.append((split, classes, options))
+    return found
+
+
+def default_nproc() -> int:
+    """Decoding processes: the cores of this process's share of the
+    machine (torchrun starts one process per GPU), at most 8."""
+    local_ranks = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
+    return max(1, min(8, (os.cpu_count() or 1) // local_ranks))
+
+
+def fingerprint(options: dict, quick: bool) -> str:
+    """A hash of the check's options and of every file's name, size and
+    modification time under the image and label folders."""
+    digest = hashlib.sha1(json.dumps([sorted(
+        (k, str(v)) for k, v in options.items()), quick]).encode())
+    root = options['data_root'] or ''
+    for folder in (options['img_dir'], options['ann_dir']):
+        for dirpath, dirnames, filenames in os.walk(osp.join(root, folder)):
+            dirnames.sort()
+            for name in sorted(filenames):
+                stat = os.stat(osp.join(dirpath, name))
+                digest.update(f'{dirpath}/{name}:{stat.st_size}:'
+                              f'{stat.st_mtime_ns}\n'.encode())
+    return digest.hexdigest()
+
+
+def _read_cache(cache_dir: Optional[str]) -> dict:
+    path = osp.join(cache_dir, CACHE_FILE) if cache_dir else None
+    if not path or not osp.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}  # an unreadable cache only costs a new check
+
+
+def check_config_datasets(cfg,
+                          splits: Sequence[str] = ('train', 'val'),
+                          quick: bool = False,
+                          nproc: Optional[int] = None,
+                          data_root: Optional[str] = None,
+                          cache_dir: Optional[str] = None
+                          ) -> List[Tuple[str, list, DatasetReport]]:
+    """Check every segmentation data set of the config's ``splits``.
+
+    Args:
+        quick: pairing and file headers only (no label values).
+        cache_dir: remember passed checks here (``data_check.json``) and
+            skip a data set whose fingerprint has passed before.
+
+    Returns:
+        ``(split, class names, report)`` per data set checked now (cached
+        passes are logged, not returned).
+
+    Raises:
+        DatasetError: naming the split, the folders and every problem.
+    """
+    from ..fileio import atomic_write_bytes
+    cache = _read_cache(cache_dir)
+    passed = set(cache.get('passed', []))
+    reports = []
+    for split, classes, options in config_datasets(cfg, splits, data_root):
+        where = f'{options["data_root"] or ""} {options["img_dir"]} / ' \
+                f'{options["ann_dir"]}'
+        key = fingerprint(options, quick)
+        if key in passed:
+            print_log(f'data check ({split}): {where} passed before, '
+                      f'unchanged ({CACHE_FILE})', logger='current')
+            continue
+        print_log(f'data check ({split}, {"quick" if quick else "full"}): '
+                  f'{where}', logger='current')
+        try:
+            report = check_segmentation_dataset(
+                **options, quick=quick,
+                nproc=nproc if nproc is not None else default_nproc())
+        except DatasetError as exc:
+            raise DatasetError(f'{split} data: {exc}') from None
+        for line in report.format(classes).splitlines():
+            print_log(line, logger='current',
+                      level=30 if line.startswith('warning') else 20)
+        reports.append((split, classes, report))
+        passed.add(key)
+        if cache_dir:
+            atomic_write_bytes(json.dumps({'passed': sorted(passed)}).encode(),
+                               osp.join(cache_dir, CACHE_FILE))
+    return reports

@@ -1,0 +1,96 @@
+"""Output files that are complete or absent: every file the project writes
+(training checkpoints through mmengine's file backend, deploy checkpoints and
+configs, ONNX models, caches) goes to a temporary file in the target's folder
+and is renamed into place, so a crash, a full disk or a failed check never
+leaves a partial or corrupt file, and an existing file keeps its content
+until the new one is complete."""
+import errno
+import os
+import os.path as osp
+import tempfile
+from typing import Optional, Sequence
+
+
+def check_writable(paths: Sequence[str], force: bool) -> None:
+    """Refuse existing outputs (unless ``force``) and missing folders."""
+    for path in paths:
+        if osp.exists(path) and not force:
+            raise FileExistsError(
+                f'{path} already exists; pass --force to overwrite it')
+        if osp.isdir(path):
+            raise FileExistsError(f'{path} is a directory')
+        folder = osp.dirname(osp.abspath(path))
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'output folder does not exist: {folder}')
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f'output folder is not writable: {folder}')
+
+
+def temp_path(path: str) -> str:
+    """A new empty temporary file in ``path``'s folder, with its suffix (the
+    final write is a rename, atomic on one file system)."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base, ext = osp.splitext(osp.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.partial' + ext,
+                               dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def publish(tmp: str, path: str) -> None:
+    """Rename a finished temporary file into place, with the permissions a
+    plain ``open(path, 'w')`` would give (mkstemp's are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def remove_quietly(path: Optional[str]) -> None:
+    if path and osp.exists(path):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def write_error(exc: OSError, path: str) -> OSError:
+    """An OSError that names the file the user asked for (not the temporary
+    one) and the reason in words."""
+    reason = {errno.ENOSPC: 'the disk is full',
+              errno.EDQUOT: 'the disk quota is exceeded'}.get(
+                  exc.errno, exc.strerror or str(exc))
+    return OSError(exc.errno, f'could not write {path}: {reason}; earlier '
+                   'files are untouched')
+
+
+def write_bytes(data: bytes, tmp: str, path: str) -> None:
+    """Write ``data`` to the temporary file ``tmp`` (flushed to disk); errors
+    name ``path``, the file it will become."""
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise write_error(exc, path) from None
+
+
+def atomic_write_bytes(data: bytes, path: str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    On failure (disk full, no permission) the temporary file is removed,
+    ``path`` keeps its previous content, and the error names the file.
+    """
+    path = os.fspath(path)
+    try:
+        tmp = temp_path(path)
+    except OSError as exc:
+        raise write_error(exc, path) from None
+    try:
+        write_bytes(data, tmp, path)
+        publish(tmp, path)
+        tmp = None
+    finally:
+        remove_quietly(tmp)
