@@ -56,8 +56,7 @@ from mmengine.logging import print_log
 
 from .checkpoint import CheckpointError, load_checkpoint_file
 from .hooks import DeployFuseHook  # noqa: F401 (its home before)
-from .fileio import (check_writable, publish, remove_quietly, temp_path,
-                     write_bytes)
+from .fileio import check_writable, staged_outputs, write_bytes
 from .models.convert import compare_outputs, fuse_for_deploy
 from .runner import ConfigError, load_config
 
@@ -396,10 +395,8 @@ def convert_checkpoint(config: Union[str, Config],
     state = {k: v.detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
 
-    tmp_ckpt = tmp_cfg = None
-    try:
-        tmp_ckpt = temp_path(out_ckpt)
-        tmp_cfg = temp_path(out_cfg)
+    with staged_outputs([out_ckpt, out_cfg]) as staged:
+        tmp_ckpt, tmp_cfg = staged[out_ckpt], staged[out_cfg]
         write_bytes(_checkpoint_bytes(state, meta, fmt), tmp_ckpt, out_ckpt)
         write_bytes(_config_text(deploy_cfg, out_ckpt).encode(), tmp_cfg,
                     out_cfg)
@@ -413,13 +410,6 @@ def convert_checkpoint(config: Union[str, Config],
                 'the written deploy checkpoint does not reproduce the fused '
                 f'model: max relative difference '
                 f'{reload_diff["max_rel_diff"]:.3g}; nothing was written')
-        publish(tmp_ckpt, out_ckpt)
-        tmp_ckpt = None
-        publish(tmp_cfg, out_cfg)
-        tmp_cfg = None
-    finally:
-        remove_quietly(tmp_ckpt)
-        remove_quietly(tmp_cfg)
     print_log(f'wrote {out_ckpt} and {out_cfg}', logger='current')
     return dict(checkpoint=out_ckpt, config=out_cfg, format=fmt,
                 max_rel_diff=fused_diff['max_rel_diff'],

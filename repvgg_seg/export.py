@@ -23,7 +23,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from .deploy import LogitsModule, default_input_shape, load_model
-from .fileio import check_writable, publish, remove_quietly, temp_path
+from .fileio import check_writable, staged_outputs, temp_path
 from .models.convert import fuse_for_deploy
 
 OPSET = 17
@@ -153,10 +153,9 @@ def export_onnx(config, checkpoint: Optional[str], out: str,
     check_shapes = [shape]
     if dynamic:
         check_shapes.append((shape[0] + 32, max(32, shape[1] - 40)))
-    tmp = tmp_xml = tmp_bin = None
     checks = []
-    try:
-        tmp = temp_path(out)
+    with staged_outputs([out]) as staged:
+        tmp = staged[out]
         print_log(f'exporting to ONNX (input {input_shape}, opset {opset}'
                   f'{", dynamic N/H/W" if dynamic else ""})',
                   logger='current')
@@ -181,21 +180,11 @@ def export_onnx(config, checkpoint: Optional[str], out: str,
         if openvino:
             xml, binary = openvino_paths(out)
             tmp_xml = temp_path(xml)
-            tmp_bin = osp.splitext(tmp_xml)[0] + '.bin'
-            # read_model(x.xml) finds x.bin by its stem, so the pair can be
-            # renamed together
+            # read_model(x.xml) finds x.bin by its stem, so the pair is
+            # renamed together, the .bin first
+            staged[binary] = osp.splitext(tmp_xml)[0] + '.bin'
+            staged[xml] = tmp_xml
             ov.save_model(ov.convert_model(tmp), tmp_xml)
-        publish(tmp, out)
-        tmp = None
-        if openvino:
-            publish(tmp_bin, binary)
-            tmp_bin = None
-            publish(tmp_xml, xml)
-            tmp_xml = None
-    finally:
-        remove_quietly(tmp)
-        remove_quietly(tmp_xml)
-        remove_quietly(tmp_bin)
     print_log(f'wrote {out}', logger='current')
     return dict(onnx=out, checks=checks, shape=list(shape),
                 dynamic=dynamic, opset=opset,

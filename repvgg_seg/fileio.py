@@ -8,7 +8,8 @@ import errno
 import os
 import os.path as osp
 import tempfile
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence
 
 
 def check_writable(paths: Sequence[str], force: bool) -> None:
@@ -94,3 +95,26 @@ def atomic_write_bytes(data: bytes, path: str) -> None:
         tmp = None
     finally:
         remove_quietly(tmp)
+
+
+@contextmanager
+def staged_outputs(paths: Sequence[str]) -> Iterator[Dict[str, str]]:
+    """Outputs that appear together when a block succeeds, or not at all.
+
+    Yields ``{final path: temporary path}`` (temporary files next to their
+    targets, with their suffixes). A file that a writer creates beside
+    another one can be added (``staged[final] = tmp``). When the block
+    ends normally the files are renamed into place in the dict's order;
+    when it raises, every temporary file is removed.
+    """
+    staged = {}
+    try:
+        for path in paths:
+            staged[path] = temp_path(path)
+        yield staged
+        for path in list(staged):
+            publish(staged[path], path)
+            del staged[path]
+    finally:
+        for tmp in staged.values():
+            remove_quietly(tmp)

@@ -177,12 +177,28 @@ def parse_cfg_options(pairs: Optional[Sequence[str]]) -> dict:
     return namespace.opts
 
 
+def log_to_stderr() -> None:
+    """Send the default mmengine logger's lines to stderr.
+
+    mmengine logs to stdout; the tools print their results there (tables,
+    JSON), which must stay clean for ``> file``. A Runner builds its own
+    logger (its training log keeps going to stdout, as in mmseg)."""
+    import logging
+    import sys
+    from mmengine.logging import MMLogger
+    for handler in MMLogger.get_current_instance().handlers:
+        if type(handler) is logging.StreamHandler:
+            # not setStream(): it flushes the old stream, maybe closed
+            handler.stream = sys.stderr
+
+
 def run_cli(main, argv=None) -> int:
     """Run a tool's ``main``; expected errors print one clear line, not a
     traceback (set REPVGG_SEG_DEBUG=1 for the traceback)."""
     import sys
     from .checkpoint import CheckpointError
     from .engine import NonFiniteLossError
+    log_to_stderr()
     try:
         return main(argv) or 0
     # TypeError: mostly a typo'd config key (an unexpected keyword argument
@@ -202,16 +218,32 @@ def run_cli(main, argv=None) -> int:
         return 2
 
 
-def add_runner_args(parser) -> None:
-    """The arguments every Runner-based tool shares (mmseg's conventions)."""
+def add_config_args(parser, checkpoints: bool = True) -> None:
+    """``--cfg-options``, and ``--trust-checkpoint`` for the tools that read
+    checkpoints (see :func:`parse_tool_args`)."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. '
                         'model.backbone.init_cfg=None')
+    if checkpoints:
+        parser.add_argument('--trust-checkpoint', action='store_true',
+                            help='DANGEROUS: fully unpickle checkpoints '
+                            '(only for files from a source you trust)')
+
+
+def parse_tool_args(parser, argv=None):
+    """Parse; ``--trust-checkpoint`` takes effect here, for every
+    checkpoint the tool reads."""
+    args = parser.parse_args(argv)
+    if getattr(args, 'trust_checkpoint', False):
+        set_trust_checkpoints(True)
+    return args
+
+
+def add_runner_args(parser) -> None:
+    """The arguments every Runner-based tool shares (mmseg's conventions)."""
+    add_config_args(parser)
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='DANGEROUS: fully unpickle checkpoints (only for '
-                        'files from a source you trust)')
     parser.add_argument('--data-check', choices=DATA_CHECK_MODES,
                         help='check the data sets before starting: full '
                         '(default; a pass is remembered in the work dir), '
@@ -221,7 +253,7 @@ def add_runner_args(parser) -> None:
 
 def parse_runner_args(parser, argv=None):
     """Parse, and export LOCAL_RANK for torch.distributed launchers."""
-    args = parser.parse_args(argv)
+    args = parse_tool_args(parser, argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

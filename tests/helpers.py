@@ -1,4 +1,6 @@
 """Helpers shared by the tests."""
+from collections import OrderedDict
+
 import torch
 
 
@@ -51,3 +53,18 @@ def run_tool(name, *args, capsys=None):
     code = run_cli(load_tool(name).main, list(args))
     err = capsys.readouterr().err if capsys is not None else ''
     return code, err
+
+
+def official_state(table: dict, seed: int = 0) -> OrderedDict:
+    """A random checkpoint with exactly the key names and shapes of one
+    table of ``official_checkpoint_keys.json``."""
+    gen = torch.Generator().manual_seed(seed)
+    state = OrderedDict()
+    for key, shape in table.items():
+        if key.endswith('num_batches_tracked'):
+            state[key] = torch.tensor(100)
+        elif key.endswith('running_var'):
+            state[key] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=gen) * 0.1
+    return state

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -24,12 +23,20 @@ from PIL import Image
 from repvgg_seg import CheckpointError, NonFiniteLossError
 from repvgg_seg.models import RepVGG
 from tests.conftest import REPO
-from tests.helpers import run_tool
+from tests.helpers import official_state, run_tool
 
 IMG = '_leftImg8bit.png'
 SEG = '_gtFine_labelTrainIds.png'
 NO_WORKERS = ['train_dataloader.num_workers=0',
               'train_dataloader.persistent_workers=False']
+
+
+def _error_report(err: str) -> str:
+    """The ``error: ...`` report a tool ends with (log lines before it also
+    go to stderr)."""
+    assert err.startswith('error: ') or '\nerror: ' in err, err
+    return err[err.index('error: '):] if err.startswith('error: ') \
+        else err[err.index('\nerror: ') + 1:]
 
 
 def _outputs(folder) -> list:
@@ -48,21 +55,6 @@ def _weights(folder) -> list:
 
 
 # ------------------------------------------------------------ checkpoints
-def _official_state(table: dict, seed: int = 0) -> OrderedDict:
-    """A random checkpoint with exactly the key names/shapes of a table of
-    the official checkpoints."""
-    gen = torch.Generator().manual_seed(seed)
-    state = OrderedDict()
-    for key, shape in table.items():
-        if key.endswith('num_batches_tracked'):
-            state[key] = torch.tensor(100)
-        elif key.endswith('running_var'):
-            state[key] = torch.rand(shape, generator=gen) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=gen) * 0.1
-    return state
-
-
 def _load_backbone(arch, path):
     model = RepVGG(arch, out_indices=(4,), init_cfg=dict(
         type='Pretrained', checkpoint=str(path)))
@@ -72,7 +64,7 @@ def _load_backbone(arch, path):
 
 def test_checkpoint_of_another_arch_names_the_arch(tmp_path, official_keys):
     path = tmp_path / 'RepVGG-B1-train.pth'
-    torch.save(_official_state(official_keys['RepVGG-B1']['train']), path)
+    torch.save(official_state(official_keys['RepVGG-B1']['train']), path)
     with pytest.raises(CheckpointError) as info:
         _load_backbone('B2', path)
     message = str(info.value)
@@ -82,7 +74,7 @@ def test_checkpoint_of_another_arch_names_the_arch(tmp_path, official_keys):
 
 
 def test_missing_and_extra_keys_are_listed(tmp_path, official_keys):
-    state = _official_state(official_keys['RepVGG-A0']['train'])
+    state = official_state(official_keys['RepVGG-A0']['train'])
     del state['stage2.3.rbr_1x1.conv.weight']
     state['stage9.extra'] = torch.zeros(1)
     path = tmp_path / 'broken.pth'
@@ -95,7 +87,7 @@ def test_missing_and_extra_keys_are_listed(tmp_path, official_keys):
 
 def test_truncated_and_non_checkpoint_files(tmp_path, official_keys):
     good = tmp_path / 'good.pth'
-    torch.save(_official_state(official_keys['RepVGG-A0']['train']), good)
+    torch.save(official_state(official_keys['RepVGG-A0']['train']), good)
     data = good.read_bytes()
     truncated = tmp_path / 'truncated.pth'
     truncated.write_bytes(data[:len(data) // 3])
@@ -139,7 +131,7 @@ def test_tools_refuse_unreadable_checkpoints(tmp_path, tiny_config,
              f'checkpoint file not found: {tmp_path}/gone.pth')):
         code, err = run_tool(tool, *args, capsys=capsys)
         assert code == 2, (tool, err)
-        assert err.startswith('error: ') and message in err, err
+        assert message in _error_report(err), err
     assert _weights(work) == [] and not (tmp_path / 'out.pth').exists()
 
 
@@ -169,7 +161,7 @@ def test_bad_command_lines_give_one_clear_line(args, message, tmp_path,
     code, err = run_tool(*args, '--work-dir', str(work), '--data-check',
                          'off', capsys=capsys)
     assert code == 2
-    assert err.startswith('error: ') and message in err
+    assert message in _error_report(err)
     assert 'Traceback' not in err
     assert _outputs(work) == []
 
@@ -268,9 +260,10 @@ def test_train_refuses_a_broken_data_set(damage, synthetic_root, tiny_config,
                          f'val_dataloader.dataset.data_root={root}',
                          capsys=capsys)
     assert code == 2, err
-    assert err.startswith('error: ') and 'data set check failed' in err
+    report = _error_report(err)
+    assert 'data set check failed' in report
     for text in expected:
-        assert text in err, (text, err)
+        assert text in report, (text, err)
     assert _weights(work) == []
     if (work / 'data_check.json').exists():  # only the undamaged split
         assert len(json.loads((work / 'data_check.json').read_text())[

@@ -6,21 +6,7 @@ import torch
 
 from repvgg_seg import CheckpointError, reparameterize
 from repvgg_seg.models import RepVGG
-from tests.helpers import randomize_bn, relative_error
-
-
-def _json_state(table: dict, seed: int = 0) -> OrderedDict:
-    """A random checkpoint with exactly the key names/shapes of a table."""
-    gen = torch.Generator().manual_seed(seed)
-    state = OrderedDict()
-    for key, shape in table.items():
-        if key.endswith('num_batches_tracked'):
-            state[key] = torch.tensor(100)
-        elif key.endswith('running_var'):
-            state[key] = torch.rand(shape, generator=gen) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=gen) * 0.1
-    return state
+from tests.helpers import official_state, randomize_bn, relative_error
 
 
 def _load(arch, path, **kwargs):
@@ -35,7 +21,7 @@ def _load(arch, path, **kwargs):
                                      'module'])
 def test_official_training_checkpoint(tmp_path, official_keys, arch,
                                       wrapper):
-    state = _json_state(official_keys[f'RepVGG-{arch}']['train'])
+    state = official_state(official_keys[f'RepVGG-{arch}']['train'])
     if wrapper == 'module':
         ckpt = OrderedDict(('module.' + k, v) for k, v in state.items())
     elif wrapper == 'bare':
@@ -51,7 +37,7 @@ def test_official_training_checkpoint(tmp_path, official_keys, arch,
 
 @pytest.mark.parametrize('arch', ['A0', 'B2g4'])
 def test_official_deploy_checkpoint(tmp_path, official_keys, arch):
-    state = _json_state(official_keys[f'RepVGG-{arch}']['deploy'])
+    state = official_state(official_keys[f'RepVGG-{arch}']['deploy'])
     path = tmp_path / f'RepVGG-{arch}-deploy.pth'
     torch.save(state, path)
     model = _load(arch, path, deploy=True, dilation='fast')
@@ -77,7 +63,7 @@ def test_training_checkpoint_into_deploy_model_is_fused(tmp_path):
 def test_imagenet_checkpoint_fits_every_dilation_mode(tmp_path,
                                                       official_keys):
     path = tmp_path / 'a0.pth'
-    torch.save(_json_state(official_keys['RepVGG-A0']['train']), path)
+    torch.save(official_state(official_keys['RepVGG-A0']['train']), path)
     for mode in (None, 'last_two_stages', 'fast'):
         _load('A0', path, dilation=mode)
 
@@ -124,7 +110,7 @@ def test_own_segmentor_checkpoint(tmp_path):
 def test_head_keys_dropped_with_one_log_line(tmp_path, official_keys):
     from unittest import mock
     path = tmp_path / 'a0.pth'
-    torch.save(_json_state(official_keys['RepVGG-A0']['train']), path)
+    torch.save(official_state(official_keys['RepVGG-A0']['train']), path)
     with mock.patch('repvgg_seg.models.pretrained.print_log') as log:
         _load('A0', path)
     messages = [c.args[0] for c in log.call_args_list]

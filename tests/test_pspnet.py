@@ -38,6 +38,8 @@ def synthetic_root(tmp_path_factory):
 
 def _meta_model(cfg):
     from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules()  # mmseg's default scope, whatever ran before
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.init_cfg = None
     with torch.device('meta'):
@@ -113,7 +115,7 @@ def test_table8_configs(name):
     assert (poly.type, poly.power, poly.eta_min, poly.end) == ('PolyLR', 0.9,
                                                                0.0, 40)
     assert poly.by_epoch and poly.convert_to_iter_based
-    assert cfg.train_cfg.type == 'EpochBasedTrainLoop'
+    assert cfg.train_cfg.type == 'ResumableEpochBasedTrainLoop'
     assert cfg.train_cfg.max_epochs == 40
     # global batch 16 = 2 per GPU x 8 GPUs; 40 epochs of 2975 images
     assert cfg.train_dataloader.batch_size * 8 == 16

@@ -20,10 +20,7 @@ import argparse
 import json
 import sys
 
-from mmengine.config import DictAction
-
-from repvgg_seg.checkpoint import set_trust_checkpoints
-from repvgg_seg.runner import run_cli
+from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
 
 
 def parse_args(argv=None):
@@ -67,16 +64,12 @@ def parse_args(argv=None):
     parser.add_argument('--image', help='agreement checks on this image '
                         'instead of a synthetic one')
     parser.add_argument('--out-json', help='write setup, ceiling and rows')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='DANGEROUS: fully unpickle the checkpoints')
-    return parser.parse_args(argv)
+    add_config_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.trust_checkpoint:
-        set_trust_checkpoints(True)
     from repvgg_seg.benchmark import benchmark, format_table
     result = benchmark(
         args.configs, fuse=args.fuse, shape=args.shape,

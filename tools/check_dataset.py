@@ -12,11 +12,10 @@ Exit status 2 with ``error: <message>`` when a data set has problems.
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
 from repvgg_seg.datasets import DatasetError, check_segmentation_dataset
-from repvgg_seg.datasets.config_check import config_datasets
-from repvgg_seg.runner import load_config, run_cli
+from repvgg_seg.datasets.config_check import config_datasets, default_nproc
+from repvgg_seg.runner import (add_config_args, load_config, parse_tool_args,
+                               run_cli)
 
 
 def parse_args(argv=None):
@@ -27,13 +26,13 @@ def parse_args(argv=None):
                         '(default: train val)')
     parser.add_argument('--quick', action='store_true',
                         help='pairing and file headers only (no decoding)')
-    parser.add_argument('--nproc', type=int, default=1,
-                        help='processes that decode files (default: 1)')
+    parser.add_argument('--nproc', type=int, default=default_nproc(),
+                        help='processes that decode files (default: the '
+                        'cores, at most 8)')
     parser.add_argument('--data-root', help='override the datasets\' '
                         'data_root')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
-    return parser.parse_args(argv)
+    add_config_args(parser, checkpoints=False)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):

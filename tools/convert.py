@@ -15,10 +15,7 @@ deploy config next to it (``x.pth`` -> ``x_deploy.py``). Reload with
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
-from repvgg_seg.checkpoint import set_trust_checkpoints
-from repvgg_seg.runner import run_cli
+from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
 
 
 def parse_args(argv=None):
@@ -36,16 +33,12 @@ def parse_args(argv=None):
                         '256 256 for a segmentor, 224 224 for a classifier)')
     parser.add_argument('--tolerance', type=float, default=1e-4,
                         help='max relative logit difference (default 1e-4)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='DANGEROUS: fully unpickle the checkpoint')
-    return parser.parse_args(argv)
+    add_config_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.trust_checkpoint:
-        set_trust_checkpoints(True)
     from repvgg_seg.deploy import convert_checkpoint
     report = convert_checkpoint(
         args.config, args.checkpoint, args.out, fmt=args.format,

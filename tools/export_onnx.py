@@ -15,10 +15,7 @@ OpenVINO IR (OUT.xml/.bin) when openvino is installed.
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
-from repvgg_seg.checkpoint import set_trust_checkpoints
-from repvgg_seg.runner import run_cli
+from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
 
 
 def parse_args(argv=None):
@@ -39,16 +36,12 @@ def parse_args(argv=None):
     parser.add_argument('--tolerance', type=float, default=1e-4)
     parser.add_argument('--image', help='check on this image instead of a '
                         'synthetic one')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='DANGEROUS: fully unpickle the checkpoint')
-    return parser.parse_args(argv)
+    add_config_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.trust_checkpoint:
-        set_trust_checkpoints(True)
     from repvgg_seg.export import export_onnx
     checkpoint = None if args.checkpoint.lower() == 'none' \
         else args.checkpoint

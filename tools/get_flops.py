@@ -15,9 +15,7 @@ import argparse
 import json
 import sys
 
-from mmengine.config import DictAction
-
-from repvgg_seg.runner import run_cli
+from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
 
 
 def parse_args(argv=None):
@@ -27,8 +25,8 @@ def parse_args(argv=None):
     parser.add_argument('--unfused', action='store_true',
                         help='count the training-time (multi-branch) model')
     parser.add_argument('--out-json', help='write params/flops/wino_muls')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser.parse_args(argv)
+    add_config_args(parser, checkpoints=False)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):

@@ -25,6 +25,7 @@ What the loaders do with unusual files (verified with mmcv 2.1 / cv2):
 """
 import os
 import os.path as osp
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -395,13 +396,14 @@ def _totals(results: List[PairResult]):
 
 
 def track_tasks(func, tasks: list, nproc: int = 1) -> list:
-    """``[func(t) for t in tasks]`` with a progress bar, in ``nproc``
-    processes when above 1."""
+    """``[func(t) for t in tasks]`` with a progress bar (on stderr), in
+    ``nproc`` processes when above 1."""
     if not tasks:
         return []
+    # stderr, like tqdm: stdout stays for results (JSON summaries)
     if nproc > 1:
-        return track_parallel_progress(func, tasks, nproc)
-    return track_progress(func, tasks)
+        return track_parallel_progress(func, tasks, nproc, file=sys.stderr)
+    return track_progress(func, tasks, file=sys.stderr)
 
 
 def check_segmentation_dataset(
