@@ -2,6 +2,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--fuse] [--out-json FILE]
         [--show-dir DIR] [--format-only] [--cfg-options k=v ...]
+        [--data-check full|quick|off]
 """
 import argparse
 import json

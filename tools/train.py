@@ -2,7 +2,10 @@
 
     python tools/train.py configs/pspnet_repvgg_b2.py [--work-dir DIR]
         [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
-        [--launcher none|pytorch|slurm]
+        [--launcher none|pytorch|slurm] [--data-check full|quick|off]
+
+The train and val data sets are checked before anything is built (see
+repvgg_seg/datasets/config_check.py); a failed check names the files.
 """
 import argparse
 import sys
