@@ -66,11 +66,12 @@ def run_demo(config: str = DEMO_CONFIG,
         threads=torch.get_num_threads(),
         iterations=cfg.train_cfg.max_iters,
         train_seconds=round(train_seconds, 1),
-        # IoUMetric gives numpy floats, which json does not take
-        mIoU=float(results[False]['mIoU']),
-        mAcc=float(results[False]['mAcc']),
-        aAcc=float(results[False]['aAcc']),
-        mIoU_fused=float(results[True]['mIoU']),
+        # IoUMetric gives float32 numpy scalars of 2-decimal percentages,
+        # which json does not take
+        mIoU=round(float(results[False]['mIoU']), 2),
+        mAcc=round(float(results[False]['mAcc']), 2),
+        aAcc=round(float(results[False]['aAcc']), 2),
+        mIoU_fused=round(float(results[True]['mIoU']), 2),
         checkpoint=checkpoint)
     path = osp.join(work_dir, 'summary.json')
     atomic_write_bytes(json.dumps(summary, indent=2).encode(), path)

@@ -27,15 +27,6 @@ def _name(path):
     return osp.splitext(osp.basename(path))[0]
 
 
-@pytest.fixture(scope='module')
-def synthetic_root(tmp_path_factory):
-    from repvgg_seg.datasets import make_synthetic_cityscapes
-    root = str(tmp_path_factory.mktemp('synthetic_cityscapes'))
-    make_synthetic_cityscapes(root, num_train=4, num_val=2, size=(96, 192),
-                              seed=0, overwrite=True)
-    return root
-
-
 def _meta_model(cfg):
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
@@ -73,7 +64,7 @@ def test_config_builds_model_and_pipelines(path, synthetic_root):
         dataset_cfg = copy.deepcopy(cfg[loader].dataset)
         dataset_cfg.data_root = synthetic_root
         dataset = DATASETS.build(dataset_cfg)
-        assert len(dataset) == (4 if loader == 'train_dataloader' else 2)
+        assert len(dataset) == (6 if loader == 'train_dataloader' else 2)
         key = repr(dataset_cfg.pipeline)
         if key not in seen:  # one sample per distinct pipeline is enough
             seen.add(key)
