@@ -217,3 +217,44 @@ def test_trust_flag_loads_a_trusted_pickle(tmp_path):
     with pytest.raises(Exception, match='refused to load'):
         load_checkpoint_file(path)
     assert 'extra' in load_checkpoint_file(path, trusted=True)
+
+
+def _fake_loop(batches_per_epoch, epoch, iteration):
+    """A ResumableEpochBasedTrainLoop over a plain DataLoader, with a stub
+    runner that records the batches it is given."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader
+
+    from repvgg_seg.engine import ResumableEpochBasedTrainLoop
+    trained = []
+    runner = SimpleNamespace(
+        visualizer=SimpleNamespace(), call_hook=lambda *a, **k: None,
+        model=SimpleNamespace(train=lambda: None))
+    loader = DataLoader(list(range(2 * batches_per_epoch)), batch_size=2)
+    loop = ResumableEpochBasedTrainLoop(runner, loader, max_epochs=3)
+    loop.run_iter = lambda idx, batch: (trained.append((idx, batch.tolist())),
+                                        setattr(loop, '_iter',
+                                                loop._iter + 1))
+    loop._epoch, loop._iter = epoch, iteration
+    return loop, trained
+
+
+def test_resumable_loop_continues_at_the_next_batch():
+    loop, trained = _fake_loop(4, epoch=1, iteration=6)  # 2 of 4 done
+    loop.run_epoch()
+    assert trained == [(2, [4, 5]), (3, [6, 7])]
+    assert (loop.epoch, loop.iter) == (2, 8)
+    loop.run_epoch()  # the next epoch is whole
+    assert [idx for idx, _ in trained[2:]] == [0, 1, 2, 3]
+    # saved right after an epoch's last batch: nothing left but its end
+    loop, trained = _fake_loop(4, epoch=0, iteration=4)
+    loop.run_epoch()
+    assert trained == [] and (loop.epoch, loop.iter) == (1, 4)
+
+
+def test_resumable_loop_refuses_a_changed_epoch_length():
+    loop, _ = _fake_loop(3, epoch=1, iteration=10)
+    with pytest.raises(ValueError, match='checkpoint is at iteration 10 of '
+                       'epoch 2, but an epoch now has only 3 iterations'):
+        loop.run_epoch()
