@@ -278,6 +278,10 @@ def test_missing_data_root(tiny_config, tmp_path, capsys):
                          capsys=capsys)
     assert code == 2
     assert f'train data: data root {missing} does not exist' in err
+    # where the data comes from, and how to point elsewhere
+    assert 'gtFine_trainvaltest.zip' in err and \
+        'tools/prepare_cityscapes.py' in err and \
+        'train_dataloader.dataset.data_root=' in err
 
 
 def test_images_smaller_than_an_unresized_crop(tiny_config, tmp_path,

@@ -153,6 +153,22 @@ def _read_cache(cache_dir: Optional[str]) -> dict:
         return {}  # an unreadable cache only costs a new check
 
 
+def _how_to_get(cfg, split: str, message: str) -> str:
+    """Where a missing Cityscapes comes from, for a missing-folder error."""
+    from mmseg.datasets import CityscapesDataset
+    dataset_type = cfg[f'{split}_dataloader']['dataset'].get('type')
+    cls = segmentation_dataset_class(dataset_type)
+    missing = 'does not exist' in message or 'not found' in message
+    if not (missing and cls is not None
+            and issubclass(cls, CityscapesDataset)):
+        return ''
+    return ('\n(Cityscapes: unpack leftImg8bit_trainvaltest.zip and '
+            'gtFine_trainvaltest.zip from https://www.cityscapes-dataset.com '
+            'into the data root and run tools/prepare_cityscapes.py on it; '
+            'or point --cfg-options '
+            f'{split}_dataloader.dataset.data_root=... elsewhere)')
+
+
 def check_config_datasets(cfg,
                           splits: Sequence[str] = ('train', 'val'),
                           quick: bool = False,
@@ -193,7 +209,8 @@ def check_config_datasets(cfg,
                 **options, quick=quick,
                 nproc=nproc if nproc is not None else default_nproc())
         except DatasetError as exc:
-            raise DatasetError(f'{split} data: {exc}') from None
+            raise DatasetError(f'{split} data: {exc}'
+                               + _how_to_get(cfg, split, str(exc))) from None
         for line in report.format(classes).splitlines():
             print_log(line, logger='current',
                       level=30 if line.startswith('warning') else 20)
