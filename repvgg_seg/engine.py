@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import all_reduce, is_distributed, is_main_process
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -111,7 +111,9 @@ def _as_tuple(value):
 class SignalCheckpointHook(Hook):
     """On SIGTERM or SIGINT, finish the iteration, save, and exit.
 
-    A second signal exits at once. The checkpoint is written like the
+    A second signal exits at once. In a distributed run all ranks stop
+    after the same iteration, whichever got the signal. The checkpoint is
+    written like the
     CheckpointHook's (optimizer and schedulers included) and recorded in
     ``last_checkpoint``, so ``tools/train.py CONFIG --resume`` continues
     from it: iteration-based loops and :class:`ResumableEpochBasedTrainLoop`
@@ -150,9 +152,26 @@ class SignalCheckpointHook(Hook):
     def after_train(self, runner) -> None:
         self._restore()
 
+    def _signal_to_stop(self) -> Optional[int]:
+        """The signal that stops the run after this iteration, if any.
+
+        Distributed: the largest signal number any rank received, so that
+        every rank stops after the same iteration (Slurm signals the ranks
+        at slightly different moments; a rank leaving one step early would
+        leave the others waiting in a gradient all-reduce). One scalar
+        all-reduce per iteration.
+        """
+        received = self._received or 0
+        if is_distributed():
+            flag = torch.tensor([received], dtype=torch.int64)
+            all_reduce(flag, op='max')
+            received = int(flag.item())
+        return received or None
+
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        if self._received is None:
+        signum = self._signal_to_stop()
+        if signum is None:
             return
         name = f'iter_{runner.iter + 1}.pth'
         runner.save_checkpoint(runner.work_dir, name, save_optimizer=True,
@@ -160,11 +179,11 @@ class SignalCheckpointHook(Hook):
         if is_main_process():
             atomic_write_bytes(osp.join(runner.work_dir, name).encode(),
                                osp.join(runner.work_dir, 'last_checkpoint'))
-        signame = signal.Signals(self._received).name
+        signame = signal.Signals(signum).name
         print_log(f'{signame}: saved {name} in {runner.work_dir}; resume '
                   'with --resume', logger='current', level=30)
         self._restore()
-        raise SystemExit(128 + self._received)
+        raise SystemExit(128 + signum)
 
 
 @HOOKS.register_module()

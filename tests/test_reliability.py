@@ -258,3 +258,52 @@ def test_resumable_loop_refuses_a_changed_epoch_length():
     with pytest.raises(ValueError, match='checkpoint is at iteration 10 of '
                        'epoch 2, but an epoch now has only 3 iterations'):
         loop.run_epoch()
+
+
+def _signal_rank(rank, port, work_dir, results):
+    """One rank of a 2-process gloo group driving SignalCheckpointHook
+    through 6 iterations; rank 0 alone gets SIGTERM during iteration 3."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from repvgg_seg.engine import SignalCheckpointHook
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=2)
+    saved = []
+    runner = SimpleNamespace(
+        iter=0, work_dir=work_dir,
+        save_checkpoint=lambda folder, name, **kw: saved.append(name))
+    hook = SignalCheckpointHook()
+    hook.before_train(runner)
+    outcome = None
+    for i in range(6):
+        runner.iter = i
+        if rank == 0 and i == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            time.sleep(0.05 * rank)  # the ranks are not in lockstep
+        try:
+            hook.after_train_iter(runner, i)
+        except SystemExit as exc:
+            outcome = (i, exc.code, saved)
+            break
+    results[rank] = outcome
+    dist.destroy_process_group()
+
+
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iteration(
+        tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_signal_rank, args=(port, str(tmp_path), results), nprocs=2,
+             join=True)
+    expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'])
+    assert results[0] == expected and results[1] == expected
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
