@@ -31,7 +31,8 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.dist import all_reduce, is_distributed, is_main_process
+from mmengine.dist import (all_reduce, get_rank, is_distributed,
+                           is_main_process)
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -197,21 +198,41 @@ class FiniteLossHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        if not outputs or 'loss' not in outputs:
+        loss = None
+        if outputs and 'loss' in outputs:
+            loss = torch.as_tensor(outputs['loss']).detach()
+        finite = loss is None or bool(torch.isfinite(loss).all())
+        # Distributed: all ranks stop together. The optimizer has already
+        # stepped on the all-reduced (non-finite) gradients everywhere, and
+        # a rank left running would hang in the next all-reduce.
+        if not any_rank(not finite):
             return
-        loss = torch.as_tensor(outputs['loss'])
-        if torch.isfinite(loss).all():
-            return
-        parts = ', '.join(f'{k}={float(torch.as_tensor(v).detach().mean()):.4g}'
-                          for k, v in outputs.items() if 'loss' in k)
         last = runner.message_hub.get_info('last_ckpt')
         kept = (f'the last good checkpoint is {last} (resume with --resume)'
                 if last else 'no checkpoint was saved yet')
+        if finite:
+            cause, detail = 'became non-finite on another rank', ''
+        else:
+            rank = f' on rank {get_rank()}' if is_distributed() else ''
+            cause = f'became {float(loss.mean())}{rank}'
+            detail = ' (' + ', '.join(
+                f'{k}={float(torch.as_tensor(v).detach().mean()):.4g}'
+                for k, v in outputs.items() if 'loss' in k) + ')'
         raise NonFiniteLossError(
-            f'the training loss became {float(loss.mean())} at iteration '
-            f'{runner.iter + 1} ({parts}); training stopped and {kept}. Try '
-            'a lower learning rate, gradient clipping '
-            '(optim_wrapper.clip_grad) or --amp loss scaling.')
+            f'the training loss {cause} at iteration {runner.iter + 1}'
+            f'{detail}; training stopped and {kept}. Try a lower learning '
+            'rate, gradient clipping (optim_wrapper.clip_grad) or --amp loss '
+            'scaling.')
+
+
+def any_rank(flag: bool) -> bool:
+    """``flag`` or-ed over the ranks of a distributed run (one scalar
+    all-reduce); ``flag`` itself otherwise."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int64)
+    all_reduce(value, op='max')
+    return bool(value.item())
 
 
 @LOOPS.register_module()  # the root registry: mmseg and mmpretrain see it

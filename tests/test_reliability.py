@@ -260,23 +260,47 @@ def test_resumable_loop_refuses_a_changed_epoch_length():
         loop.run_epoch()
 
 
-def _signal_rank(rank, port, work_dir, results):
-    """One rank of a 2-process gloo group driving SignalCheckpointHook
-    through 6 iterations; rank 0 alone gets SIGTERM during iteration 3."""
-    from types import SimpleNamespace
+def _two_ranks(target, *args) -> dict:
+    """Run ``target(rank, *args)`` in a 2-process gloo group; returns
+    ``{rank: what target returned}``."""
+    import socket
 
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_rank_main, args=(port, results, target, args), nprocs=2,
+             join=True)
+    return dict(results)
+
+
+def _rank_main(rank, port, results, target, args):
     import torch.distributed as dist
-
-    from repvgg_seg.engine import SignalCheckpointHook
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
                             rank=rank, world_size=2)
-    saved = []
-    runner = SimpleNamespace(
+    try:
+        results[rank] = target(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def _stub_runner(work_dir, saved):
+    from types import SimpleNamespace
+    return SimpleNamespace(
         iter=0, work_dir=work_dir,
+        message_hub=SimpleNamespace(get_info=lambda key: None),
         save_checkpoint=lambda folder, name, **kw: saved.append(name))
+
+
+def _sigterm_on_rank0(rank, work_dir):
+    """6 iterations through SignalCheckpointHook; rank 0 alone gets
+    SIGTERM during iteration 3."""
+    from repvgg_seg.engine import SignalCheckpointHook
+    saved = []
+    runner = _stub_runner(work_dir, saved)
     hook = SignalCheckpointHook()
     hook.before_train(runner)
-    outcome = None
     for i in range(6):
         runner.iter = i
         if rank == 0 and i == 2:
@@ -286,24 +310,43 @@ def _signal_rank(rank, port, work_dir, results):
         try:
             hook.after_train_iter(runner, i)
         except SystemExit as exc:
-            outcome = (i, exc.code, saved)
-            break
-    results[rank] = outcome
-    dist.destroy_process_group()
+            return (i, exc.code, saved)
+    return None
 
 
 def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iteration(
         tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_signal_rank, args=(port, str(tmp_path), results), nprocs=2,
-             join=True)
+    results = _two_ranks(_sigterm_on_rank0, str(tmp_path))
     expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'])
     assert results[0] == expected and results[1] == expected
     assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
+
+
+def _nan_on_rank1(rank):
+    """6 iterations through FiniteLossHook; rank 1's loss is NaN in
+    iteration 3."""
+    from repvgg_seg import NonFiniteLossError
+    from repvgg_seg.engine import FiniteLossHook
+    runner = _stub_runner('', [])
+    hook = FiniteLossHook()
+    for i in range(6):
+        runner.iter = i
+        loss = float('nan') if rank == 1 and i == 2 else 1.0
+        try:
+            hook.after_train_iter(runner, i, outputs={
+                'loss': torch.tensor(loss), 'decode.loss_ce':
+                torch.tensor(loss)})
+        except NonFiniteLossError as exc:
+            return (i, str(exc))
+    return None
+
+
+def test_nan_loss_on_one_rank_stops_every_rank():
+    results = _two_ranks(_nan_on_rank1)
+    assert results[0][0] == results[1][0] == 2
+    assert results[1][1].startswith('the training loss became nan on rank 1 '
+                                    'at iteration 3 (loss=nan, '
+                                    'decode.loss_ce=nan)')
+    assert results[0][1].startswith('the training loss became non-finite on '
+                                    'another rank at iteration 3; training '
+                                    'stopped and no checkpoint was saved')
