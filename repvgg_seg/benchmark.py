@@ -515,7 +515,11 @@ def benchmark(configs: Sequence[str],
                       logger='current', level=30)
     threads = threads or len(os.sched_getaffinity(0))
     previous_threads = torch.get_num_threads()
+    previous_cudnn = torch.backends.cudnn.benchmark
     torch.set_num_threads(threads)
+    # fixed input shape: let cuDNN pick its fastest kernels during the
+    # warm-up passes (the configs' env_cfg.cudnn_benchmark, as mmseg does)
+    torch.backends.cudnn.benchmark = device.startswith('cuda')
     try:
         return _benchmark(configs, fuse, tuple(int(v) for v in shape),
                           batch_size, device, threads, combos, compile,
@@ -523,6 +527,7 @@ def benchmark(configs: Sequence[str],
                           cfg_options, seed, notes)
     finally:
         torch.set_num_threads(previous_threads)
+        torch.backends.cudnn.benchmark = previous_cudnn
 
 
 def _make_runner(row: Row, device, input_shape, threads, compile, folder):
@@ -680,6 +685,7 @@ def _measure(rows, shape, batch_size, device, threads, compile, warmup,
                'generated inputs'),
         shape=list(shape), batch_size=batch_size, device=device,
         threads=threads, compile=compile,
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
         engines=sorted({r.engine for r in rows}), precisions=precisions,
         layouts=sorted({r.layout for r in rows}),
         warmup=warmup, iters=iters, rounds=rounds,
