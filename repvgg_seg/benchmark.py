@@ -53,7 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from .deploy import LogitsModule, load_model
+from .deploy import LogitsModule, checked_shape, load_model
 from .models.convert import deploy_copy
 
 ENGINES = ('torch', 'onnxruntime', 'openvino', 'winograd')
@@ -521,7 +521,7 @@ def benchmark(configs: Sequence[str],
     # warm-up passes (the configs' env_cfg.cudnn_benchmark, as mmseg does)
     torch.backends.cudnn.benchmark = device.startswith('cuda')
     try:
-        return _benchmark(configs, fuse, tuple(int(v) for v in shape),
+        return _benchmark(configs, fuse, checked_shape(shape, (713, 713)),
                           batch_size, device, threads, combos, compile,
                           warmup, iters, rounds, checkpoints, ceiling, image,
                           cfg_options, seed, notes)

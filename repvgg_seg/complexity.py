@@ -156,8 +156,8 @@ def model_complexity(model: nn.Module,
                      batch_size: int = 1) -> dict:
     """Complexity of a built model's test-mode forward (a segmentor's logits
     at the input size, see :class:`repvgg_seg.deploy.LogitsModule`)."""
-    from .deploy import LogitsModule, default_input_shape
-    shape = tuple(shape) if shape else default_input_shape(model)
+    from .deploy import LogitsModule, checked_shape, default_input_shape
+    shape = checked_shape(shape, default_input_shape(model))
     wrapped = model if isinstance(model, LogitsModule) \
         else LogitsModule(model)
     device = next(model.parameters()).device

@@ -46,7 +46,7 @@ import json
 import os
 import os.path as osp
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -235,6 +235,25 @@ def default_input_shape(model: nn.Module) -> Tuple[int, int]:
     return (713, 713) if is_segmentor(model) else (224, 224)
 
 
+# The backbones downsample by 32: a smaller input fails deep inside a conv.
+MIN_INPUT_SIZE = 32
+
+
+def checked_shape(shape: Optional[Sequence[int]],
+                  default: Tuple[int, int]) -> Tuple[int, int]:
+    """``shape`` (``--shape H W``) as an (H, W) tuple, or ``default``."""
+    if not shape:
+        return default
+    if len(shape) != 2:
+        raise ValueError(f'an input shape is H W, got {list(shape)}')
+    h, w = (int(v) for v in shape)
+    if min(h, w) < MIN_INPUT_SIZE:
+        raise ValueError(f'input shape {h}x{w} is too small: height and '
+                         f'width must be at least {MIN_INPUT_SIZE} (the '
+                         'backbone downsamples by 32)')
+    return h, w
+
+
 # --------------------------------------------------------------------------
 # the deploy config
 
@@ -353,8 +372,8 @@ def convert_checkpoint(config: Union[str, Config],
         raise ConfigError(f'{cfg.filename} is already a deploy config; '
                           'convert with the training config')
     model = load_model(cfg, checkpoint)
-    shape = tuple(shape) if shape else (
-        (256, 256) if is_segmentor(model) else (224, 224))
+    shape = checked_shape(
+        shape, (256, 256) if is_segmentor(model) else (224, 224))
     inputs = _random_input((1, 3) + shape, seed)
     logits_module = LogitsModule(model)
     with torch.no_grad():

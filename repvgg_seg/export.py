@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .deploy import LogitsModule, default_input_shape, load_model
+from .deploy import (LogitsModule, checked_shape, default_input_shape,
+                     load_model)
 from .fileio import check_writable, staged_outputs, temp_path
 from .models.convert import fuse_for_deploy
 
@@ -146,7 +147,7 @@ def export_onnx(config, checkpoint: Optional[str], out: str,
     model = load_model(config, checkpoint, cfg_options=cfg_options)
     fuse_for_deploy(model)
     module = LogitsModule(model).eval()
-    shape = tuple(shape) if shape else default_input_shape(model)
+    shape = checked_shape(shape, default_input_shape(model))
     input_shape = (batch_size, 3) + shape
 
     from .benchmark import load_image, preprocess, synthetic_image

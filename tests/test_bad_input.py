@@ -392,6 +392,24 @@ def test_existing_outputs_are_not_overwritten(tiny_config, tiny_checkpoint,
     assert _outputs(tmp_path) == ['model.onnx', 'model.pth']
 
 
+def test_input_shapes_too_small_for_the_backbone(tiny_config,
+                                                 tiny_checkpoint, tmp_path,
+                                                 capsys):
+    for tool, args in (
+            ('benchmark', [tiny_config, '--iters', '1']),
+            ('convert', [tiny_config, tiny_checkpoint,
+                         str(tmp_path / 'x.pth')]),
+            ('export_onnx', [tiny_config, tiny_checkpoint,
+                             str(tmp_path / 'x.onnx')]),
+            ('get_flops', [tiny_config])):
+        code, err = run_tool(tool, *args, '--shape', '0', '64',
+                             capsys=capsys)
+        assert code == 2, (tool, err)
+        assert 'input shape 0x64 is too small: height and width must be ' \
+            'at least 32' in _error_report(err), (tool, err)
+    assert _outputs(tmp_path) == []
+
+
 def test_unwritable_work_dir(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     blocked = tmp_path / 'file_not_dir'

@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from repvgg_seg.datasets import DatasetError, check_segmentation_dataset
-from repvgg_seg.datasets.config_check import config_datasets, default_nproc
+from repvgg_seg.datasets.config_check import (config_datasets, default_nproc,
+                                              missing_data_hint)
 from repvgg_seg.runner import (add_config_args, load_config, parse_tool_args,
                                run_cli)
 
@@ -47,7 +48,8 @@ def main(argv=None):
             report = check_segmentation_dataset(
                 **options, quick=args.quick, nproc=args.nproc)
         except DatasetError as exc:
-            print(f'error: {exc}', file=sys.stderr)
+            print(f'error: {exc}{missing_data_hint(cfg, split, str(exc))}',
+                  file=sys.stderr)
             failed.append(split)
             continue
         print(report.format(classes))

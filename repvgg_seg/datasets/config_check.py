@@ -153,7 +153,7 @@ def _read_cache(cache_dir: Optional[str]) -> dict:
         return {}  # an unreadable cache only costs a new check
 
 
-def _how_to_get(cfg, split: str, message: str) -> str:
+def missing_data_hint(cfg, split: str, message: str) -> str:
     """Where a missing Cityscapes comes from, for a missing-folder error."""
     from mmseg.datasets import CityscapesDataset
     dataset_type = cfg[f'{split}_dataloader']['dataset'].get('type')
@@ -210,7 +210,7 @@ def check_config_datasets(cfg,
                 nproc=nproc if nproc is not None else default_nproc())
         except DatasetError as exc:
             raise DatasetError(f'{split} data: {exc}'
-                               + _how_to_get(cfg, split, str(exc))) from None
+                               + missing_data_hint(cfg, split, str(exc))) from None
         for line in report.format(classes).splitlines():
             print_log(line, logger='current',
                       level=30 if line.startswith('warning') else 20)
