@@ -95,6 +95,11 @@ def setup_train_cfg(config: str,
     cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
     check_work_dir(cfg.work_dir)
     if amp:
+        from mmengine.device import get_device
+        if get_device() == 'cpu':
+            raise ConfigError('--amp needs a GPU (mmengine\'s AmpOptimWrapper '
+                              'trains on GPU/NPU/MLU only); this machine has '
+                              'none, train without --amp')
         if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'

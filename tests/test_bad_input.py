@@ -166,6 +166,16 @@ def test_bad_command_lines_give_one_clear_line(args, message, tmp_path,
     assert _outputs(work) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only case')
+def test_amp_without_a_gpu(tiny_config, tmp_path, capsys):
+    work = tmp_path / 'work'
+    code, err = run_tool('train', tiny_config, '--amp', '--work-dir',
+                         str(work), capsys=capsys)
+    assert code == 2
+    assert '--amp needs a GPU' in _error_report(err)
+    assert _outputs(work) == []
+
+
 def test_invalid_backbone_arguments_list_valid_values():
     with pytest.raises(ValueError, match="valid modes: None, "
                        "'last_two_stages', 'fast'"):

@@ -273,3 +273,16 @@ def test_demo_writes_a_json_summary(tmp_path):
     for key in ('mIoU', 'mIoU_fused', 'mAcc', 'aAcc', 'train_seconds'):
         assert type(written[key]) is float
     assert written['mIoU_fused'] == pytest.approx(written['mIoU'], abs=0.01)
+
+
+def test_amp_flag_selects_mmengine_amp_wrapper(tmp_path, monkeypatch):
+    """``--amp`` on a GPU machine: mmengine's AmpOptimWrapper with dynamic
+    loss scaling around the config's optimizer (the device is faked: the
+    wrapper is only built on a GPU)."""
+    import mmengine.device
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cuda')
+    cfg = setup_train_cfg(osp.join(REPO, 'configs', 'pspnet_repvgg_a0.py'),
+                          work_dir=str(tmp_path), amp=True, data_check='off')
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.optim_wrapper.optimizer.type == 'SGD'
