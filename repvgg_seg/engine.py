@@ -16,6 +16,8 @@ machines:
   the same dropout masks and augmentations as an uninterrupted one.
 * :class:`FiniteLossHook` stops training on a NaN/inf loss with a message
   naming the iteration, before a bad state can be saved.
+* :class:`ResumeCheckHook` refuses to resume from a checkpoint of another
+  model (mmengine would load it partially and fail later, or not at all).
 * :class:`ResumableEpochBasedTrainLoop` resumes an epoch-based run in the
   middle of an epoch at the next batch (mmengine restarts the epoch).
 * :func:`find_resume_checkpoint` picks what ``--resume`` continues from,
@@ -36,10 +38,9 @@ from mmengine.dist import (all_reduce, get_rank, is_distributed,
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.registry import LOOPS
+# the root registries: configs of every scope (mmseg, mmpretrain) see them
+from mmengine.registry import HOOKS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop
-
-from mmseg.registry import HOOKS
 
 from .fileio import atomic_write_bytes
 
@@ -83,6 +84,44 @@ class RandomStateHook(Hook):
         if state is None or not getattr(runner, '_resume', False):
             return
         set_rng_state(state)
+
+
+@HOOKS.register_module()
+class ResumeCheckHook(Hook):
+    """Refuse to resume from a checkpoint that does not fit the model.
+
+    mmengine loads a resumed checkpoint non-strictly: mis-shaped, missing
+    and unexpected weights are skipped with a warning, and the run then
+    fails deep inside the optimizer or, worse, trains a partly loaded
+    model. A resume restores a run exactly, so every weight must fit.
+    (``load_from`` without ``--resume`` keeps mmengine's lenient loading:
+    it is how a new run starts from other weights.)
+    """
+
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not getattr(runner, '_resume', False):
+            return
+        from mmengine.model import is_model_wrapper
+
+        from .checkpoint import CheckpointError
+        from .models.pretrained import state_dict_differences
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        state = checkpoint.get('state_dict', checkpoint)
+        # mmengine strips a DDP prefix when it loads (revise_keys)
+        state = {k[len('module.'):] if k.startswith('module.') else k: v
+                 for k, v in state.items()}
+        problems = state_dict_differences(model.state_dict(), state)
+        if problems:
+            source = getattr(runner, '_load_from', None) or 'the checkpoint'
+            raise CheckpointError(
+                f'cannot resume from {source}: it does not fit the model of '
+                'this config (' + '; '.join(problems) + '). Resume with the '
+                'config the run was started with; to start a new run from '
+                f'these weights, use --cfg-options load_from={source} '
+                'without --resume.')
 
 
 def get_rng_state() -> dict:
@@ -235,7 +274,7 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-@LOOPS.register_module()  # the root registry: mmseg and mmpretrain see it
+@LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """mmengine's epoch loop, resuming mid-epoch at the next batch.
 

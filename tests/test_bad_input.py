@@ -135,6 +135,24 @@ def test_tools_refuse_unreadable_checkpoints(tmp_path, tiny_config,
     assert _weights(work) == [] and not (tmp_path / 'out.pth').exists()
 
 
+def test_resume_from_a_checkpoint_of_another_model(tiny_config,
+                                                  tiny_checkpoint, tmp_path,
+                                                  capsys):
+    """mmengine would load it partly, with warnings, and then fail inside
+    the optimizer (or train a half-loaded model)."""
+    work = tmp_path / 'work'
+    code, err = run_tool('train', tiny_config, '--work-dir', str(work),
+                         '--resume', tiny_checkpoint, '--cfg-options',
+                         'model.decode_head.channels=16', *NO_WORKERS,
+                         capsys=capsys)
+    assert code == 2
+    report = _error_report(err)
+    assert f'cannot resume from {tiny_checkpoint}: it does not fit the ' \
+        'model of this config (shape mismatches: ' in report
+    assert 'decode_head.' in report and '--cfg-options load_from=' in report
+    assert _weights(work) == []
+
+
 # ---------------------------------------------------------------- configs
 @pytest.mark.parametrize('args,message', [
     (['train', 'configs/pspnet_repvgg_b9.py'],

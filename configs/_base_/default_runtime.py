@@ -25,9 +25,11 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 # Crash-safe training (repvgg_seg/engine.py): RNG state in checkpoints for
-# exact resumes, a checkpoint on SIGTERM/SIGINT, a stop on NaN/inf loss.
+# exact resumes, a checkpoint on SIGTERM/SIGINT, a stop on NaN/inf loss, no
+# resume from a checkpoint that does not fit the model.
 custom_hooks = [
     dict(type='RandomStateHook'),
     dict(type='SignalCheckpointHook'),
     dict(type='FiniteLossHook'),
+    dict(type='ResumeCheckHook'),
 ]

@@ -133,6 +133,27 @@ def _describe(keys: List[str], limit: int = 5) -> str:
     return shown + (f' ... ({len(keys)} in all)' if len(keys) > limit else '')
 
 
+def state_dict_differences(target: Mapping[str, torch.Tensor],
+                           state: Mapping[str, torch.Tensor]) -> List[str]:
+    """What keeps ``state`` from loading strictly into a model whose state
+    dict is ``target``: missing, unexpected and mis-shaped keys (a few of
+    each, with counts); empty when it fits."""
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [f'{k} {tuple(state[k].shape)} vs model '
+                  f'{tuple(target[k].shape)}'
+                  for k in target if k in state
+                  and state[k].shape != target[k].shape]
+    problems = []
+    if missing:
+        problems.append(f'missing keys: {_describe(missing)}')
+    if unexpected:
+        problems.append(f'unexpected keys: {_describe(unexpected)}')
+    if mismatched:
+        problems.append(f'shape mismatches: {_describe(mismatched, 3)}')
+    return problems
+
+
 def match_state_dict(backbone, state: Mapping[str, torch.Tensor],
                      source: str) -> Dict[str, torch.Tensor]:
     """Check a backbone state dict against the model; fuse it if needed.
@@ -154,20 +175,8 @@ def match_state_dict(backbone, state: Mapping[str, torch.Tensor],
     for key, value in target.items():  # absent in some older checkpoints
         if key.endswith('num_batches_tracked') and key not in state:
             state[key] = value
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    mismatched = [f'{k} {tuple(state[k].shape)} vs model '
-                  f'{tuple(target[k].shape)}'
-                  for k in target if k in state
-                  and state[k].shape != target[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f'missing keys: {_describe(missing)}')
-        if unexpected:
-            problems.append(f'unexpected keys: {_describe(unexpected)}')
-        if mismatched:
-            problems.append(f'shape mismatches: {_describe(mismatched, 3)}')
+    problems = state_dict_differences(target, state)
+    if problems:
         guess = guess_arch(state)
         hint = (f' The checkpoint looks like RepVGG-{guess}.' if guess
                 else '')

@@ -22,6 +22,15 @@ env_cfg = dict(
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
 
+# Crash-safe training, as for segmentation (repvgg_seg/engine.py; the hooks
+# sit in mmengine's root registry, so this mmpretrain scope finds them).
+custom_hooks = [
+    dict(type='RandomStateHook'),
+    dict(type='SignalCheckpointHook'),
+    dict(type='FiniteLossHook'),
+    dict(type='ResumeCheckHook'),
+]
+
 log_level = 'INFO'
 load_from = None
 resume = False
