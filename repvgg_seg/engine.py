@@ -16,8 +16,9 @@ machines:
   the same dropout masks and augmentations as an uninterrupted one.
 * :class:`FiniteLossHook` stops training on a NaN/inf loss with a message
   naming the iteration, before a bad state can be saved.
-* :class:`ResumeCheckHook` refuses to resume from a checkpoint of another
-  model (mmengine would load it partially and fail later, or not at all).
+* :class:`CheckpointFitHook` refuses to resume from (or test) a checkpoint
+  of another model (mmengine would load it partly and fail later, or not
+  at all).
 * :class:`ResumableEpochBasedTrainLoop` resumes an epoch-based run in the
   middle of an epoch at the next batch (mmengine restarts the epoch).
 * :func:`find_resume_checkpoint` picks what ``--resume`` continues from,
@@ -87,21 +88,29 @@ class RandomStateHook(Hook):
 
 
 @HOOKS.register_module()
-class ResumeCheckHook(Hook):
-    """Refuse to resume from a checkpoint that does not fit the model.
+class CheckpointFitHook(Hook):
+    """Refuse a checkpoint that does not fit the model, when it must.
 
-    mmengine loads a resumed checkpoint non-strictly: mis-shaped, missing
-    and unexpected weights are skipped with a warning, and the run then
-    fails deep inside the optimizer or, worse, trains a partly loaded
-    model. A resume restores a run exactly, so every weight must fit.
-    (``load_from`` without ``--resume`` keeps mmengine's lenient loading:
-    it is how a new run starts from other weights.)
+    mmengine loads checkpoints non-strictly: mis-shaped, missing and
+    unexpected weights are skipped with a warning. A resumed run then fails
+    deep inside the optimizer or, worse, trains a partly loaded model, and
+    a test evaluates one. Both must load every weight. ``load_from`` for
+    training (without ``--resume``) stays lenient: it is how a new run
+    starts from other weights.
+
+    Args:
+        only_on_resume: check resumes only (training configs); ``False``
+            checks every load (``tools/test.py`` sets it).
     """
 
     priority = 'VERY_HIGH'
 
+    def __init__(self, only_on_resume: bool = True):
+        self.only_on_resume = only_on_resume
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not getattr(runner, '_resume', False):
+        resuming = getattr(runner, '_resume', False)
+        if self.only_on_resume and not resuming:
             return
         from mmengine.model import is_model_wrapper
 
@@ -114,14 +123,21 @@ class ResumeCheckHook(Hook):
         state = {k[len('module.'):] if k.startswith('module.') else k: v
                  for k, v in state.items()}
         problems = state_dict_differences(model.state_dict(), state)
-        if problems:
-            source = getattr(runner, '_load_from', None) or 'the checkpoint'
+        if not problems:
+            return
+        source = getattr(runner, '_load_from', None) or 'the checkpoint'
+        fits = ('it does not fit the model of this config ('
+                + '; '.join(problems) + ')')
+        if resuming:
             raise CheckpointError(
-                f'cannot resume from {source}: it does not fit the model of '
-                'this config (' + '; '.join(problems) + '). Resume with the '
+                f'cannot resume from {source}: {fits}. Resume with the '
                 'config the run was started with; to start a new run from '
                 f'these weights, use --cfg-options load_from={source} '
                 'without --resume.')
+        raise CheckpointError(
+            f'cannot evaluate {source}: {fits}. Use the config it was '
+            'trained with (a deploy checkpoint from tools/convert.py goes '
+            'with its *_deploy.py config).')
 
 
 def get_rng_state() -> dict:

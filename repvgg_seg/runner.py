@@ -150,10 +150,14 @@ def setup_test_cfg(config: str,
     check_work_dir(cfg.work_dir)
     cfg.load_from = checkpoint
     cfg.resume = False
+    # an evaluation must load every weight (training configs check resumes)
+    hooks = [h for h in cfg.get('custom_hooks', [])
+             if h.get('type') != 'CheckpointFitHook']
+    cfg.custom_hooks = hooks + [dict(type='CheckpointFitHook',
+                                     only_on_resume=False)]
     if fuse:
-        hooks = list(cfg.get('custom_hooks', []))
-        hooks.append(dict(type='FuseModelHook'))
-        cfg.custom_hooks = hooks
+        cfg.custom_hooks = list(cfg.custom_hooks) + [
+            dict(type='FuseModelHook')]
     if show_dir:
         vis = cfg.default_hooks.get('visualization')
         if vis is None:

@@ -135,21 +135,26 @@ def test_tools_refuse_unreadable_checkpoints(tmp_path, tiny_config,
     assert _weights(work) == [] and not (tmp_path / 'out.pth').exists()
 
 
-def test_resume_from_a_checkpoint_of_another_model(tiny_config,
-                                                  tiny_checkpoint, tmp_path,
-                                                  capsys):
+def test_resume_or_test_with_a_checkpoint_of_another_model(
+        tiny_config, tiny_checkpoint, tmp_path, capsys):
     """mmengine would load it partly, with warnings, and then fail inside
-    the optimizer (or train a half-loaded model)."""
+    the optimizer, train a half-loaded model, or evaluate one."""
     work = tmp_path / 'work'
-    code, err = run_tool('train', tiny_config, '--work-dir', str(work),
-                         '--resume', tiny_checkpoint, '--cfg-options',
-                         'model.decode_head.channels=16', *NO_WORKERS,
-                         capsys=capsys)
-    assert code == 2
-    report = _error_report(err)
-    assert f'cannot resume from {tiny_checkpoint}: it does not fit the ' \
-        'model of this config (shape mismatches: ' in report
-    assert 'decode_head.' in report and '--cfg-options load_from=' in report
+    other_model = ['--cfg-options', 'model.decode_head.channels=16',
+                   *NO_WORKERS]
+    for tool, args, start in (
+            ('train', ['--resume', tiny_checkpoint],
+             f'cannot resume from {tiny_checkpoint}'),
+            ('test', [tiny_checkpoint], f'cannot evaluate {tiny_checkpoint}')):
+        code, err = run_tool(tool, tiny_config, *args, '--work-dir',
+                             str(work), *other_model, capsys=capsys)
+        assert code == 2, err
+        report = _error_report(err)
+        assert f'{start}: it does not fit the model of this config (shape ' \
+            'mismatches: decode_head.' in report, report
+    assert '--cfg-options load_from=' in _error_report(run_tool(
+        'train', tiny_config, '--resume', tiny_checkpoint, '--work-dir',
+        str(work), *other_model, capsys=capsys)[1])
     assert _weights(work) == []
 
 

@@ -329,7 +329,7 @@ def test_classifier_checkpoint_initialises_pspnet(tiny_imagenet, tmp_path):
     assert runner.iter == 3
     # the crash-safe training hooks run in the mmpretrain scope too
     assert {'RandomStateHook', 'SignalCheckpointHook', 'FiniteLossHook',
-            'ResumeCheckHook'} <= {type(h).__name__ for h in runner.hooks}
+            'CheckpointFitHook'} <= {type(h).__name__ for h in runner.hooks}
     assert type(runner.train_loop).__name__ == 'ResumableEpochBasedTrainLoop'
     classifier = runner.model
     assert type(classifier.backbone) is RepVGG

@@ -31,5 +31,5 @@ custom_hooks = [
     dict(type='RandomStateHook'),
     dict(type='SignalCheckpointHook'),
     dict(type='FiniteLossHook'),
-    dict(type='ResumeCheckHook'),
+    dict(type='CheckpointFitHook'),
 ]

@@ -28,7 +28,7 @@ custom_hooks = [
     dict(type='RandomStateHook'),
     dict(type='SignalCheckpointHook'),
     dict(type='FiniteLossHook'),
-    dict(type='ResumeCheckHook'),
+    dict(type='CheckpointFitHook'),
 ]
 
 log_level = 'INFO'
