@@ -5,6 +5,7 @@ and is renamed into place, so a crash, a full disk or a failed check never
 leaves a partial or corrupt file, and an existing file keeps its content
 until the new one is complete."""
 import errno
+import json
 import os
 import os.path as osp
 import tempfile
@@ -95,6 +96,12 @@ def atomic_write_bytes(data: bytes, path: str) -> None:
         tmp = None
     finally:
         remove_quietly(tmp)
+
+
+def write_json(obj, path: str, **kwargs) -> None:
+    """``obj`` as JSON (indent 2 unless given) to ``path``, atomically."""
+    kwargs.setdefault('indent', 2)
+    atomic_write_bytes((json.dumps(obj, **kwargs) + '\n').encode(), path)
 
 
 @contextmanager

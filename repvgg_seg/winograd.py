@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
+from .fileio import write_json
 from .models.convert import compare_outputs
 
 _NNPACK_CHECKED = None
@@ -501,10 +502,7 @@ def convert_to_winograd(model: nn.Module,
             if shape is not None:
                 measured += _tune_run(run_name, run, shape, reps)
     if cache_file and measured:
-        folder = osp.dirname(osp.abspath(cache_file))
-        os.makedirs(folder, exist_ok=True)
-        with open(cache_file, 'w') as f:
-            json.dump(_PLAN_CACHE, f, indent=1, sort_keys=True)
+        write_json(_PLAN_CACHE, cache_file, indent=1, sort_keys=True)
     plan = {name: module.method for name, module in model.named_modules()
             if isinstance(module, WinogradConv2d)}
 

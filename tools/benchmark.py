@@ -17,9 +17,9 @@ IQR of its latencies, images/s, peak memory, GMACs, achieved GFLOP/s and its
 speed ratio to the first row (see repvgg_seg/benchmark.py).
 """
 import argparse
-import json
 import sys
 
+from repvgg_seg.fileio import write_json
 from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
 
 
@@ -81,8 +81,7 @@ def main(argv=None):
         layouts=args.layout)
     print(format_table(result))
     if args.out_json:
-        with open(args.out_json, 'w') as f:
-            json.dump(result, f, indent=2)
+        write_json(result, args.out_json)
 
 
 if __name__ == '__main__':

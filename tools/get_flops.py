@@ -12,9 +12,9 @@ at 4/9 (Winograd F(2x2,3x3)). See repvgg_seg/complexity.py for the rounding
 rule of Table 4.
 """
 import argparse
-import json
 import sys
 
+from repvgg_seg.fileio import write_json
 from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
 
 
@@ -36,8 +36,7 @@ def main(argv=None):
                         fused=not args.unfused, cfg_options=args.cfg_options)
     print(format_complexity(result))
     if args.out_json:
-        with open(args.out_json, 'w') as f:
-            json.dump(result, f, indent=2)
+        write_json(result, args.out_json)
 
 
 if __name__ == '__main__':

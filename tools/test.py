@@ -5,9 +5,9 @@
         [--data-check full|quick|off]
 """
 import argparse
-import json
 import sys
 
+from repvgg_seg.fileio import write_json
 from repvgg_seg.runner import (add_runner_args, build_runner,
                                parse_runner_args, run_cli,
                                setup_test_cfg)
@@ -39,8 +39,7 @@ def main(argv=None):
                          data_check=args.data_check)
     metrics = build_runner(cfg).test()
     if args.out_json:
-        with open(args.out_json, 'w') as f:
-            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+        write_json({k: float(v) for k, v in metrics.items()}, args.out_json)
 
 
 if __name__ == '__main__':
