@@ -217,12 +217,7 @@ class SignalCheckpointHook(Hook):
         leave the others waiting in a gradient all-reduce). One scalar
         all-reduce per iteration.
         """
-        received = self._received or 0
-        if is_distributed():
-            flag = torch.tensor([received], dtype=torch.int64)
-            all_reduce(flag, op='max')
-            received = int(flag.item())
-        return received or None
+        return max_over_ranks(self._received or 0) or None
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
@@ -260,7 +255,7 @@ class FiniteLossHook(Hook):
         # Distributed: all ranks stop together. The optimizer has already
         # stepped on the all-reduced (non-finite) gradients everywhere, and
         # a rank left running would hang in the next all-reduce.
-        if not any_rank(not finite):
+        if not max_over_ranks(int(not finite)):
             return
         last = runner.message_hub.get_info('last_ckpt')
         kept = (f'the last good checkpoint is {last} (resume with --resume)'
@@ -280,14 +275,14 @@ class FiniteLossHook(Hook):
             'scaling.')
 
 
-def any_rank(flag: bool) -> bool:
-    """``flag`` or-ed over the ranks of a distributed run (one scalar
-    all-reduce); ``flag`` itself otherwise."""
+def max_over_ranks(value: int) -> int:
+    """The largest ``value`` over the ranks of a distributed run (one
+    scalar all-reduce); ``value`` itself otherwise."""
     if not is_distributed():
-        return flag
-    value = torch.tensor([int(flag)], dtype=torch.int64)
-    all_reduce(value, op='max')
-    return bool(value.item())
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    all_reduce(tensor, op='max')
+    return int(tensor.item())
 
 
 @LOOPS.register_module()
