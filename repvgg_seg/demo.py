@@ -1,7 +1,6 @@
 """The embedded demo behind ``make demo``: generate the synthetic
 mini-Cityscapes, train PSPNet-RepVGG-A0 on it from scratch on the CPU, test
 it unfused and fused, and write a summary."""
-import json
 import os.path as osp
 import time
 from typing import Optional
@@ -9,7 +8,7 @@ from typing import Optional
 import torch
 from mmengine.logging import print_log
 
-from .fileio import atomic_write_bytes
+from .fileio import write_json
 from .runner import build_runner, setup_test_cfg, setup_train_cfg
 
 DEMO_CONFIG = 'configs/demo/pspnet_repvgg_a0_synthetic.py'
@@ -74,6 +73,6 @@ def run_demo(config: str = DEMO_CONFIG,
         mIoU_fused=round(float(results[True]['mIoU']), 2),
         checkpoint=checkpoint)
     path = osp.join(work_dir, 'summary.json')
-    atomic_write_bytes(json.dumps(summary, indent=2).encode(), path)
+    write_json(summary, path)
     print_log(f'demo summary written to {path}: {summary}', logger='current')
     return summary

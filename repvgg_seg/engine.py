@@ -87,6 +87,13 @@ class RandomStateHook(Hook):
         set_rng_state(state)
 
 
+def bare_model(runner) -> torch.nn.Module:
+    """The runner's model, outside its DDP wrapper if it has one."""
+    from mmengine.model import is_model_wrapper
+    return runner.model.module if is_model_wrapper(runner.model) \
+        else runner.model
+
+
 @HOOKS.register_module()
 class CheckpointFitHook(Hook):
     """Refuse a checkpoint that does not fit the model, when it must.
@@ -112,12 +119,9 @@ class CheckpointFitHook(Hook):
         resuming = getattr(runner, '_resume', False)
         if self.only_on_resume and not resuming:
             return
-        from mmengine.model import is_model_wrapper
-
         from .checkpoint import CheckpointError
         from .models.pretrained import state_dict_differences
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = bare_model(runner)
         state = checkpoint.get('state_dict', checkpoint)
         # mmengine strips a DDP prefix when it loads (revise_keys)
         state = {k[len('module.'):] if k.startswith('module.') else k: v

@@ -6,17 +6,15 @@ Both are registered in mmengine's root registry, so configs of every scope
 """
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from .engine import bare_model
 from .models.convert import fuse_for_deploy
 
 
 def fuse_runner_model(runner, reason: str) -> None:
     """Fuse the runner's model (inside a DDP wrapper if there is one)."""
-    model = runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
-    fuse_for_deploy(model)
+    fuse_for_deploy(bare_model(runner))
     print_log(f'model fused for deployment (RepVGG blocks re-parameterized, '
               f'conv+BN folded) {reason}', logger='current')
 

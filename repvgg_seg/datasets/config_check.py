@@ -190,7 +190,7 @@ def check_config_datasets(cfg,
     Raises:
         DatasetError: naming the split, the folders and every problem.
     """
-    from ..fileio import atomic_write_bytes
+    from ..fileio import write_json
     cache = _read_cache(cache_dir)
     passed = set(cache.get('passed', []))
     reports = []
@@ -209,14 +209,14 @@ def check_config_datasets(cfg,
                 **options, quick=quick,
                 nproc=nproc if nproc is not None else default_nproc())
         except DatasetError as exc:
-            raise DatasetError(f'{split} data: {exc}'
-                               + missing_data_hint(cfg, split, str(exc))) from None
+            hint = missing_data_hint(cfg, split, str(exc))
+            raise DatasetError(f'{split} data: {exc}{hint}') from None
         for line in report.format(classes).splitlines():
             print_log(line, logger='current',
                       level=30 if line.startswith('warning') else 20)
         reports.append((split, classes, report))
         passed.add(key)
         if cache_dir:
-            atomic_write_bytes(json.dumps({'passed': sorted(passed)}).encode(),
-                               osp.join(cache_dir, CACHE_FILE))
+            write_json({'passed': sorted(passed)},
+                       osp.join(cache_dir, CACHE_FILE))
     return reports
