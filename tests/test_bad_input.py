@@ -443,6 +443,28 @@ def test_input_shapes_too_small_for_the_backbone(tiny_config,
     assert _outputs(tmp_path) == []
 
 
+def test_benchmark_agreement_images_that_are_not_there(tiny_config,
+                                                       tmp_path, capsys):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    (empty / 'notes.txt').write_text('not an image')
+    broken = tmp_path / 'broken.png'
+    broken.write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+    small = ['--shape', '32', '32', '--iters', '1', '--rounds', '1',
+             '--warmup', '0', '--precision', 'bf16', '--layout', 'cl']
+    for image, message in (
+            (str(tmp_path / 'missing.png'),
+             f'image not found: {tmp_path / "missing.png"}'),
+            (str(empty), f'no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) '
+             f'under {empty}'),
+            (str(broken), f'not a readable image: {broken}')):
+        code, err = run_tool('benchmark', tiny_config, '--image', image,
+                             *small, capsys=capsys)
+        assert code == 2, err
+        assert message in _error_report(err)
+        assert 'Traceback' not in err
+
+
 def test_unwritable_work_dir(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     blocked = tmp_path / 'file_not_dir'

@@ -191,6 +191,28 @@ def test_benchmark_bf16_agreement():
     assert 50 <= agree['argmax_agreement_pct'] <= 100
 
 
+def test_benchmark_agreement_over_a_folder_of_images(synthetic_root):
+    from repvgg_seg.benchmark import benchmark
+    val = osp.join(synthetic_root, 'leftImg8bit', 'val')
+    result = benchmark([DEMO], fuse='yes', shape=(64, 64), precision='bf16',
+                       channels_last=True, warmup=0, iters=1, rounds=1,
+                       threads=1, image=val)
+    agree = result['rows'][0]['agreement']
+    assert agree['images'] == 2  # the two val images, found recursively
+    assert 50 <= agree['min_image_agreement_pct'] <= \
+        agree['argmax_agreement_pct'] <= 100
+
+
+def test_pooled_agreement_known_answer():
+    from repvgg_seg.benchmark import pooled_agreement
+    pooled = pooled_agreement([
+        dict(max_rel_error=0.01, argmax_agreement_pct=99.0),
+        dict(max_rel_error=0.03, argmax_agreement_pct=100.0),
+        dict(max_rel_error=0.02, argmax_agreement_pct=99.5)])
+    assert pooled == dict(max_rel_error=0.03, argmax_agreement_pct=99.5,
+                          min_image_agreement_pct=99.0, images=3)
+
+
 def test_benchmark_onnxruntime_engine_agrees():
     pytest.importorskip('onnxruntime')
     from repvgg_seg.benchmark import benchmark

@@ -6,7 +6,7 @@
         [--layout nchw|cl ...] [--compile]
         [--engine torch|onnxruntime|openvino|winograd ...] [--warmup N]
         [--iters N] [--rounds N] [--checkpoint CKPT ...] [--ceiling]
-        [--image IMG] [--out-json FILE] [--cfg-options k=v ...]
+        [--image IMG_OR_DIR ...] [--out-json FILE] [--cfg-options k=v ...]
 
 Timed: one test-mode whole-image forward pass plus the resize of the logits
 to the input size, per sample (preprocessing excluded; inputs generated).
@@ -61,8 +61,9 @@ def parse_args(argv=None):
                         'weights)')
     parser.add_argument('--ceiling', action='store_true',
                         help='measure the conv ceiling and report %% of it')
-    parser.add_argument('--image', help='agreement checks on this image '
-                        'instead of a synthetic one')
+    parser.add_argument('--image', nargs='+', metavar='IMG_OR_DIR',
+                        help='agreement checks on these images (files or '
+                        'folders, e.g. a val set) instead of a synthetic one')
     parser.add_argument('--out-json', help='write setup, ceiling and rows')
     add_config_args(parser)
     return parse_tool_args(parser, argv)
