@@ -21,8 +21,8 @@ setup(
     install_requires=read_requirements('requirements/runtime.txt'),
     extras_require={
         'cls': ['mmpretrain==1.2.0'],
-        'deploy': ['onnx', 'onnxruntime'],
-        'openvino': ['openvino'],
+        # ONNX export and its check, the onnxruntime and OpenVINO engines
+        'deploy': ['onnx', 'onnxruntime', 'openvino'],
         'tests': read_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',

@@ -293,51 +293,28 @@ def onnxruntime_runner(module: nn.Module, shape, device: str, threads: int,
     except ImportError:
         raise EngineUnavailable('onnxruntime is not installed (pip install '
                                 'onnxruntime)') from None
-    path = export_for_engine(module, shape, folder)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = \
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    from .export import onnxruntime_infer
     providers = ['CPUExecutionProvider']
     if device.startswith('cuda'):
         if 'CUDAExecutionProvider' not in ort.get_available_providers():
             raise EngineUnavailable('this onnxruntime has no CUDA provider')
         providers = ['CUDAExecutionProvider']
-    session = ort.InferenceSession(path, options, providers=providers)
-    name = session.get_inputs()[0].name
-
-    def run(x):
-        out = session.run(None, {name: x.detach().cpu().numpy()})[0]
-        return torch.from_numpy(out)
-
-    return run
+    return onnxruntime_infer(export_for_engine(module, shape, folder),
+                             threads, providers)
 
 
 def openvino_runner(module: nn.Module, shape, device: str, threads: int,
                     precision: str, folder: str):
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         raise EngineUnavailable('openvino is not installed (pip install '
                                 'openvino)') from None
     if device != 'cpu':
         raise EngineUnavailable('the openvino engine runs on --device cpu')
-    path = export_for_engine(module, shape, folder)
-    core = ov.Core()
-    hint = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}[precision]
-    compiled = core.compile_model(
-        core.read_model(path), 'CPU',
-        {'INFERENCE_NUM_THREADS': threads,
-         'INFERENCE_PRECISION_HINT': hint,
-         'PERFORMANCE_HINT': 'LATENCY'})
-    request = compiled.create_infer_request()
-
-    def run(x):
-        result = request.infer({0: x.detach().cpu().numpy()})
-        return torch.from_numpy(np.asarray(next(iter(result.values()))))
-
-    return run
+    from .export import openvino_infer
+    return openvino_infer(export_for_engine(module, shape, folder),
+                          precision, threads)
 
 
 # --------------------------------------------------------------------------

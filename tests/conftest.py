@@ -14,6 +14,10 @@ SHARED_KEYS = osp.join(REPO, '..', 'shared', 'reference',
 LOCAL_KEYS = osp.join(REPO, 'tests', 'data', 'official_checkpoint_keys.json')
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# openvino's Python package sends a usage event to Google Analytics on import
+# unless the user opted out; it skips that (and writes nothing to ~/intel)
+# when CI=true. The suite must not phone home.
+os.environ.setdefault('CI', 'true')
 
 
 @pytest.fixture(scope='session')

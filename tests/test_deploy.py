@@ -235,12 +235,21 @@ def test_ceiling_and_agreement_helpers():
     assert same == dict(max_rel_error=0.0, argmax_agreement_pct=100.0)
 
 
-def test_openvino_engine_is_optional():
-    try:
-        import openvino  # noqa: F401
-        pytest.skip('openvino is installed')
-    except ImportError:
-        pass
+def test_benchmark_openvino_engine_agrees():
+    pytest.importorskip('openvino')
+    from repvgg_seg.benchmark import benchmark
+    result = benchmark([DEMO], fuse='yes', shape=(64, 64),
+                       engine='openvino', warmup=0, iters=1, rounds=1,
+                       threads=1)
+    row = result['rows'][0]
+    assert (row['engine'], row['precision']) == ('openvino', 'fp32')
+    assert row['agreement']['max_rel_error'] < 1e-4
+    assert row['agreement']['argmax_agreement_pct'] > 99.9
+
+
+def test_openvino_engine_is_optional(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # import fails
     from repvgg_seg.benchmark import EngineUnavailable, benchmark
     with pytest.raises(EngineUnavailable, match='openvino is not installed'):
         benchmark([DEMO], engine='openvino', shape=(32, 32))
@@ -319,6 +328,53 @@ def test_export_onnx_matches_torch(converted, tmp_path, capsys):
     assert str(onnx_path) in capsys.readouterr().err
     assert onnx_path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ['demo.onnx']
+
+
+def test_export_openvino_ir_matches_torch(converted, tmp_path, capsys):
+    ov = pytest.importorskip('openvino')
+    out, deploy_cfg = converted
+    onnx_path = tmp_path / 'demo.onnx'
+    assert run_cli(load_tool('export_onnx').main,
+                   [deploy_cfg, out, str(onnx_path), '--openvino',
+                    '--dynamic'] + SMALL) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('openvino vs torch at') == 2  # both check sizes
+    assert sorted(os.listdir(tmp_path)) == ['demo.bin', 'demo.onnx',
+                                            'demo.xml']
+    # fp32 weights (ov.save_model compresses to fp16 by default)
+    ir = (tmp_path / 'demo.xml').read_text()
+    assert 'element_type="f16"' not in ir
+    # an independent check with the IR as written, at a size the export did
+    # not see, at fp32 whatever the CPU's default inference precision
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(tmp_path / 'demo.xml')),
+                                  'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    x = torch.randn(1, 3, 80, 56)
+    ov_out = torch.from_numpy(compiled({0: x.numpy()})[0])
+    torch_out = _logits(load_model(deploy_cfg, out), x)
+    assert ov_out.shape == torch_out.shape == (1, 19, 80, 56)
+    assert relative_error(torch_out, ov_out) < 1e-4
+
+
+def test_export_refuses_an_openvino_ir_that_differs(converted, tmp_path,
+                                                    monkeypatch, capsys):
+    pytest.importorskip('openvino')
+    import repvgg_seg.export as export
+    real_infer = export.openvino_infer
+
+    def off_by_one_percent(path, *args, **kwargs):
+        run = real_infer(path, *args, **kwargs)
+        return lambda x: run(x) * 1.01
+
+    monkeypatch.setattr(export, 'openvino_infer', off_by_one_percent)
+    out, deploy_cfg = converted
+    code = run_cli(load_tool('export_onnx').main,
+                   [deploy_cfg, out, str(tmp_path / 'demo.onnx'),
+                    '--openvino'] + SMALL)
+    assert code == 2
+    assert 'the OpenVINO IR differs from torch: max relative logit error ' \
+        in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # neither the ONNX nor the IR
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,8 @@ random weights. The model is fused (RepVGG re-parameterized, conv+BN folded),
 exported, and run with onnxruntime against torch: the max relative logit
 error and the argmax agreement are printed, and the exit status is non-zero
 (nothing written) if the error exceeds 1e-4. --openvino also writes an
-OpenVINO IR (OUT.xml/.bin) when openvino is installed.
+OpenVINO IR (OUT.xml/.bin, fp32 weights), checked the same way with
+OpenVINO's CPU plugin.
 """
 import argparse
 import sys
@@ -51,7 +52,7 @@ def main(argv=None):
                          opset=args.opset, tolerance=args.tolerance,
                          cfg_options=args.cfg_options, image=args.image)
     for check in report['checks']:
-        print(f'onnxruntime vs torch at {check["shape"][0]}x'
+        print(f'{check["runtime"]} vs torch at {check["shape"][0]}x'
               f'{check["shape"][1]}: max relative logit error '
               f'{check["max_rel_error"]:.3g}, argmax agreement '
               f'{check["argmax_agreement_pct"]:.3f}%')
