@@ -138,8 +138,21 @@ def setup_test_cfg(config: str,
                    cfg_options: Optional[dict] = None,
                    launcher: str = 'none',
                    trust_checkpoint: bool = False,
-                   data_check: Optional[str] = None) -> Config:
-    """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric)."""
+                   data_check: Optional[str] = None,
+                   engine: str = 'torch') -> Config:
+    """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric).
+
+    ``engine='winograd'`` evaluates the fused model on the opt-in Winograd
+    engine (:class:`repvgg_seg.hooks.WinogradEngineHook`; implies ``fuse``).
+    """
+    if engine not in ('torch', 'winograd'):
+        raise ValueError(f"unknown engine {engine!r}; valid: 'torch', "
+                         "'winograd'")
+    if engine == 'winograd':
+        from .winograd import CACHE_ENV, nnpack_available
+        if not nnpack_available():
+            raise ValueError('--engine winograd needs NNPACK, which this '
+                             'PyTorch build lacks')
     if trust_checkpoint:
         set_trust_checkpoints(True)
     if not osp.isfile(checkpoint):
@@ -155,7 +168,11 @@ def setup_test_cfg(config: str,
              if h.get('type') != 'CheckpointFitHook']
     cfg.custom_hooks = hooks + [dict(type='CheckpointFitHook',
                                      only_on_resume=False)]
-    if fuse:
+    if engine == 'winograd':
+        cfg.custom_hooks = list(cfg.custom_hooks) + [dict(
+            type='WinogradEngineHook',
+            cache_file=os.environ.get(CACHE_ENV) or None)]
+    elif fuse:
         cfg.custom_hooks = list(cfg.custom_hooks) + [
             dict(type='FuseModelHook')]
     if show_dir:

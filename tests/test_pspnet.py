@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from repvgg_seg.runner import build_runner, load_config, setup_train_cfg
+from repvgg_seg.runner import (build_runner, load_config, setup_test_cfg,
+                               setup_train_cfg)
 from tests.conftest import REPO
 from tests.helpers import run_tool
 
@@ -241,6 +242,26 @@ def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
     assert set(results[False]) >= {'mIoU', 'mAcc', 'aAcc'}
     assert results[True]['mIoU'] == pytest.approx(results[False]['mIoU'],
                                                   abs=0.01)
+
+    # --engine winograd: the fused model with NNPACK convs, same metrics.
+    # Untuned, so every eligible conv runs on NNPACK (tuned, direct conv
+    # may win every layer of so small a model)
+    from repvgg_seg.winograd import WinogradConv2d, nnpack_available
+    if not nnpack_available():
+        pytest.skip('no NNPACK in this PyTorch build')
+    options = {k: v for k, v in _tiny_options(synthetic_root).items()
+               if k.startswith(('test_', 'model.'))}
+    cfg = setup_test_cfg(DEMO, checkpoint, work_dir=work_dir,
+                         cfg_options=options, engine='winograd')
+    hook = cfg.custom_hooks[-1]
+    assert hook['type'] == 'WinogradEngineHook'
+    hook['tune'] = False
+    runner = build_runner(cfg)
+    metrics = runner.test()
+    convs = [m for m in runner.model.modules()
+             if isinstance(m, WinogradConv2d)]
+    assert convs and all(m.method.startswith('nnpack') for m in convs)
+    assert metrics['mIoU'] == pytest.approx(results[False]['mIoU'], abs=0.01)
 
 
 def test_missing_pretrained_checkpoint_is_a_clear_error(tmp_path):

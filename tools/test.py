@@ -1,6 +1,7 @@
 """Evaluate a checkpoint: mIoU, mAcc, aAcc and per-class IoU (mmseg IoUMetric).
 
-    python tools/test.py CONFIG CHECKPOINT [--fuse] [--out-json FILE]
+    python tools/test.py CONFIG CHECKPOINT [--fuse] [--engine torch|winograd]
+        [--out-json FILE]
         [--show-dir DIR] [--format-only] [--cfg-options k=v ...]
         [--data-check full|quick|off]
 """
@@ -20,6 +21,10 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir')
     parser.add_argument('--fuse', action='store_true',
                         help='re-parameterize RepVGG and fold conv+BN first')
+    parser.add_argument('--engine', choices=['torch', 'winograd'],
+                        default='torch',
+                        help='winograd: the fused model with its stride-1 3x3 '
+                        'convs on NNPACK (CPU; implies --fuse)')
     parser.add_argument('--out-json', help='write the metrics to this file')
     parser.add_argument('--show-dir', help='write colourised predictions')
     parser.add_argument('--format-only', action='store_true',
@@ -36,7 +41,7 @@ def main(argv=None):
                          format_only=args.format_only, out_dir=args.out_dir,
                          cfg_options=args.cfg_options, launcher=args.launcher,
                          trust_checkpoint=args.trust_checkpoint,
-                         data_check=args.data_check)
+                         data_check=args.data_check, engine=args.engine)
     metrics = build_runner(cfg).test()
     if args.out_json:
         write_json({k: float(v) for k, v in metrics.items()}, args.out_json)
