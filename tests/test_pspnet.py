@@ -227,13 +227,14 @@ def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
     assert report['max_rel_diff'] < 1e-4
 
     # the command line, as a user runs it (in-process: same code path)
+    options = {k: v for k, v in _tiny_options(synthetic_root).items()
+               if k.startswith(('test_', 'model.'))}
     results = {}
     for fuse in (False, True):
         out = tmp_path / f'metrics_{fuse}.json'
         args = [DEMO, checkpoint, '--work-dir', work_dir, '--out-json',
                 str(out), '--cfg-options'] + [
-                    f'{k}={v}' for k, v in _tiny_options(synthetic_root).items()
-                    if k.startswith(('test_', 'model.'))]
+                    f'{k}={v}' for k, v in options.items()]
         if fuse:
             args.append('--fuse')
         code, err = run_tool('test', *args, capsys=capsys)
@@ -249,8 +250,6 @@ def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
     from repvgg_seg.winograd import WinogradConv2d, nnpack_available
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
-    options = {k: v for k, v in _tiny_options(synthetic_root).items()
-               if k.startswith(('test_', 'model.'))}
     cfg = setup_test_cfg(DEMO, checkpoint, work_dir=work_dir,
                          cfg_options=options, engine='winograd')
     hook = cfg.custom_hooks[-1]
