@@ -75,7 +75,8 @@ class WinogradEngineHook(Hook):
         model = bare_model(runner)
         if any(p.is_cuda for p in model.parameters()):
             raise ValueError('--engine winograd runs on the CPU (NNPACK); '
-                             'the model is on a GPU')
+                             'the model is on a GPU: run with '
+                             'CUDA_VISIBLE_DEVICES= to test on the CPU')
         fuse_for_deploy(model)  # a no-op for a fused (deploy) model
         self.converted = False
 
