@@ -9,20 +9,23 @@ def read_requirements(path):
 
 setup(
     name='repvgg_seg',
-    version='0.1.0',
+    version='0.2.0',
     description='RepVGG backbones for semantic segmentation on '
                 'mmsegmentation 1.x, with exact structural re-parameterization',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['repvgg_seg', 'repvgg_seg.*']),
     python_requires='>=3.10',
-    # mmcv with compiled ops is required too; PyPI has only its source and it
-    # must be built against the installed torch: see requirements/build_mmcv.sh.
+    # Version ranges (requirements/runtime.txt); the exact tested versions
+    # are locked in requirements/constraints.txt, which `make env` applies.
+    # mmcv needs its compiled ops: PyPI has only its source, built against
+    # the installed torch by requirements/build_mmcv.sh.
     install_requires=read_requirements('requirements/runtime.txt'),
     extras_require={
-        'cls': ['mmpretrain==1.2.0'],
-        # ONNX export and its check, the onnxruntime and OpenVINO engines
-        'deploy': ['onnx', 'onnxruntime', 'openvino'],
+        'cls': ['mmpretrain>=1.2,<1.3'],
+        # ONNX export and its check, the onnxruntime and OpenVINO engines,
+        # INT8 post-training quantization (NNCF)
+        'deploy': ['onnx', 'onnxruntime', 'openvino>=2025.0', 'nncf>=3.0'],
         'tests': read_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',

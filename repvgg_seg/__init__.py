@@ -1,23 +1,35 @@
 """repvgg-seg: RepVGG backbones for semantic segmentation on mmseg 1.x.
 
-Importing the package registers the project's modules into mmsegmentation's
-registries and makes mmengine read local checkpoints through the project's
-safe loader (see :mod:`repvgg_seg.checkpoint`).
+Importing the package registers the project's modules into the OpenMMLab
+registries (the ``RepVGG`` backbone in mmseg's ``MODELS``; the training and
+deploy hooks and the resumable loop in mmengine's root registries), makes
+mmengine read local checkpoints through the project's safe loader
+(:mod:`repvgg_seg.io.checkpoint`) and write them atomically
+(:mod:`repvgg_seg.training.backend`).
+
+Layout: :mod:`.models` (backbone, re-parameterization, pretrained weights),
+:mod:`.io` (safe checkpoints, atomic files, state dicts), :mod:`.training`
+(crash-safe training), :mod:`.deploy` (conversion, export, engines),
+:mod:`.bench` (speed and complexity), :mod:`.datasets`, and the plumbing of
+the tools: :mod:`.config`, :mod:`.runs`, :mod:`.cli`, :mod:`.errors`.
 """
-from .checkpoint import (CheckpointError, UnsafeCheckpointError,
-                         load_checkpoint_file, register_safe_loader,
-                         set_trust_checkpoints)
-from . import hooks  # noqa: F401 (registers the hooks)
-from .engine import NonFiniteLossError, register_atomic_backend
+from .deploy import hooks as _deploy_hooks  # noqa: F401 (registers them)
+from .errors import (CheckpointError, ConfigError, RepVGGSegError,
+                     UnsafeCheckpointError)
+from .io.checkpoint import (load_checkpoint_file, register_safe_loader,
+                            trusted_checkpoints)
 from .models import (ARCH_SETTINGS, RepVGG, RepVGGBlock, deploy_copy,
                      fuse_for_deploy, reparameterize)
+from .training import NonFiniteLossError, register_atomic_backend
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 register_safe_loader()
 register_atomic_backend()
 
-__all__ = ['ARCH_SETTINGS', 'RepVGG', 'RepVGGBlock', 'reparameterize',
-           'fuse_for_deploy', 'deploy_copy', 'load_checkpoint_file',
-           'set_trust_checkpoints', 'CheckpointError',
-           'UnsafeCheckpointError', 'NonFiniteLossError']
+__all__ = [
+    'ARCH_SETTINGS', 'RepVGG', 'RepVGGBlock', 'reparameterize',
+    'fuse_for_deploy', 'deploy_copy', 'load_checkpoint_file',
+    'trusted_checkpoints', 'RepVGGSegError', 'ConfigError',
+    'CheckpointError', 'UnsafeCheckpointError', 'NonFiniteLossError'
+]

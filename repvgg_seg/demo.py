@@ -8,8 +8,9 @@ from typing import Optional
 import torch
 from mmengine.logging import print_log
 
-from .fileio import write_json
-from .runner import build_runner, setup_test_cfg, setup_train_cfg
+from .datasets import make_synthetic_cityscapes
+from .io.files import write_json
+from .runs import run_test, run_train, setup_test_cfg, setup_train_cfg
 
 DEMO_CONFIG = 'configs/demo/pspnet_repvgg_a0_synthetic.py'
 
@@ -28,7 +29,6 @@ def run_demo(config: str = DEMO_CONFIG,
             its defaults, the demo's data set).
         cfg_options: more config overrides (tests shrink the model).
     """
-    from .datasets import make_synthetic_cityscapes
     make_synthetic_cityscapes(data_root, seed=seed, **(synthetic or {}))
     options = {'train_dataloader.dataset.data_root': data_root,
                'val_dataloader.dataset.data_root': data_root,
@@ -45,8 +45,7 @@ def run_demo(config: str = DEMO_CONFIG,
     cfg = setup_train_cfg(config, work_dir=work_dir, cfg_options=options)
     cfg.experiment_name = 'demo_train'
     start = time.perf_counter()
-    runner = build_runner(cfg)
-    runner.train()
+    run_train(cfg)
     train_seconds = time.perf_counter() - start
     checkpoint = osp.join(work_dir,
                           f'iter_{cfg.train_cfg.max_iters}.pth')
@@ -56,7 +55,7 @@ def run_demo(config: str = DEMO_CONFIG,
         test_cfg = setup_test_cfg(config, checkpoint, work_dir=work_dir,
                                   fuse=fused, cfg_options=options)
         test_cfg.experiment_name = f'demo_test{"_fused" if fused else ""}'
-        results[fused] = build_runner(test_cfg).test()
+        results[fused] = run_test(test_cfg)
 
     summary = dict(
         arch=cfg.model.backbone.arch,

@@ -45,7 +45,7 @@ def run_tool(name, *args, capsys=None):
     multi-second import of torch/mmseg for each command-line test."""
     from mmengine.logging import MMLogger
 
-    from repvgg_seg.runner import run_cli
+    from repvgg_seg.cli import run_cli
 
     # A fresh process would build its loggers anew; loggers kept from an
     # earlier test write to that test's (closed) captured stdout.

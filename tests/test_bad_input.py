@@ -341,7 +341,8 @@ def test_gray_rgba_and_16bit_images_are_accepted_with_warnings(
     """What mmseg converts correctly is accepted: grayscale and RGBA images
     load as BGR, 16-bit images that use the 16-bit range as their high
     byte."""
-    from repvgg_seg.runner import load_config, setup_train_cfg
+    from repvgg_seg.config import load_config
+    from repvgg_seg.runs import setup_train_cfg
     root = str(tmp_path / 'data')
     shutil.copytree(synthetic_root, root)
     paths = []
@@ -373,7 +374,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(
         tmp_path, tiny_config):
     from mmengine.hooks import Hook
 
-    from repvgg_seg.runner import build_runner, setup_train_cfg
+    from repvgg_seg.runs import build_runner, setup_train_cfg
 
     class PoisonLoss(Hook):
         def before_train_iter(self, runner, batch_idx, data_batch=None):

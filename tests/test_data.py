@@ -13,7 +13,7 @@ from PIL import Image
 from repvgg_seg.datasets import (DatasetError, check_segmentation_dataset,
                                  make_synthetic_cityscapes,
                                  prepare_cityscapes)
-from repvgg_seg.datasets.cityscapes_prep import label_id_to_train_id_lut
+from repvgg_seg.datasets.cityscapes import label_id_to_train_id_lut
 from tests import helpers
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

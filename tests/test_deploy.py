@@ -10,12 +10,13 @@ import os.path as osp
 import pytest
 import torch
 
-from repvgg_seg.complexity import (PAPER_TABLE4, arch_complexity,
-                                   paper_round, paper_truncate)
+from repvgg_seg.bench.complexity import (PAPER_TABLE4, arch_complexity,
+                                         paper_round, paper_truncate)
+from repvgg_seg.cli import run_cli
+from repvgg_seg.config import load_config
 from repvgg_seg.deploy import (DeployFuseHook, LogitsModule, build_model,
-                               is_deploy_config, load_model,
-                               read_checkpoint_meta)
-from repvgg_seg.runner import load_config, run_cli
+                               is_deploy_config, load_model)
+from repvgg_seg.deploy.convert import read_checkpoint_meta
 
 from .helpers import load_tool, randomize_bn, relative_error
 
@@ -180,10 +181,10 @@ def test_benchmark_two_configs_both_fuse_variants(tmp_path, capsys):
 
 
 def test_benchmark_bf16_agreement():
-    from repvgg_seg.benchmark import benchmark
-    result = benchmark([DEMO], fuse='yes', shape=(32, 32), precision='bf16',
-                       channels_last=True, warmup=0, iters=1, rounds=1,
-                       threads=1)
+    from repvgg_seg.bench import BenchmarkOptions, benchmark
+    result = benchmark([DEMO], BenchmarkOptions(
+        fuse='yes', shape=(32, 32), precisions='bf16', layouts='cl',
+        warmup=0, iters=1, rounds=1, threads=1))
     row = result['rows'][0]
     assert row['precision'] == 'bf16'
     agree = row['agreement']
@@ -192,11 +193,11 @@ def test_benchmark_bf16_agreement():
 
 
 def test_benchmark_agreement_over_a_folder_of_images(synthetic_root):
-    from repvgg_seg.benchmark import benchmark
+    from repvgg_seg.bench import BenchmarkOptions, benchmark
     val = osp.join(synthetic_root, 'leftImg8bit', 'val')
-    result = benchmark([DEMO], fuse='yes', shape=(64, 64), precision='bf16',
-                       channels_last=True, warmup=0, iters=1, rounds=1,
-                       threads=1, image=val)
+    result = benchmark([DEMO], BenchmarkOptions(
+        fuse='yes', shape=(64, 64), precisions='bf16', layouts='cl',
+        warmup=0, iters=1, rounds=1, threads=1, images=val))
     agree = result['rows'][0]['agreement']
     assert agree['images'] == 2  # the two val images, found recursively
     assert 50 <= agree['min_image_agreement_pct'] <= \
@@ -204,7 +205,7 @@ def test_benchmark_agreement_over_a_folder_of_images(synthetic_root):
 
 
 def test_pooled_agreement_known_answer():
-    from repvgg_seg.benchmark import pooled_agreement
+    from repvgg_seg.deploy.verify import pooled_agreement
     pooled = pooled_agreement([
         dict(max_rel_error=0.01, argmax_agreement_pct=99.0),
         dict(max_rel_error=0.03, argmax_agreement_pct=100.0),
@@ -215,17 +216,18 @@ def test_pooled_agreement_known_answer():
 
 def test_benchmark_onnxruntime_engine_agrees():
     pytest.importorskip('onnxruntime')
-    from repvgg_seg.benchmark import benchmark
-    result = benchmark([DEMO], fuse='yes', shape=(64, 64),
-                       engine='onnxruntime', warmup=0, iters=1, rounds=1,
-                       threads=1)
+    from repvgg_seg.bench import BenchmarkOptions, benchmark
+    result = benchmark([DEMO], BenchmarkOptions(
+        fuse='yes', shape=(64, 64), engines='onnxruntime', warmup=0, iters=1,
+        rounds=1, threads=1))
     agree = result['rows'][0]['agreement']
     assert agree['max_rel_error'] < 1e-4
     assert agree['argmax_agreement_pct'] > 99.9
 
 
 def test_ceiling_and_agreement_helpers():
-    from repvgg_seg.benchmark import agreement, measure_ceiling
+    from repvgg_seg.bench import measure_ceiling
+    from repvgg_seg.deploy.verify import agreement
     ceiling = measure_ceiling(['fp32-nchw', 'fp32-cl'], warmup=0, iters=1,
                               channels=16, size=12)
     assert set(ceiling) == {'fp32-nchw', 'fp32-cl'}
@@ -237,10 +239,10 @@ def test_ceiling_and_agreement_helpers():
 
 def test_benchmark_openvino_engine_agrees():
     pytest.importorskip('openvino')
-    from repvgg_seg.benchmark import benchmark
-    result = benchmark([DEMO], fuse='yes', shape=(64, 64),
-                       engine='openvino', warmup=0, iters=1, rounds=1,
-                       threads=1)
+    from repvgg_seg.bench import BenchmarkOptions, benchmark
+    result = benchmark([DEMO], BenchmarkOptions(
+        fuse='yes', shape=(64, 64), engines='openvino', warmup=0, iters=1,
+        rounds=1, threads=1))
     row = result['rows'][0]
     assert (row['engine'], row['precision']) == ('openvino', 'fp32')
     assert row['agreement']['max_rel_error'] < 1e-4
@@ -250,9 +252,11 @@ def test_benchmark_openvino_engine_agrees():
 def test_openvino_engine_is_optional(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, 'openvino', None)  # import fails
-    from repvgg_seg.benchmark import EngineUnavailable, benchmark
-    with pytest.raises(EngineUnavailable, match='openvino is not installed'):
-        benchmark([DEMO], engine='openvino', shape=(32, 32))
+    from repvgg_seg.bench import BenchmarkOptions, benchmark
+    from repvgg_seg.errors import UnavailableError
+    with pytest.raises(UnavailableError, match='openvino is not installed'):
+        benchmark([DEMO], BenchmarkOptions(engines='openvino',
+                                           shape=(32, 32)))
 
 
 # --------------------------------------------------------------------------
@@ -359,7 +363,7 @@ def test_export_openvino_ir_matches_torch(converted, tmp_path, capsys):
 def test_export_refuses_an_openvino_ir_that_differs(converted, tmp_path,
                                                     monkeypatch, capsys):
     pytest.importorskip('openvino')
-    import repvgg_seg.export as export
+    import repvgg_seg.deploy.export as export
     real_infer = export.openvino_infer
 
     def off_by_one_percent(path, *args, **kwargs):
@@ -389,7 +393,7 @@ def test_winograd_matches_direct_conv(dilation):
     import copy
 
     from repvgg_seg.models import RepVGG
-    from repvgg_seg.winograd import (DilatedRun, WinogradConv2d,
+    from repvgg_seg.deploy.winograd import (DilatedRun, WinogradConv2d,
                                      convert_to_winograd, nnpack_available)
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
@@ -416,7 +420,7 @@ def test_winograd_matches_direct_conv(dilation):
 
 def test_winograd_engine_on_a_fused_segmentor():
     from repvgg_seg.models.convert import fuse_for_deploy
-    from repvgg_seg.winograd import convert_to_winograd, nnpack_available
+    from repvgg_seg.deploy.winograd import convert_to_winograd, nnpack_available
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
     model = build_model(DEMO)

@@ -17,7 +17,8 @@ from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from repvgg_seg.models import RepVGG
-from repvgg_seg.runner import build_runner, load_config, setup_train_cfg
+from repvgg_seg.config import load_config
+from repvgg_seg.runs import build_runner, setup_train_cfg
 from tests.conftest import REPO
 from tests.helpers import randomize_bn, relative_error
 

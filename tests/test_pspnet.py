@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from repvgg_seg.runner import (build_runner, load_config, setup_test_cfg,
-                               setup_train_cfg)
+from repvgg_seg.config import load_config
+from repvgg_seg.runs import build_runner, setup_test_cfg, setup_train_cfg
 from tests.conftest import REPO
 from tests.helpers import run_tool
 
@@ -247,7 +247,7 @@ def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
     # --engine winograd: the fused model with NNPACK convs, same metrics.
     # Untuned, so every eligible conv runs on NNPACK (tuned, direct conv
     # may win every layer of so small a model)
-    from repvgg_seg.winograd import WinogradConv2d, nnpack_available
+    from repvgg_seg.deploy.winograd import WinogradConv2d, nnpack_available
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
     cfg = setup_test_cfg(DEMO, checkpoint, work_dir=work_dir,

@@ -117,7 +117,7 @@ def test_resume_survives_an_empty_last_checkpoint_record(tmp_path):
     """mmengine writes last_checkpoint with a plain open(); a crash can
     leave it empty or naming a deleted file. --resume then takes the newest
     checkpoint in the work dir."""
-    from repvgg_seg.engine import find_resume_checkpoint
+    from repvgg_seg.training import find_resume_checkpoint
     assert find_resume_checkpoint(str(tmp_path)) is None
     for i, name in enumerate(('iter_4.pth', 'epoch_1.pth', 'iter_8.pth')):
         (tmp_path / name).write_bytes(b'x')
@@ -226,7 +226,7 @@ def _fake_loop(batches_per_epoch, epoch, iteration):
 
     from torch.utils.data import DataLoader
 
-    from repvgg_seg.engine import ResumableEpochBasedTrainLoop
+    from repvgg_seg.training import ResumableEpochBasedTrainLoop
     trained = []
     runner = SimpleNamespace(
         visualizer=SimpleNamespace(), call_hook=lambda *a, **k: None,
@@ -296,7 +296,7 @@ def _stub_runner(work_dir, saved):
 def _sigterm_on_rank0(rank, work_dir):
     """6 iterations through SignalCheckpointHook; rank 0 alone gets
     SIGTERM during iteration 3."""
-    from repvgg_seg.engine import SignalCheckpointHook
+    from repvgg_seg.training import SignalCheckpointHook
     saved = []
     runner = _stub_runner(work_dir, saved)
     hook = SignalCheckpointHook()
@@ -326,7 +326,7 @@ def _nan_on_rank1(rank):
     """6 iterations through FiniteLossHook; rank 1's loss is NaN in
     iteration 3."""
     from repvgg_seg import NonFiniteLossError
-    from repvgg_seg.engine import FiniteLossHook
+    from repvgg_seg.training import FiniteLossHook
     runner = _stub_runner('', [])
     hook = FiniteLossHook()
     for i in range(6):

@@ -14,13 +14,15 @@ Default: the paper's setting, 713x713, batch 1, all cores, random weights.
 One row per config x fused x engine x precision x layout; all rows are
 measured round-robin in one process; each reports the median and
 IQR of its latencies, images/s, peak memory, GMACs, achieved GFLOP/s and its
-speed ratio to the first row (see repvgg_seg/benchmark.py).
+speed ratio to the first row (see repvgg_seg/bench/timing.py).
 """
 import argparse
 import sys
 
-from repvgg_seg.fileio import write_json
-from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.bench import (ENGINES, BenchmarkOptions, benchmark,
+                              format_table)
+from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.io.files import write_json
 
 
 def parse_args(argv=None):
@@ -39,15 +41,17 @@ def parse_args(argv=None):
                         choices=['fp32', 'bf16', 'fp16'],
                         help='one or more; bf16/fp16: weights converted '
                         'once, forward under autocast')
-    parser.add_argument('--channels-last', action='store_true',
-                        help='channels-last memory format (= --layout cl)')
     parser.add_argument('--layout', nargs='+', choices=['nchw', 'cl'],
-                        help='one or more memory layouts (rows for each)')
+                        default=['nchw'],
+                        help='one or more memory layouts (rows for each; cl: '
+                        'channels-last)')
+    parser.add_argument('--channels-last', action='store_const',
+                        dest='layout', const=['cl'],
+                        help='the same as --layout cl')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model (torch engine)')
     parser.add_argument('--engine', nargs='+', default=['torch'],
-                        choices=['torch', 'onnxruntime', 'openvino',
-                                 'winograd'],
+                        choices=list(ENGINES),
                         help='one or more engines (rows for each); winograd '
                         '= NNPACK for the stride-1 3x3 convs, fp32 NCHW CPU')
     parser.add_argument('--warmup', type=int, default=2,
@@ -71,15 +75,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from repvgg_seg.benchmark import benchmark, format_table
-    result = benchmark(
-        args.configs, fuse=args.fuse, shape=args.shape,
-        batch_size=args.batch_size, device=args.device, threads=args.threads,
-        precision=args.precision, channels_last=args.channels_last,
-        compile=args.compile, engine=args.engine, warmup=args.warmup,
-        iters=args.iters, rounds=args.rounds, checkpoints=args.checkpoint,
-        ceiling=args.ceiling, image=args.image, cfg_options=args.cfg_options,
-        layouts=args.layout)
+    options = BenchmarkOptions(
+        fuse=args.fuse, shape=tuple(args.shape), batch_size=args.batch_size,
+        device=args.device, threads=args.threads, engines=args.engine,
+        precisions=args.precision, layouts=args.layout, compile=args.compile,
+        warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+        ceiling=args.ceiling, images=args.image)
+    result = benchmark(args.configs, options, checkpoints=args.checkpoint,
+                       cfg_options=args.cfg_options)
     print(format_table(result))
     if args.out_json:
         write_json(result, args.out_json)

@@ -15,8 +15,8 @@ import sys
 from repvgg_seg.datasets import DatasetError, check_segmentation_dataset
 from repvgg_seg.datasets.config_check import (config_datasets, default_nproc,
                                               missing_data_hint)
-from repvgg_seg.runner import (add_config_args, load_config, parse_tool_args,
-                               run_cli)
+from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.config import load_config
 
 
 def parse_args(argv=None):

@@ -15,7 +15,8 @@ deploy config next to it (``x.pth`` -> ``x_deploy.py``). Reload with
 import argparse
 import sys
 
-from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.deploy.convert import convert_checkpoint
+from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
 
 
 def parse_args(argv=None):
@@ -39,7 +40,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from repvgg_seg.deploy import convert_checkpoint
     report = convert_checkpoint(
         args.config, args.checkpoint, args.out, fmt=args.format,
         force=args.force, cfg_options=args.cfg_options, shape=args.shape,

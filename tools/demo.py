@@ -9,7 +9,7 @@ import json
 import sys
 
 from repvgg_seg.demo import DEMO_CONFIG, run_demo
-from repvgg_seg.runner import run_cli
+from repvgg_seg.cli import run_cli
 
 
 def main(argv=None):

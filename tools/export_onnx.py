@@ -16,7 +16,8 @@ OpenVINO's CPU plugin.
 import argparse
 import sys
 
-from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.deploy.export import export_onnx
+from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
 
 
 def parse_args(argv=None):
@@ -43,7 +44,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from repvgg_seg.export import export_onnx
     checkpoint = None if args.checkpoint.lower() == 'none' \
         else args.checkpoint
     report = export_onnx(args.config, checkpoint, args.out, shape=args.shape,

@@ -14,8 +14,9 @@ rule of Table 4.
 import argparse
 import sys
 
-from repvgg_seg.fileio import write_json
-from repvgg_seg.runner import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.bench.complexity import complexity, format_complexity
+from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.io.files import write_json
 
 
 def parse_args(argv=None):
@@ -31,7 +32,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from repvgg_seg.complexity import complexity, format_complexity
     result = complexity(args.target, shape=args.shape,
                         fused=not args.unfused, cfg_options=args.cfg_options)
     print(format_complexity(result))

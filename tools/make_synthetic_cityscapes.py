@@ -12,7 +12,7 @@ import json
 import sys
 
 from repvgg_seg.datasets import make_synthetic_cityscapes
-from repvgg_seg.runner import run_cli
+from repvgg_seg.cli import run_cli
 
 
 def parse_args(argv=None):

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from repvgg_seg.datasets import prepare_cityscapes
-from repvgg_seg.runner import run_cli
+from repvgg_seg.cli import run_cli
 
 
 def parse_args(argv=None):

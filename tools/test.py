@@ -8,10 +8,9 @@
 import argparse
 import sys
 
-from repvgg_seg.fileio import write_json
-from repvgg_seg.runner import (add_runner_args, build_runner,
-                               parse_runner_args, run_cli,
-                               setup_test_cfg)
+from repvgg_seg.io.files import write_json
+from repvgg_seg.cli import add_runner_args, parse_runner_args, run_cli
+from repvgg_seg.runs import run_test, setup_test_cfg
 
 
 def parse_args(argv=None):
@@ -42,7 +41,7 @@ def main(argv=None):
                          cfg_options=args.cfg_options, launcher=args.launcher,
                          trust_checkpoint=args.trust_checkpoint,
                          data_check=args.data_check, engine=args.engine)
-    metrics = build_runner(cfg).test()
+    metrics = run_test(cfg)
     if args.out_json:
         write_json({k: float(v) for k, v in metrics.items()}, args.out_json)
 

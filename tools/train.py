@@ -10,9 +10,8 @@ repvgg_seg/datasets/config_check.py); a failed check names the files.
 import argparse
 import sys
 
-from repvgg_seg.runner import (add_runner_args, build_runner,
-                               parse_runner_args, run_cli,
-                               setup_train_cfg)
+from repvgg_seg.cli import add_runner_args, parse_runner_args, run_cli
+from repvgg_seg.runs import run_train, setup_train_cfg
 
 
 def parse_args(argv=None):
@@ -38,7 +37,7 @@ def main(argv=None):
                           launcher=args.launcher,
                           trust_checkpoint=args.trust_checkpoint,
                           data_check=args.data_check)
-    build_runner(cfg).train()
+    run_train(cfg)
 
 
 if __name__ == '__main__':

@@ -35,8 +35,10 @@ import numpy as np
 from mmengine.utils import scandir, track_parallel_progress, track_progress
 from PIL import Image
 
+from ..errors import RepVGGSegError, shorten_list
 
-class DatasetError(ValueError):
+
+class DatasetError(RepVGGSegError, ValueError):
     """A data set that is missing, incomplete or would load wrong."""
 
 
@@ -227,9 +229,7 @@ def _histogram(label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _show(items: Sequence, limit: int = SHOW) -> str:
-    shown = ', '.join(str(v) for v in items[:limit])
-    return shown + (f', ... ({len(items)} in all)'
-                    if len(items) > limit else '')
+    return shorten_list(items, limit)
 
 
 # ---------------------------------------------------------------- pairs
@@ -369,9 +369,7 @@ def _summarise(findings, kinds, context) -> List[str]:
         if not texts:
             continue
         lines = [f'{len(texts)} {headline.format(**context)}:']
-        lines += [f'    {text}' for text in texts[:SHOW]]
-        if len(texts) > SHOW:
-            lines.append(f'    ... and {len(texts) - SHOW} more')
+        lines.append('    ' + shorten_list(texts, SHOW, sep='\n    '))
         blocks.append('\n'.join(lines))
     return blocks
 

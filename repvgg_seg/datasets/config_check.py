@@ -17,6 +17,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
+from ..io.files import write_json
 from .checks import DatasetError, DatasetReport, check_segmentation_dataset
 
 # Transforms that change the image size before a RandomCrop: after them the
@@ -190,7 +191,6 @@ def check_config_datasets(cfg,
     Raises:
         DatasetError: naming the split, the folders and every problem.
     """
-    from ..fileio import write_json
     cache = _read_cache(cache_dir)
     passed = set(cache.get('passed', []))
     reports = []

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from mmengine.logging import print_log
 
+from ..errors import InputError
 from .checks import DatasetError, track_tasks
 
 # Bump when a change of the drawing code changes the files, so that an old
@@ -610,9 +611,9 @@ def make_synthetic_cityscapes(root: str,
     """
     height, width = (int(v) for v in size)
     if height < 64 or width < 64:
-        raise ValueError(f'size must be at least 64x64, got {height}x{width}')
+        raise InputError(f'size must be at least 64x64, got {height}x{width}')
     if num_train < 0 or num_val < 0 or num_train + num_val == 0:
-        raise ValueError('num_train and num_val must be >= 0, not both 0; '
+        raise InputError('num_train and num_val must be >= 0, not both 0; '
                          f'got {num_train} and {num_val}')
     root = osp.abspath(root)
     params = dict(generator_version=GENERATOR_VERSION, num_train=num_train,

@@ -7,18 +7,21 @@
 non-RepVGG backbones with mmcv's ``fuse_conv_bn``.
 """
 import copy
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import fuse_conv_bn
 from mmengine.logging import print_log
 
+from ..errors import VerificationError
 
-def _flatten(out):
+
+def flatten_tensors(out) -> List[torch.Tensor]:
+    """The tensors of a (nested) list/tuple output, in order."""
     if isinstance(out, torch.Tensor):
         return [out]
-    return [t for item in out for t in _flatten(item)]
+    return [t for item in out for t in flatten_tensors(item)]
 
 
 def _forward_tensor(model: nn.Module, inputs: torch.Tensor):
@@ -26,15 +29,17 @@ def _forward_tensor(model: nn.Module, inputs: torch.Tensor):
     classifier (``mode='tensor'``), flattened to a list of tensors."""
     from mmengine.model import BaseModel
     if isinstance(model, BaseModel):
-        return _flatten(model(inputs, mode='tensor'))
-    return _flatten(model(inputs))
+        return flatten_tensors(model(inputs, mode='tensor'))
+    return flatten_tensors(model(inputs))
 
 
 def compare_outputs(reference: Sequence[torch.Tensor],
                     candidate: Sequence[torch.Tensor]) -> dict:
-    """Max absolute difference, and that relative to the reference's max
-    absolute value, over all output tensors."""
-    max_abs = max((r.float() - c.float()).abs().max().item()
+    """Max absolute difference over all output tensors, and that relative
+    to the reference's max absolute value: the one error measure of every
+    check in the project (fusion, conversion, export, engines,
+    quantization)."""
+    max_abs = max((r.float().cpu() - c.float().cpu()).abs().max().item()
                   for r, c in zip(reference, candidate))
     scale = max(r.float().abs().max().item() for r in reference)
     return dict(max_abs_diff=max_abs,
@@ -57,7 +62,7 @@ def _verified(model: nn.Module, convert, input_shape, tolerance) -> dict:
               f'{report["max_abs_diff"]:.3g}, max rel diff '
               f'{report["max_rel_diff"]:.3g}', logger='current')
     if tolerance is not None and report['max_rel_diff'] > tolerance:
-        raise RuntimeError(
+        raise VerificationError(
             f'converted model differs from the original: max relative '
             f'difference {report["max_rel_diff"]:.3g} > {tolerance:g}')
     return report

@@ -22,7 +22,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from mmengine.logging import print_log
 
-from ..checkpoint import CheckpointError, load_checkpoint_file
+from ..errors import CheckpointError
+from ..io.checkpoint import load_checkpoint_file
+from ..io.state_dict import extract_state_dict, state_dict_differences
 from .reparam import fuse_block_state_dict
 
 # mmpretrain's RepVGG names -> the official names this project uses.
@@ -54,20 +56,7 @@ def extract_backbone_state(raw, source: str = 'checkpoint'
 
     Returns ``(state, dropped_keys)``.
     """
-    state = raw
-    if isinstance(state, Mapping):
-        for wrapper in ('state_dict', 'model'):
-            if isinstance(state.get(wrapper), Mapping):
-                state = state[wrapper]
-                break
-    if (not isinstance(state, Mapping) or not state or not all(
-            isinstance(v, torch.Tensor) for v in state.values())):
-        raise CheckpointError(
-            f'{source} holds no state dict of tensors (expected a dict of '
-            'tensors, optionally under "state_dict" or "model")')
-    state = OrderedDict(
-        (k[len('module.'):] if k.startswith('module.') else k, v)
-        for k, v in state.items())
+    state = extract_state_dict(raw, source)
     if any(k.startswith('backbone.') for k in state):
         dropped = [k for k in state if not k.startswith('backbone.')]
         state = OrderedDict((k[len('backbone.'):], v)
@@ -108,50 +97,25 @@ def fuse_state_dict(state: Mapping[str, torch.Tensor],
 
 
 @functools.lru_cache(maxsize=None)
-def _arch_shapes(arch: str, deploy: bool) -> Dict[str, tuple]:
-    from .repvgg import RepVGG
+def _arch_shapes(backbone_cls, arch: str, deploy: bool) -> Dict[str, tuple]:
     with torch.device('meta'):
-        model = RepVGG(arch=arch, deploy=deploy)
+        model = backbone_cls(arch=arch, deploy=deploy)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()
             if not k.endswith('num_batches_tracked')}
 
 
-def guess_arch(state: Mapping[str, torch.Tensor]) -> Optional[str]:
-    """The arch (and form) whose parameter shapes the checkpoint has."""
-    from .repvgg import ARCH_SETTINGS
+def guess_arch(state: Mapping[str, torch.Tensor],
+               backbone_cls) -> Optional[str]:
+    """The arch (and form) of ``backbone_cls`` (a RepVGG class, whose
+    ``arch_settings`` are tried) whose parameter shapes the checkpoint
+    has."""
     shapes = {k: tuple(v.shape) for k, v in state.items()
               if not k.endswith('num_batches_tracked')}
-    for arch in ARCH_SETTINGS:
+    for arch in backbone_cls.arch_settings:
         for deploy in (False, True):
-            if _arch_shapes(arch, deploy) == shapes:
+            if _arch_shapes(backbone_cls, arch, deploy) == shapes:
                 return f'{arch} ({"deploy" if deploy else "training-time"})'
     return None
-
-
-def _describe(keys: List[str], limit: int = 5) -> str:
-    shown = ', '.join(keys[:limit])
-    return shown + (f' ... ({len(keys)} in all)' if len(keys) > limit else '')
-
-
-def state_dict_differences(target: Mapping[str, torch.Tensor],
-                           state: Mapping[str, torch.Tensor]) -> List[str]:
-    """What keeps ``state`` from loading strictly into a model whose state
-    dict is ``target``: missing, unexpected and mis-shaped keys (a few of
-    each, with counts); empty when it fits."""
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    mismatched = [f'{k} {tuple(state[k].shape)} vs model '
-                  f'{tuple(target[k].shape)}'
-                  for k in target if k in state
-                  and state[k].shape != target[k].shape]
-    problems = []
-    if missing:
-        problems.append(f'missing keys: {_describe(missing)}')
-    if unexpected:
-        problems.append(f'unexpected keys: {_describe(unexpected)}')
-    if mismatched:
-        problems.append(f'shape mismatches: {_describe(mismatched, 3)}')
-    return problems
 
 
 def match_state_dict(backbone, state: Mapping[str, torch.Tensor],
@@ -177,7 +141,7 @@ def match_state_dict(backbone, state: Mapping[str, torch.Tensor],
             state[key] = value
     problems = state_dict_differences(target, state)
     if problems:
-        guess = guess_arch(state)
+        guess = guess_arch(state, type(backbone))
         hint = (f' The checkpoint looks like RepVGG-{guess}.' if guess
                 else '')
         raise CheckpointError(

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
+
 
 class BNParams(NamedTuple):
     """The statistics and affine parameters of one batch-norm layer.
@@ -37,7 +39,7 @@ class BNParams(NamedTuple):
         is: the fused conv is what the model computes in eval mode.
         """
         if bn.running_mean is None or bn.running_var is None:
-            raise ValueError(
+            raise ConfigError(
                 f'{type(bn).__name__} has track_running_stats=False; a '
                 'RepVGG branch can only be fused with running statistics.')
         return cls(bn.running_mean, bn.running_var, bn.weight, bn.bias,

@@ -18,6 +18,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
 
+from ..errors import ConfigError
+from .pretrained import load_pretrained_backbone
 from .reparam import BNParams, fuse_branches
 
 # The official code groups the 3x3 (and 1x1) convs of layers 2, 4, ..., 26,
@@ -120,9 +122,9 @@ class RepVGGBlock(BaseModule):
         if has_identity is None:
             has_identity = in_channels == out_channels and stride == 1
         if has_identity and in_channels != out_channels:
-            raise ValueError('an identity branch needs in_channels == '
-                             f'out_channels, got {in_channels} and '
-                             f'{out_channels}')
+            raise ConfigError('an identity branch needs in_channels == '
+                              f'out_channels, got {in_channels} and '
+                              f'{out_channels}')
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
@@ -154,6 +156,17 @@ class RepVGGBlock(BaseModule):
                          stride=self.stride, padding=self.dilation,
                          dilation=self.dilation, groups=self.groups,
                          bias=True, **factory)
+
+    @property
+    def plain_conv(self) -> Optional[nn.Module]:
+        """The conv when this block computes exactly ``relu(conv(x))`` (fused,
+        no SE), else ``None``: what deploy-time engines (the Winograd
+        engine's dilated runs) rely on, without knowing the block's
+        attribute names."""
+        if (self.deploy and self.se is None
+                and isinstance(self.act, nn.ReLU)):
+            return self.rbr_reparam
+        return None
 
     def _branch_sum(self, x):
         if self.deploy:
@@ -215,26 +228,26 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     """Validate an arch name or a custom arch dict and return its settings."""
     if isinstance(arch, str):
         if arch not in ARCH_SETTINGS:
-            raise KeyError(f'unknown RepVGG arch {arch!r}; valid archs: '
-                           f'{", ".join(ARCH_SETTINGS)} (or a dict with '
-                           'num_blocks and width_factor)')
+            raise ConfigError(f'unknown RepVGG arch {arch!r}; valid archs: '
+                              f'{", ".join(ARCH_SETTINGS)} (or a dict with '
+                              'num_blocks and width_factor)')
         return dict(ARCH_SETTINGS[arch])
     if not isinstance(arch, dict):
-        raise TypeError(f'arch must be a str or dict, got {type(arch)}')
+        raise ConfigError(f'arch must be a str or dict, got {type(arch)}')
     missing = {'num_blocks', 'width_factor'} - set(arch)
     if missing:
-        raise KeyError(f'a custom RepVGG arch dict needs {sorted(missing)}')
+        raise ConfigError(f'a custom RepVGG arch dict needs {sorted(missing)}')
     unknown = set(arch) - {'num_blocks', 'width_factor', 'group_layer_map',
                            'use_se'}
     if unknown:
-        raise KeyError(f'unknown keys in the RepVGG arch dict: '
-                       f'{sorted(unknown)}')
+        raise ConfigError(f'unknown keys in the RepVGG arch dict: '
+                          f'{sorted(unknown)}')
     if len(arch['num_blocks']) != 4 or len(arch['width_factor']) != 4:
-        raise ValueError('num_blocks and width_factor need 4 entries (stages '
-                         f'1-4), got {arch["num_blocks"]} and '
-                         f'{arch["width_factor"]}')
+        raise ConfigError('num_blocks and width_factor need 4 entries (stages '
+                          f'1-4), got {arch["num_blocks"]} and '
+                          f'{arch["width_factor"]}')
     if any(int(n) < 1 for n in arch['num_blocks']):
-        raise ValueError(f'every stage needs a block: {arch["num_blocks"]}')
+        raise ConfigError(f'every stage needs a block: {arch["num_blocks"]}')
     return {'group_layer_map': {}, 'use_se': False, **arch}
 
 
@@ -248,8 +261,8 @@ def layer_plan(num_blocks: Sequence[int],
     by 4 (the paper's "last 5 layers").
     """
     if dilation not in DILATION_MODES:
-        raise ValueError(f'invalid dilation mode {dilation!r}; valid modes: '
-                         f'{", ".join(map(repr, DILATION_MODES))}')
+        raise ConfigError(f'invalid dilation mode {dilation!r}; valid modes: '
+                          f'{", ".join(map(repr, DILATION_MODES))}')
     plan = [[[2 if i == 0 else 1, 1] for i in range(n)] for n in num_blocks]
     if dilation is None:
         return plan
@@ -307,19 +320,19 @@ class RepVGG(BaseModule):
                  init_cfg=None):
         if pretrained is not None:
             if init_cfg is not None:
-                raise ValueError('give either pretrained or init_cfg, not '
-                                 'both')
+                raise ConfigError('give either pretrained or init_cfg, not '
+                                  'both')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg)
         settings = resolve_arch(arch)
         plan = layer_plan(settings['num_blocks'], dilation)
         out_indices = tuple(out_indices)
         if not out_indices or any(not 0 <= i <= 4 for i in out_indices):
-            raise ValueError(f'out_indices must be non-empty and in 0..4 '
-                             f'(stage0 is the stem), got {out_indices}')
+            raise ConfigError(f'out_indices must be non-empty and in 0..4 '
+                              f'(stage0 is the stem), got {out_indices}')
         if not -1 <= frozen_stages <= 4:
-            raise ValueError(f'frozen_stages must be in -1..4, got '
-                             f'{frozen_stages}')
+            raise ConfigError(f'frozen_stages must be in -1..4, got '
+                              f'{frozen_stages}')
         self.arch = arch
         self.arch_name = arch if isinstance(arch, str) else 'custom'
         self.dilation = dilation
@@ -408,7 +421,6 @@ class RepVGG(BaseModule):
             # key naming; ours recognises every RepVGG checkpoint format,
             # fuses train-time weights for deploy models and refuses
             # mismatches with a clear error.
-            from .pretrained import load_pretrained_backbone
             load_pretrained_backbone(self, self.init_cfg['checkpoint'])
             self._is_init = True
             return

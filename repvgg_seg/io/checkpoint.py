@@ -6,8 +6,10 @@ checkpoint the project reads (backbone ``init_cfg``, ``load_from``,
 ``torch.load(weights_only=True)`` with an allow-list of the few non-tensor
 classes that mmengine's own checkpoints contain (message hub buffers, numpy
 scalars and arrays). Anything else is refused with an explanation, unless the
-user explicitly trusts the file (``--trust-checkpoint`` or
-``cfg.trust_checkpoint = True``, which set :func:`set_trust_checkpoints`).
+user explicitly trusts the file: ``--trust-checkpoint`` or
+``cfg.trust_checkpoint = True`` (the tools run with
+:func:`trusted_checkpoints` for the duration of one command), or
+``REPVGG_SEG_TRUST_CHECKPOINT=1`` in the environment.
 
 ``.safetensors`` files are read with the safetensors library (no pickle).
 
@@ -15,24 +17,20 @@ Importing :mod:`repvgg_seg` registers :func:`load_checkpoint_file` as
 mmengine's loader for local paths, so mmengine's own ``load_checkpoint`` (used
 by ``Runner.resume`` and ``load_from``) goes through it too.
 """
+import contextlib
+import contextvars
 import os
 import pickle
 import zipfile
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from ..errors import CheckpointError, UnsafeCheckpointError
+
 TRUST_ENV = 'REPVGG_SEG_TRUST_CHECKPOINT'
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read or does not fit the model."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint that needs classes outside the allow-list to load."""
 
 
 def _numpy_globals():
@@ -83,18 +81,29 @@ def safe_globals() -> list:
             ] + _numpy_globals()
 
 
-_trust_override: Optional[bool] = None
+# A context variable, not a module global: trust given for one command (or
+# one config) must not outlive it and leak into later loads of the process.
+_trust_override: contextvars.ContextVar = contextvars.ContextVar(
+    'repvgg_seg_trust_checkpoints', default=None)
 
 
-def set_trust_checkpoints(trusted: bool) -> None:
-    """Allow full unpickling of checkpoints (dangerous; for trusted files)."""
-    global _trust_override
-    _trust_override = bool(trusted)
+@contextlib.contextmanager
+def trusted_checkpoints(trusted: bool = True) -> Iterator[None]:
+    """Within the block, unpickle checkpoints fully when ``trusted``
+    (dangerous; for files from a source you trust). ``False`` leaves the
+    default (the environment variable) in force."""
+    token = _trust_override.set(True) if trusted else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _trust_override.reset(token)
 
 
 def trust_checkpoints() -> bool:
-    if _trust_override is not None:
-        return _trust_override
+    """Whether checkpoints are unpickled fully right now."""
+    if _trust_override.get() is not None:
+        return _trust_override.get()
     return os.environ.get(TRUST_ENV, '') == '1'
 
 

@@ -10,7 +10,6 @@ cityscapesscripts' ``createLabelImage(..., 'trainIds')``.
 Outputs are written atomically and skipped while newer than their source, so
 an interrupted run can be resumed and a finished one repeated for free.
 """
-import os
 import os.path as osp
 from functools import partial
 from typing import Dict, List, Optional, Sequence
@@ -20,6 +19,8 @@ import numpy as np
 from mmengine.logging import print_log
 from mmengine.utils import scandir
 
+from ..errors import shorten_list
+from ..io.files import atomic_write_bytes
 from .checks import DatasetError, track_tasks
 
 IMG_SUFFIX = '_leftImg8bit.png'
@@ -43,26 +44,12 @@ def label_id_to_train_id_lut() -> np.ndarray:
 
 
 def _write_png_atomic(path: str, array: np.ndarray) -> None:
-    """Writes a PNG under a temporary name, then renames it into place, so
-    that an interrupted run leaves no truncated file."""
+    """Encodes a PNG and writes it atomically, so that an interrupted run
+    leaves no truncated file."""
     ok, data = cv2.imencode('.png', array)
     if not ok:
         raise OSError(f'could not encode {path}')
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(data.tobytes(), path)
 
 
 def train_ids_from_label_ids(path: str, lut: np.ndarray) -> np.ndarray:
@@ -110,9 +97,7 @@ def _stems(folder: str, suffix: str) -> set:
 
 
 def _show(names: Sequence[str]) -> str:
-    names = sorted(names)
-    return ', '.join(names[:SHOW]) + (f', ... ({len(names)} in all)'
-                                      if len(names) > SHOW else '')
+    return shorten_list(sorted(names), SHOW)
 
 
 def _split_sources(root: str, split: str) -> Dict[str, str]:
@@ -181,7 +166,7 @@ def write_split_list(root: str, split: str, names: Sequence[str]) -> str:
         with open(path) as f:
             if f.read() == text:
                 return path  # unchanged: keep its mtime
-    _write_text_atomic(path, text)
+    atomic_write_bytes(text.encode(), path)
     return path
 
 

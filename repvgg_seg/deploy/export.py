@@ -1,7 +1,7 @@
 """ONNX (and OpenVINO IR) export of fused segmentors.
 
-The exported graph is :class:`repvgg_seg.deploy.LogitsModule` of the fused
-model (:func:`repvgg_seg.models.convert.fuse_for_deploy`): input a
+The exported graph is :class:`repvgg_seg.deploy.build.LogitsModule` of the
+fused model (:func:`repvgg_seg.models.convert.fuse_for_deploy`): input a
 normalized ``N x 3 x H x W`` float tensor, output the logits at the input
 size (``N x classes x H x W``). It is checked with onnxruntime against torch
 before it is renamed into place.
@@ -16,21 +16,24 @@ so the graph is exact for any size, including ``--dynamic`` H and W.
 import copy
 import os
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .deploy import (LogitsModule, checked_shape, default_input_shape,
-                     load_model)
-from .fileio import check_writable, staged_outputs, temp_path
-from .models.convert import fuse_for_deploy
+from ..errors import VerificationError
+from ..io.files import check_writable, staged_outputs, temp_path
+from ..models.convert import fuse_for_deploy
+from .build import LogitsModule, checked_shape, default_input_shape, load_model
+from .runtimes import (onnxruntime_infer, openvino_infer, openvino_paths,
+                       require, write_openvino_ir)
+from .verify import agreement, load_image, preprocess, synthetic_image
 
 OPSET = 17
 
 
-class ExportError(ValueError):
+class ExportError(VerificationError):
     """An export whose result does not match torch."""
 
 
@@ -97,67 +100,6 @@ def export_onnx_file(module: nn.Module, path: str,
                           do_constant_folding=True)
 
 
-def onnxruntime_infer(path: str, threads: Optional[int] = None,
-                      providers: Sequence[str] = ('CPUExecutionProvider', )):
-    """An onnxruntime session of the ONNX file (all graph optimizations);
-    returns ``run(x: Tensor) -> Tensor``."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.graph_optimization_level = \
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(path, options, providers=list(providers))
-    name = session.get_inputs()[0].name
-
-    def run(x):
-        out = session.run(None, {name: x.detach().cpu().numpy()})[0]
-        return torch.from_numpy(out)
-
-    return run
-
-
-def openvino_paths(out: str) -> Tuple[str, str]:
-    stem = osp.splitext(out)[0]
-    return stem + '.xml', stem + '.bin'
-
-
-OPENVINO_PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
-
-
-def openvino_infer(path: str, precision: str = 'fp32',
-                   threads: Optional[int] = None):
-    """Compile an ONNX file or OpenVINO IR for OpenVINO's CPU plugin; returns
-    ``run(x: Tensor) -> Tensor``. The precision is always set: the plugin's
-    default on CPUs with AVX512-BF16/AMX is bf16, not fp32."""
-    import numpy as np
-    import openvino as ov
-    options = {'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION_HINTS[precision],
-               'PERFORMANCE_HINT': 'LATENCY'}
-    if threads:
-        options['INFERENCE_NUM_THREADS'] = threads
-    core = ov.Core()
-    request = core.compile_model(core.read_model(path), 'CPU',
-                                 options).create_infer_request()
-
-    def run(x):
-        result = request.infer({0: x.detach().cpu().numpy()})
-        return torch.from_numpy(np.asarray(next(iter(result.values()))))
-
-    return run
-
-
-def write_openvino_ir(onnx_path: str, xml_path: str) -> None:
-    """The ONNX file as an OpenVINO IR (``xml_path`` and the ``.bin`` beside
-    it), weights kept in fp32. Read with the runtime's ONNX frontend rather
-    than ``ov.convert_model``, and not ``compress_to_fp16`` (the default of
-    ``ov.save_model``): fp16 weights move the logits by ~3e-4 relative."""
-    import openvino as ov
-    ov.save_model(ov.Core().read_model(onnx_path), xml_path,
-                  compress_to_fp16=False)
-
-
 def export_onnx(config, checkpoint: Optional[str], out: str,
                 shape: Optional[Sequence[int]] = None, batch_size: int = 1,
                 dynamic: bool = False, force: bool = False,
@@ -176,19 +118,15 @@ def export_onnx(config, checkpoint: Optional[str], out: str,
     out = os.fspath(out)
     targets = [out] + (list(openvino_paths(out)) if openvino else [])
     check_writable(targets, force)
+    require('onnxruntime', 'the export check')
     if openvino:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            raise ExportError('--openvino: openvino is not installed (pip '
-                              "install -e '.[deploy]')") from None
+        require('openvino', '--openvino')
     model = load_model(config, checkpoint, cfg_options=cfg_options)
     fuse_for_deploy(model)
     module = LogitsModule(model).eval()
     shape = checked_shape(shape, default_input_shape(model))
     input_shape = (batch_size, 3) + shape
 
-    from .benchmark import agreement, load_image, preprocess, synthetic_image
     check_shapes = [shape]
     if dynamic:
         check_shapes.append((shape[0] + 32, max(32, shape[1] - 40)))

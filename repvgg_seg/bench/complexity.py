@@ -36,6 +36,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
+from ..deploy.build import (LogitsModule, build_model, checked_shape,
+                            default_input_shape, is_segmentor)
+from ..errors import InputError
+from ..models import ARCH_SETTINGS, RepVGG
+from ..models.convert import fuse_for_deploy
+
 #: the paper's Table 4: arch -> (params M, FLOPs B, Wino MULs B), as printed
 PAPER_TABLE4: Dict[str, Tuple[float, float, float]] = {
     'A0': (8.30, 1.4, 0.7),
@@ -125,7 +131,6 @@ class RepVGGClassifier(nn.Module):
     def __init__(self, arch: str, num_classes: int = 1000,
                  deploy: bool = True):
         super().__init__()
-        from .models import RepVGG
         self.backbone = RepVGG(arch, deploy=deploy, out_indices=(4, ))
         self.head = nn.Linear(self.backbone.out_channels[-1], num_classes)
 
@@ -155,8 +160,7 @@ def model_complexity(model: nn.Module,
                      shape: Optional[Sequence[int]] = None,
                      batch_size: int = 1) -> dict:
     """Complexity of a built model's test-mode forward (a segmentor's logits
-    at the input size, see :class:`repvgg_seg.deploy.LogitsModule`)."""
-    from .deploy import LogitsModule, checked_shape, default_input_shape
+    at the input size, see :class:`repvgg_seg.deploy.build.LogitsModule`)."""
     shape = checked_shape(shape, default_input_shape(model))
     wrapped = model if isinstance(model, LogitsModule) \
         else LogitsModule(model)
@@ -172,8 +176,6 @@ def config_complexity(config, shape: Optional[Sequence[int]] = None,
                       cfg_options: Optional[dict] = None) -> dict:
     """Complexity of a config's model (random weights), fused for deployment
     by default (713x713 for a segmentor, 224x224 for a classifier)."""
-    from .deploy import build_model, is_segmentor
-    from .models.convert import fuse_for_deploy
     model = build_model(config, cfg_options=cfg_options)
     if fused:
         fuse_for_deploy(model)
@@ -190,12 +192,11 @@ def complexity(arch_or_config: str, shape: Optional[Sequence[int]] = None,
                fused: bool = True, cfg_options: Optional[dict] = None) -> dict:
     """:func:`arch_complexity` for an arch name, :func:`config_complexity`
     for a config file."""
-    from .models import ARCH_SETTINGS
     if arch_or_config in ARCH_SETTINGS:
         return arch_complexity(arch_or_config, shape or (224, 224))
     if not arch_or_config.endswith('.py'):
-        raise KeyError(f'{arch_or_config!r} is neither a RepVGG arch '
-                       f'({", ".join(ARCH_SETTINGS)}) nor a config file')
+        raise InputError(f'{arch_or_config!r} is neither a RepVGG arch '
+                         f'({", ".join(ARCH_SETTINGS)}) nor a config file')
     return config_complexity(arch_or_config, shape, fused, cfg_options)
 
 

@@ -1,13 +1,12 @@
-"""Crash-safe training: atomic checkpoint files, a checkpoint on SIGTERM /
-SIGINT, exact random state on resume, and a stop on a non-finite loss.
+"""Crash-safe training hooks: a checkpoint on SIGTERM / SIGINT, exact random
+state on resume, a stop on a non-finite loss, and a check that a resumed (or
+tested) checkpoint fits the model.
 
 mmengine provides the Runner, the CheckpointHook and ``--resume``; these
-pieces close the gaps that matter for multi-day runs on pre-emptible
-machines:
+hooks close the gaps that matter for multi-day runs on pre-emptible
+machines (with :mod:`.backend`'s atomic files and :mod:`.loops`' mid-epoch
+resume):
 
-* :class:`AtomicLocalBackend` replaces mmengine's local file backend, so every
-  checkpoint is written to a temporary file and renamed: a crash mid-write
-  never leaves a corrupt ``iter_N.pth`` (the previous ones stay intact).
 * :class:`SignalCheckpointHook` saves a checkpoint at the end of the current
   iteration when the process gets SIGTERM (what Slurm sends before
   pre-emption) or SIGINT, then exits.
@@ -19,49 +18,29 @@ machines:
 * :class:`CheckpointFitHook` refuses to resume from (or test) a checkpoint
   of another model (mmengine would load it partly and fail later, or not
   at all).
-* :class:`ResumableEpochBasedTrainLoop` resumes an epoch-based run in the
-  middle of an epoch at the next batch (mmengine restarts the epoch).
-* :func:`find_resume_checkpoint` picks what ``--resume`` continues from,
-  also when ``last_checkpoint`` (which mmengine writes non-atomically) is
-  empty or stale.
+
+All are registered in mmengine's root registry, so configs of every scope
+(mmseg, mmpretrain) find them.
 """
-import glob
 import os
 import os.path as osp
-import random
 import signal
 from typing import Optional
 
-import numpy as np
 import torch
-from mmengine.dist import (all_reduce, get_rank, is_distributed,
-                           is_main_process)
-from mmengine.fileio.backends import LocalBackend, register_backend
+from mmengine.dist import get_rank, is_distributed, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-# the root registries: configs of every scope (mmseg, mmpretrain) see them
-from mmengine.registry import HOOKS, LOOPS
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.registry import HOOKS
 
-from .fileio import atomic_write_bytes
+from ..errors import CheckpointError, RepVGGSegError
+from ..io.files import atomic_write_bytes
+from ..io.state_dict import state_dict_differences, strip_prefix
+from .state import bare_model, get_rng_state, max_over_ranks, set_rng_state
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RepVGGSegError, RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class AtomicLocalBackend(LocalBackend):
-    """mmengine's local backend with atomic ``put`` / ``put_text``."""
-
-    def put(self, obj: bytes, filepath) -> None:
-        atomic_write_bytes(obj, filepath)
-
-    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
-        atomic_write_bytes(obj.encode(encoding), filepath)
-
-
-def register_atomic_backend() -> None:
-    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
 
 
 @HOOKS.register_module()
@@ -85,13 +64,6 @@ class RandomStateHook(Hook):
         if state is None or not getattr(runner, '_resume', False):
             return
         set_rng_state(state)
-
-
-def bare_model(runner) -> torch.nn.Module:
-    """The runner's model, outside its DDP wrapper if it has one."""
-    from mmengine.model import is_model_wrapper
-    return runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
 
 
 @HOOKS.register_module()
@@ -119,13 +91,9 @@ class CheckpointFitHook(Hook):
         resuming = getattr(runner, '_resume', False)
         if self.only_on_resume and not resuming:
             return
-        from .checkpoint import CheckpointError
-        from .models.pretrained import state_dict_differences
         model = bare_model(runner)
-        state = checkpoint.get('state_dict', checkpoint)
         # mmengine strips a DDP prefix when it loads (revise_keys)
-        state = {k[len('module.'):] if k.startswith('module.') else k: v
-                 for k, v in state.items()}
+        state = strip_prefix(checkpoint.get('state_dict', checkpoint))
         problems = state_dict_differences(model.state_dict(), state)
         if not problems:
             return
@@ -142,29 +110,6 @@ class CheckpointFitHook(Hook):
             f'cannot evaluate {source}: {fits}. Use the config it was '
             'trained with (a deploy checkpoint from tools/convert.py goes '
             'with its *_deploy.py config).')
-
-
-def get_rng_state() -> dict:
-    """The torch, numpy, python and CUDA random states of this process."""
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
-                python=random.getstate(),
-                cuda=(torch.cuda.get_rng_state_all()
-                      if torch.cuda.is_available() else []))
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state['torch'])
-    np.random.set_state(state['numpy'])
-    random.setstate(_as_tuple(state['python']))
-    if state['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-
-
-def _as_tuple(value):
-    # python's random state is nested tuples; keep it so after a round trip
-    if isinstance(value, (list, tuple)):
-        return tuple(_as_tuple(v) for v in value)
-    return value
 
 
 @HOOKS.register_module()
@@ -277,83 +222,3 @@ class FiniteLossHook(Hook):
             f'{detail}; training stopped and {kept}. Try a lower learning '
             'rate, gradient clipping (optim_wrapper.clip_grad) or --amp loss '
             'scaling.')
-
-
-def max_over_ranks(value: int) -> int:
-    """The largest ``value`` over the ranks of a distributed run (one
-    scalar all-reduce); ``value`` itself otherwise."""
-    if not is_distributed():
-        return value
-    tensor = torch.tensor([value], dtype=torch.int64)
-    all_reduce(tensor, op='max')
-    return int(tensor.item())
-
-
-@LOOPS.register_module()
-class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
-    """mmengine's epoch loop, resuming mid-epoch at the next batch.
-
-    After a mid-epoch checkpoint (SIGTERM, an iteration-interval
-    CheckpointHook) mmengine's EpochBasedTrainLoop restarts the epoch from
-    its first batch while the iteration count goes on, so a resumed run
-    sees part of the epoch twice and trains more iterations than the
-    schedule. This loop replays the interrupted epoch's sampler order,
-    loads and discards the batches already trained (mmengine's
-    IterBasedTrainLoop does the same), then puts back the main process's
-    random state. The resumed run then draws the same batches as an
-    uninterrupted one, and the same augmentations too when data workers are
-    not persistent (``num_workers=0`` or ``persistent_workers=False``;
-    persistent workers carry random state across epochs that no checkpoint
-    holds).
-    """
-
-    def run_epoch(self) -> None:
-        per_epoch = len(self.dataloader)
-        done = self._iter - self._epoch * per_epoch
-        if done <= 0:
-            return super().run_epoch()
-        if done > per_epoch:
-            raise ValueError(
-                f'cannot resume: the checkpoint is at iteration {self._iter} '
-                f'of epoch {self._epoch + 1}, but an epoch now has only '
-                f'{per_epoch} iterations (did the batch size, the number of '
-                'GPUs or the data set change?)')
-        self.runner.call_hook('before_train_epoch')
-        self.runner.model.train()
-        print_log(f'resuming epoch {self._epoch + 1} at batch {done + 1}/'
-                  f'{per_epoch}: loading and skipping the {done} batches '
-                  'already trained', logger='current')
-        state = get_rng_state()
-        batches = iter(self.dataloader)
-        for _ in range(done):
-            next(batches)
-        set_rng_state(state)
-        for idx, data_batch in enumerate(batches, start=done):
-            self.run_iter(idx, data_batch)
-        self.runner.call_hook('after_train_epoch')
-        self._epoch += 1
-
-
-def find_resume_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint ``--resume`` (without a path) continues from.
-
-    mmengine's CheckpointHook records the latest checkpoint in
-    ``work_dir/last_checkpoint`` with a plain ``open(..., 'w')``: a crash at
-    the wrong moment leaves it empty, and a deleted checkpoint leaves it
-    stale. The record is used when it names an existing, non-empty file;
-    otherwise the newest ``*.pth`` in the work dir (checkpoints are written
-    atomically, so every one there is complete). ``None`` when there is
-    none.
-    """
-    record = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(record):
-        with open(record) as f:
-            named = f.read().strip()
-        if named and osp.isfile(named) and osp.getsize(named) > 0:
-            return named
-        print_log(f'{record} names {named or "nothing"!r}, which is not a '
-                  'checkpoint file; looking for the newest checkpoint in '
-                  f'{work_dir}', logger='current', level=30)
-    found = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
-             if osp.getsize(p) > 0]
-    return max(found, key=osp.getmtime) if found else None

@@ -3,14 +3,16 @@
 All are registered in mmengine's root registry, so configs of every scope
 (mmseg, mmpretrain) find them; the fusion itself is
 :func:`repvgg_seg.models.convert.fuse_for_deploy`, the Winograd engine
-:func:`repvgg_seg.winograd.convert_to_winograd`.
+:func:`repvgg_seg.deploy.winograd.convert_to_winograd`.
 """
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from .engine import bare_model
-from .models.convert import fuse_for_deploy
+from ..errors import UnavailableError
+from ..models.convert import fuse_for_deploy
+from ..training.state import bare_model
+from .winograd import convert_to_winograd
 
 
 def fuse_runner_model(runner, reason: str) -> None:
@@ -38,7 +40,8 @@ class FuseModelHook(Hook):
 class DeployFuseHook(Hook):
     """Fuse the model *before* the runner loads a deploy checkpoint.
 
-    Added to a deploy config by :func:`repvgg_seg.deploy.make_deploy_config`.
+    Added to a deploy config by
+    :func:`repvgg_seg.deploy.convert.make_deploy_config`.
     ``before_run`` runs before ``Runner.load_or_resume`` in ``test()``,
     ``val()`` and ``train()``.
     """
@@ -74,16 +77,15 @@ class WinogradEngineHook(Hook):
     def before_test(self, runner) -> None:
         model = bare_model(runner)
         if any(p.is_cuda for p in model.parameters()):
-            raise ValueError('--engine winograd runs on the CPU (NNPACK); '
-                             'the model is on a GPU: run with '
-                             'CUDA_VISIBLE_DEVICES= to test on the CPU')
+            raise UnavailableError(
+                '--engine winograd runs on the CPU (NNPACK); the model is on '
+                'a GPU: run with CUDA_VISIBLE_DEVICES= to test on the CPU')
         fuse_for_deploy(model)  # a no-op for a fused (deploy) model
         self.converted = False
 
     def before_test_iter(self, runner, batch_idx, data_batch=None) -> None:
         if self.converted:
             return
-        from .winograd import convert_to_winograd
         model = bare_model(runner)
         test_cfg = getattr(model, 'test_cfg', None) or {}
         if self.input_shape:

@@ -31,11 +31,13 @@ The converted model is checked against the direct convolution before use
 Use ``tools/benchmark.py --engine winograd`` or :func:`convert_to_winograd`.
 """
 import copy
+import functools
 import json
 import os
 import os.path as osp
 import statistics
 import time
+from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -43,22 +45,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from .fileio import write_json
-from .models.convert import compare_outputs
+from ..errors import InputError, UnavailableError, VerificationError
+from ..io.files import write_json
+from ..models.convert import compare_outputs, flatten_tensors
 
-_NNPACK_CHECKED = None
 
-
+@functools.lru_cache(maxsize=None)
 def nnpack_available() -> bool:
     """Whether NNPACK can run here (``torch._nnpack_available()`` must be
     called once before the first NNPACK convolution)."""
-    global _NNPACK_CHECKED
-    if _NNPACK_CHECKED is None:
-        try:
-            _NNPACK_CHECKED = bool(torch._nnpack_available())
-        except (AttributeError, RuntimeError):
-            _NNPACK_CHECKED = False
-    return _NNPACK_CHECKED
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def require_nnpack() -> None:
+    """Raise :class:`UnavailableError` unless NNPACK can run here."""
+    if not nnpack_available():
+        raise UnavailableError('the winograd engine needs NNPACK, which '
+                               'this PyTorch build lacks')
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -89,7 +95,7 @@ def space_to_batch(x: torch.Tensor, dh: int, dw: int) -> torch.Tensor:
         x = F.pad(x, (0, wp - w, 0, hp - h))
     x = x.view(n, c, hp // dh, dh, wp // dw, dw)
     return x.permute(0, 3, 5, 1, 2, 4).reshape(n * dh * dw, c, hp // dh,
-                                                 wp // dw)
+                                               wp // dw)
 
 
 def batch_to_space(x: torch.Tensor, dh: int, dw: int, h: int,
@@ -248,19 +254,27 @@ class WinogradConv2d(nn.Module):
         return batch_to_space(out, dh, dw, h, w)
 
 
+def plain_conv(module: nn.Module) -> Optional[nn.Module]:
+    """The conv of a block that computes exactly ``relu(conv(x))``, as a
+    block declares through its ``plain_conv`` attribute (a fused RepVGG
+    block does, see :attr:`repvgg_seg.models.repvgg.RepVGGBlock.plain_conv`);
+    ``None`` for anything else."""
+    return getattr(module, 'plain_conv', None)
+
+
 class DilatedRun(nn.Module):
-    """Consecutive fused RepVGG blocks (conv + ReLU) with one dilation,
-    computed inside one rearrangement (space-to-batch or mosaic) when all
-    their convs use the same one; the padding and gaps are re-zeroed between
-    the layers."""
+    """Consecutive blocks computing ``relu(conv(x))`` (fused RepVGG blocks)
+    with one dilation, computed inside one rearrangement (space-to-batch or
+    mosaic) when all their convs use the same one; the padding and gaps are
+    re-zeroed between the layers."""
 
     def __init__(self, blocks: Sequence[nn.Module]):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        self.dilation = blocks[0].rbr_reparam.dilation
+        self.dilation = plain_conv(blocks[0]).dilation
 
     def forward(self, x):
-        convs = [b.rbr_reparam for b in self.blocks]
+        convs = [plain_conv(b) for b in self.blocks]
         layouts = {c.layout for c in convs}
         if (x.dtype != torch.float32 or x.device.type != 'cpu'
                 or len(layouts) != 1 or 'dense' in layouts):
@@ -294,12 +308,6 @@ CACHE_ENV = 'REPVGG_SEG_WINOGRAD_CACHE'
 _VERSION = 'v2'
 #: whole-run alternatives to the per-conv plan (all convs of a run alike)
 RUN_CHOICES = ('nnpack_mosaic', 'nnpack', 'direct_s2b')
-
-
-def _as_list(out) -> List[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    return [t for item in out for t in _as_list(item)]
 
 
 def _shape_key(shape: Sequence[int]) -> str:
@@ -343,13 +351,12 @@ def _tune_conv(name: str, conv: WinogradConv2d, shape, reps: int) -> bool:
     return measured
 
 
-def _fusable_block(module) -> bool:
-    conv = getattr(module, 'rbr_reparam', None)
-    return (getattr(module, 'deploy', False)
-            and isinstance(conv, WinogradConv2d)
-            and getattr(module, 'se', None) is None
-            and isinstance(getattr(module, 'act', None), nn.ReLU)
-            and conv.dilation != (1, 1))
+def _dilated_conv(module) -> Optional[WinogradConv2d]:
+    """The converted dilated conv of a ``relu(conv(x))`` block, or None."""
+    conv = plain_conv(module)
+    if isinstance(conv, WinogradConv2d) and conv.dilation != (1, 1):
+        return conv
+    return None
 
 
 def _group_dilated_runs(model: nn.Module,
@@ -358,43 +365,45 @@ def _group_dilated_runs(model: nn.Module,
     into :class:`DilatedRun`; returns ``[(name, run, input shape)]``."""
     found = []
     for parent_name, parent in list(model.named_modules()):
-        if not isinstance(parent, nn.Sequential):
+        if not isinstance(parent, nn.Sequential) or not parent_name:
             continue
-        names = list(parent._modules)
+        children = list(parent.named_children())
         runs, current = [], []
-        for name in names:
-            block = parent._modules[name]
-            if (_fusable_block(block) and current and
-                    parent._modules[current[-1]].rbr_reparam.dilation
-                    == block.rbr_reparam.dilation):
-                current.append(name)
+        for name, block in children:
+            conv = _dilated_conv(block)
+            if (conv is not None and current and
+                    _dilated_conv(current[-1][1]).dilation == conv.dilation):
+                current.append((name, block))
             else:
                 if len(current) > 1:
                     runs.append(current)
-                current = [name] if _fusable_block(block) else []
+                current = [(name, block)] if conv is not None else []
         if len(current) > 1:
             runs.append(current)
         if not runs:
             continue
-        prefix = f'{parent_name}.' if parent_name else ''
-        new = []
-        run_of = {run[0]: run for run in runs}
-        skip = {name for run in runs for name in run[1:]}
-        for name in names:
+        prefix = f'{parent_name}.'
+        run_of = {run[0][0]: run for run in runs}
+        skip = {name for run in runs for name, _ in run[1:]}
+        new = OrderedDict()
+        for name, block in children:
             if name in skip:
                 continue
             if name in run_of:
                 run = run_of[name]
-                module = DilatedRun([parent._modules[n] for n in run])
-                key = f'{run[0]}-{run[-1]}'
-                new.append((key, module))
+                module = DilatedRun([b for _, b in run])
+                key = f'{run[0][0]}-{run[-1][0]}'
+                new[key] = module
+                conv_name = next(n for n, m in block.named_modules()
+                                 if m is plain_conv(block))
                 found.append((prefix + key, module,
-                              shapes.get(f'{prefix}{run[0]}.rbr_reparam')))
+                              shapes.get(f'{prefix}{name}.{conv_name}')))
             else:
-                new.append((name, parent._modules[name]))
-        parent._modules.clear()
-        for name, module in new:
-            parent._modules[name] = module
+                new[name] = block
+        # a new Sequential in the parent's place (the keys of a run change)
+        owner_name, _, attr = parent_name.rpartition('.')
+        owner = model.get_submodule(owner_name) if owner_name else model
+        setattr(owner, attr, nn.Sequential(new))
     return found
 
 
@@ -402,7 +411,7 @@ def _tune_run(name: str, run: DilatedRun, shape, reps: int) -> bool:
     """Time a run with its per-conv plan and with each of
     :data:`RUN_CHOICES` for all its convs; keep the fastest (cached).
     Returns whether it was measured now."""
-    convs = [b.rbr_reparam for b in run.blocks]
+    convs = [plain_conv(b) for b in run.blocks]
     key = (f'{_VERSION}:run-' + '-'.join(
         f'{c.in_channels}.{c.out_channels}.g{c.groups}' for c in convs)
         + f'-d{convs[0].dilation[0]}x{convs[0].dilation[1]}-'
@@ -458,8 +467,7 @@ def convert_to_winograd(model: nn.Module,
         a report: ``{'convs', 'nnpack', 'direct', 'runs', 'max_rel_error',
         'plan': {name: method}}``.
     """
-    if not nnpack_available():
-        raise RuntimeError('NNPACK is not available in this PyTorch build')
+    require_nnpack()
     model.eval()
     gen = torch.Generator().manual_seed(0)
     sample = torch.randn(*input_shape, generator=gen)
@@ -514,9 +522,9 @@ def convert_to_winograd(model: nn.Module,
         with torch.inference_mode():
             out = model(sample)
         report['max_rel_error'] = compare_outputs(
-            _as_list(reference), _as_list(out))['max_rel_diff']
+            flatten_tensors(reference), flatten_tensors(out))['max_rel_diff']
         if report['max_rel_error'] > tolerance:
-            raise RuntimeError(
+            raise VerificationError(
                 f'the Winograd model differs from the direct convolution: '
                 f'max relative error {report["max_rel_error"]:.3g} > '
                 f'{tolerance:g}')
@@ -531,11 +539,11 @@ def convert_to_winograd(model: nn.Module,
 
 def winograd_runner(module: nn.Module, input_shape: Sequence[int],
                     channels_last: bool = False, **kwargs):
-    """A benchmark runner (see :mod:`repvgg_seg.benchmark`): a converted
+    """A benchmark runner (see :mod:`repvgg_seg.bench`): a converted
     copy of ``module`` called under ``inference_mode``. The tuned plan is
     kept in the JSON file named by ``$REPVGG_SEG_WINOGRAD_CACHE``, if set."""
     if channels_last:
-        raise ValueError('the winograd engine runs NCHW (NNPACK); drop '
+        raise InputError('the winograd engine runs NCHW (NNPACK); drop '
                          '--channels-last')
     kwargs.setdefault('cache_file', os.environ.get(CACHE_ENV) or None)
     converted = copy.deepcopy(module).cpu().eval()

@@ -1,0 +1,443 @@
+"""Inference speed of segmentors (and classifiers), measured interleaved.
+
+What is timed
+-------------
+One row is one (config, fused or not) variant. Each timed sample is one
+forward pass of a batch in test mode: a segmentor's whole-image forward
+(backbone, decode head; no auxiliary head, no sliding window) **plus** the
+bilinear resize of the logits to the input size
+(:class:`repvgg_seg.deploy.build.LogitsModule`); for the onnxruntime/OpenVINO
+engines the same graph exported to ONNX. Preprocessing (decoding,
+normalization) is **excluded**: the inputs are generated tensors, created
+once. The paper's setting is the default: 713x713, batch 1.
+
+All rows are measured in one process, **interleaved**: after a warm-up of
+every row, each round runs ``iters`` timed passes of every row in turn
+(round-robin), so a background load or a clock change affects all rows
+alike. Each row reports the median and the inter-quartile range (and min /
+max) of its ``rounds x iters`` latencies, images/s from the median, peak
+memory, GMACs (:mod:`repvgg_seg.bench.complexity`, multiply-adds of the
+model as run), achieved GFLOP/s (2 FLOPs per MAC) and its speed ratio to
+the first row. With ``ceiling`` the achieved GFLOP/s are also given as a
+percentage of the machine's measured conv ceiling (a 512->512 3x3 conv on a
+90x90 map, batch 1) for the same precision and memory layout; the ceiling
+conv is timed once per round, interleaved with the rows, and its median
+used.
+
+Reduced precision (``bf16``/``fp16``: weights converted once, forward under
+``torch.autocast``) and the non-torch engines also report their agreement with
+the fp32 torch model: the max relative logit error (max abs difference over
+the max abs fp32 logit) and the pixel argmax agreement (%), on a synthetic
+image or on given images (files or folders, e.g. a trained model's val set:
+the agreement is pooled over all their pixels, the error is the worst
+image's).
+
+Peak memory: on CPU the process's peak RSS (``VmHWM``, reset per row through
+``/proc/self/clear_refs`` where the kernel allows it) while the row runs, and
+its increase over the RSS before the row (``peak_mem_delta_mb``: activations
+and workspace; every row's model stays resident, so the absolute figure
+includes them all); on CUDA ``torch.cuda.max_memory_allocated``.
+"""
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.utils import track_progress
+
+from ..deploy.build import LogitsModule, checked_shape, load_model
+from ..deploy.verify import (agreement, image_files, load_image,
+                             pooled_agreement, preprocess, synthetic_image)
+from ..errors import InputError, UnavailableError
+from ..models.convert import deploy_copy
+from .ceiling import (ConvCeiling, ceiling_key, reduced_precision_supported,
+                      sync)
+from .complexity import model_complexity
+from .engines import ENGINES
+from .memory import MemoryMeter
+
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+LAYOUTS = ('nchw', 'cl')
+FUSE_CHOICES = ('yes', 'no', 'both')
+
+
+def _as_tuple(value) -> tuple:
+    """A name or a list of names as a tuple."""
+    return (value, ) if isinstance(value, str) else tuple(value)
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """What a benchmark run measures and how.
+
+    One row per (config, fused, engine, precision, layout) of the lists
+    here (a single name is a list of one); ``layouts``: ``'nchw'`` and/or ``'cl'`` (channels-last).
+    ``images``: files or folders for the agreement checks (default: one
+    synthetic image). ``ceiling``: also measure the conv ceiling and report
+    each row's achieved GFLOP/s as a percentage of it.
+    """
+    fuse: str = 'both'
+    shape: Tuple[int, int] = (713, 713)
+    batch_size: int = 1
+    device: str = 'cpu'
+    threads: Optional[int] = None
+    engines: Sequence[str] = ('torch', )
+    precisions: Sequence[str] = ('fp32', )
+    layouts: Sequence[str] = ('nchw', )
+    compile: bool = False
+    warmup: int = 2
+    iters: int = 3
+    rounds: int = 3
+    ceiling: bool = False
+    images: Optional[Sequence[str]] = None
+    seed: int = 0
+
+    def validated(self) -> 'BenchmarkOptions':
+        """These options checked, with the shape, the thread count and the
+        image list resolved; raises :class:`InputError`."""
+        lists = {name: _as_tuple(getattr(self, name))
+                 for name in ('engines', 'precisions', 'layouts')}
+        if self.fuse not in FUSE_CHOICES:
+            raise InputError(f'fuse must be yes, no or both, got '
+                             f'{self.fuse!r}')
+        for what, values, valid in (('engine', lists['engines'], ENGINES),
+                                    ('precision', lists['precisions'],
+                                     PRECISIONS),
+                                    ('layout', lists['layouts'], LAYOUTS)):
+            for value in values:
+                if value not in valid:
+                    raise InputError(f'unknown {what} {value!r}; valid: '
+                                     f'{", ".join(valid)}')
+        if (self.warmup < 0 or self.iters < 1 or self.rounds < 1
+                or self.batch_size < 1):
+            raise InputError('iters, rounds and batch size must be >= 1, '
+                             'warmup >= 0')
+        if self.device.startswith('cuda') and not torch.cuda.is_available():
+            raise UnavailableError('--device cuda: no CUDA device is '
+                                   'available')
+        images = _as_tuple(self.images) if self.images else None
+        return replace(
+            self, shape=checked_shape(self.shape, (713, 713)),
+            threads=self.threads or len(os.sched_getaffinity(0)),
+            images=image_files(images) if images else None, **lists)
+
+
+@dataclass
+class Row:
+    """One benchmarked variant."""
+    config: str
+    fused: bool
+    model: nn.Module                    # fp32 torch LogitsModule (reference)
+    engine: str = 'torch'
+    precision: str = 'fp32'
+    layout: str = 'nchw'
+    run: Callable[[torch.Tensor], torch.Tensor] = None
+    gmacs: float = 0.0
+    params: int = 0
+    latencies: List[float] = field(default_factory=list)
+    peak_mem_mb: float = 0.0
+    peak_mem_delta_mb: float = 0.0
+    agreement: Optional[dict] = None
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.config))[0]
+
+    @property
+    def label(self) -> str:
+        return (f'{self.name}{"[fused]" if self.fused else ""}'
+                f'[{self.engine}/{self.precision}/{self.layout}]')
+
+    @property
+    def is_reference(self) -> bool:
+        """fp32 eager torch: the rows are checked against this."""
+        return self.engine == 'torch' and self.precision == 'fp32'
+
+
+def build_models(configs: Sequence[str], fuse: str = 'both',
+                 checkpoints: Optional[Sequence[Optional[str]]] = None,
+                 cfg_options: Optional[dict] = None) -> list:
+    """``[(config, fused, fp32 LogitsModule)]`` for every (config, fused)
+    variant."""
+    if fuse not in FUSE_CHOICES:
+        raise InputError(f'fuse must be yes, no or both, got {fuse!r}')
+    checkpoints = list(checkpoints or [None] * len(configs))
+    if len(checkpoints) != len(configs):
+        raise InputError(f'{len(checkpoints)} checkpoints for '
+                         f'{len(configs)} configs; give one per config')
+    models = []
+    for config, ckpt in zip(configs, checkpoints):
+        model = load_model(config, ckpt, cfg_options=cfg_options)
+        for fused in {'no': [False], 'yes': [True],
+                      'both': [False, True]}[fuse]:
+            m = deploy_copy(model) if fused else model
+            models.append((config, fused, LogitsModule(m).eval()))
+        print_log(f'built {config}' + (f' with {ckpt}' if ckpt else
+                                       ' (random weights)'),
+                  logger='current')
+    return models
+
+
+def _combinations(options: BenchmarkOptions):
+    """The (engine, precision, layout) combinations that can run, and a
+    note for each one skipped."""
+    combos, notes = [], []
+    for engine in options.engines:
+        for precision in options.precisions:
+            for layout in options.layouts:
+                why = ENGINES[engine].unsupported(precision, layout,
+                                                  options.device,
+                                                  options.compile)
+                if why:
+                    notes.append(f'skipped {engine}/{precision}/{layout}: '
+                                 f'{why}')
+                else:
+                    combos.append((engine, precision, layout))
+    if not combos:
+        raise UnavailableError('; '.join(n.split(': ', 1)[1]
+                                         for n in notes))
+    return combos, notes
+
+
+def benchmark(configs: Sequence[str],
+              options: Optional[BenchmarkOptions] = None,
+              checkpoints: Optional[Sequence[Optional[str]]] = None,
+              cfg_options: Optional[dict] = None) -> dict:
+    """Measure every row interleaved; see the module docstring.
+
+    Combinations an engine cannot run are skipped with a note when several
+    were asked for, refused otherwise. Returns ``{'setup': ..., 'ceiling':
+    ..., 'rows': [...]}``.
+    """
+    options = (options or BenchmarkOptions()).validated()
+    combos, notes = _combinations(options)
+    for note in notes:
+        print_log(note, logger='current', level=30)
+    for engine in {engine for engine, _, _ in combos}:
+        ENGINES[engine].require()
+    for precision in options.precisions:
+        if not reduced_precision_supported(precision, options.device):
+            print_log(f'{precision} has no native kernels on this '
+                      f'{options.device} (oneDNN reports no AVX512-BF16/AMX/'
+                      'FP16 support): its convs are emulated and far slower '
+                      'than fp32', logger='current', level=30)
+    previous_threads = torch.get_num_threads()
+    previous_cudnn = torch.backends.cudnn.benchmark
+    torch.set_num_threads(options.threads)
+    # fixed input shape: let cuDNN pick its fastest kernels during the
+    # warm-up passes (the configs' env_cfg.cudnn_benchmark, as mmseg does)
+    torch.backends.cudnn.benchmark = options.device.startswith('cuda')
+    try:
+        with tempfile.TemporaryDirectory(prefix='repvgg_bench_') as tmp:
+            rows = _make_rows(configs, options, combos, checkpoints,
+                              cfg_options, tmp)
+            return _measure(rows, options, notes)
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.backends.cudnn.benchmark = previous_cudnn
+
+
+def _make_rows(configs, options, combos, checkpoints, cfg_options,
+               folder) -> List[Row]:
+    input_shape = (options.batch_size, 3) + tuple(options.shape)
+    rows = []
+    for config, fused, model in build_models(configs, options.fuse,
+                                             checkpoints, cfg_options):
+        cx = model_complexity(model, options.shape, batch_size=1)
+        model.to(options.device)
+        for engine, precision, layout in combos:
+            row = Row(config=config, fused=fused, model=model,
+                      engine=engine, precision=precision, layout=layout,
+                      gmacs=cx['flops'] / 1e9, params=cx['params'])
+            scratch = os.path.join(folder, str(len(rows)))
+            os.makedirs(scratch)
+            row.run = ENGINES[engine].runner(
+                model, input_shape, precision, layout, options.device,
+                options.threads, options.compile, scratch)
+            rows.append(row)
+    return rows
+
+
+def _check_agreement(rows: List[Row], options: BenchmarkOptions) -> None:
+    """Each non-reference row's agreement with the fp32 torch model, on the
+    images (decoded per row, not held: a val set at 713x713 is hundreds of
+    MB)."""
+    sources = options.images or [None]
+    for row in rows:
+        if row.is_reference and not options.compile:
+            continue
+
+        def compare(path, row=row):
+            img = (load_image(path, *options.shape) if path else
+                   synthetic_image(*options.shape, seed=options.seed))
+            x = preprocess(row.model.model, img).to(options.device)
+            x = x.expand(options.batch_size, -1, -1, -1).contiguous()
+            with torch.inference_mode():
+                reference = row.model(x)
+            return agreement(reference, row.run(x))
+
+        per_image = (track_progress(compare, sources, file=sys.stderr)
+                     if len(sources) > 1 else [compare(sources[0])])
+        row.agreement = pooled_agreement(per_image)
+        print_log(f'{row.label}: max rel logit error '
+                  f'{row.agreement["max_rel_error"]:.3g}, argmax agreement '
+                  f'{row.agreement["argmax_agreement_pct"]:.3f}% '
+                  f'({len(sources)} image{"s" if len(sources) > 1 else ""}, '
+                  'worst '
+                  f'{row.agreement["min_image_agreement_pct"]:.3f}%)',
+                  logger='current')
+
+
+def _make_ceiling(rows: List[Row], device: str,
+                  notes: List[str]) -> ConvCeiling:
+    needed = {ceiling_key(r.precision, r.layout) for r in rows}
+    keys = ['fp32-nchw', 'fp32-cl', 'bf16-cl']
+    keys += sorted(needed - set(keys))
+    # an emulated (no native kernels) bf16/fp16 conv of this size takes
+    # minutes and is no ceiling of anything: skipped
+    skipped = [k for k in keys
+               if not reduced_precision_supported(k.split('-')[0], device)]
+    if skipped:
+        notes.append(f'no conv ceiling for {", ".join(skipped)}: no native '
+                     f'kernels on this {device}')
+    ceiling = ConvCeiling([k for k in keys if k not in skipped], device)
+    ceiling.step(record=False)  # warm-up
+    return ceiling
+
+
+def _time_rows(rows: List[Row], options: BenchmarkOptions,
+               ceiling: Optional[ConvCeiling]) -> None:
+    """Warm up every row, then time them round-robin."""
+    device = options.device
+    gen = torch.Generator().manual_seed(options.seed)
+    x = torch.randn(options.batch_size, 3, *options.shape,
+                    generator=gen).to(device)
+    meter = MemoryMeter(device)
+    print_log(f'warm-up: {options.warmup} passes per row', logger='current')
+    for row in rows:
+        for _ in range(options.warmup):
+            row.run(x)
+        sync(device)
+    for r in range(options.rounds):
+        if ceiling is not None:
+            ceiling.step()
+        for row in rows:
+            before = meter.start()
+            for _ in range(options.iters):
+                sync(device)
+                start = time.perf_counter()
+                row.run(x)
+                sync(device)
+                row.latencies.append(time.perf_counter() - start)
+            peak = meter.peak()
+            row.peak_mem_mb = max(row.peak_mem_mb, peak)
+            row.peak_mem_delta_mb = max(row.peak_mem_delta_mb, peak - before)
+        print_log(f'round {r + 1}/{options.rounds}: ' + ', '.join(
+            f'{row.label} {statistics.median(row.latencies) * 1e3:.0f} ms'
+            for row in rows), logger='current')
+
+
+def _quantiles(samples: Sequence[float]):
+    q1, med, q3 = np.percentile(np.asarray(samples, np.float64),
+                                [25, 50, 75])
+    return float(q1), float(med), float(q3)
+
+
+def _row_result(row: Row, options: BenchmarkOptions,
+                ceiling_result: Optional[dict]) -> dict:
+    q1, med, q3 = _quantiles(row.latencies)
+    ips = options.batch_size / med
+    result = dict(
+        config=row.config, name=row.name, fused=row.fused,
+        engine=row.engine, precision=row.precision, device=options.device,
+        layout=row.layout, channels_last=row.layout == 'cl',
+        compile=options.compile, threads=options.threads,
+        batch_size=options.batch_size, shape=list(options.shape),
+        images_per_s=ips, latency_ms=med * 1e3, latency_ms_q1=q1 * 1e3,
+        latency_ms_q3=q3 * 1e3, latency_ms_iqr=(q3 - q1) * 1e3,
+        latency_ms_min=min(row.latencies) * 1e3,
+        latency_ms_max=max(row.latencies) * 1e3,
+        samples=len(row.latencies), peak_mem_mb=row.peak_mem_mb,
+        peak_mem_delta_mb=row.peak_mem_delta_mb, params=row.params,
+        gmacs=row.gmacs, gflops_per_s=2 * row.gmacs * ips,
+        agreement=row.agreement)
+    key = ceiling_key(row.precision, row.layout)
+    if ceiling_result and key in ceiling_result:
+        top = ceiling_result[key]['gflops_per_s']
+        result.update(ceiling_key=key, ceiling_gflops_per_s=top,
+                      ceiling_pct=100 * result['gflops_per_s'] / top)
+    return result
+
+
+def _measure(rows: List[Row], options: BenchmarkOptions,
+             notes: List[str]) -> dict:
+    _check_agreement(rows, options)
+    ceiling = (_make_ceiling(rows, options.device, notes)
+               if options.ceiling else None)
+    _time_rows(rows, options, ceiling)
+    ceiling_result = None
+    if ceiling is not None:
+        ceiling_result = ceiling.result()
+        print_log('conv ceiling (median of the rounds): ' + ', '.join(
+            f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
+            for k, v in ceiling_result.items()), logger='current')
+    results = [_row_result(row, options, ceiling_result) for row in rows]
+    for result in results:
+        result['speed_ratio'] = (result['images_per_s']
+                                 / results[0]['images_per_s'])
+    return dict(setup=_setup(rows, options, notes), ceiling=ceiling_result,
+                rows=results)
+
+
+def _setup(rows: List[Row], options: BenchmarkOptions,
+           notes: List[str]) -> dict:
+    device = options.device
+    precisions = sorted({r.precision for r in rows})
+    return dict(
+        timed=('forward pass in test mode (whole image) + bilinear resize '
+               'of the logits to the input size; preprocessing excluded; '
+               'generated inputs'),
+        shape=list(options.shape), batch_size=options.batch_size,
+        device=device, threads=options.threads, compile=options.compile,
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+        engines=sorted({r.engine for r in rows}), precisions=precisions,
+        layouts=sorted({r.layout for r in rows}),
+        warmup=options.warmup, iters=options.iters, rounds=options.rounds,
+        torch_version=str(torch.__version__),
+        native_precision={p: reduced_precision_supported(p, device)
+                          for p in precisions},
+        date=time.strftime('%Y-%m-%d %H:%M:%S'),
+        load_average=_load_average(), cpu=_cpu_name(),
+        gpu=(torch.cuda.get_device_name() if device.startswith('cuda')
+             else None),
+        notes=notes,
+        memory_note=(
+            'peak_mem_mb: process peak RSS while the row ran (all rows\' '
+            'models resident); peak_mem_delta_mb: its increase over the RSS '
+            'before the row' if device == 'cpu' else
+            'torch.cuda.max_memory_allocated'))
+
+
+def _load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return ''

@@ -1,0 +1,100 @@
+"""The inference runtimes a deployed model runs on besides PyTorch:
+onnxruntime and OpenVINO's CPU plugin. One session helper each, shared by
+the export check (:mod:`.export`), quantization (:mod:`.quantize`), the test
+loop (:mod:`.openvino_model`) and the benchmark's engines
+(:mod:`repvgg_seg.bench.engines`); both are optional packages (the
+``deploy`` extra)."""
+import os.path as osp
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import UnavailableError
+
+#: OpenVINO's names of the inference precisions
+OPENVINO_PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
+
+
+def require(package: str, purpose: str) -> None:
+    """Raise :class:`UnavailableError` naming the install command unless
+    ``package`` (``onnxruntime``, ``openvino``, ``nncf``) can be imported."""
+    try:
+        __import__(package)
+    except ImportError:
+        raise UnavailableError(
+            f'{purpose} needs {package}, which is not installed (pip install '
+            f"-e '.[deploy]', or pip install {package})") from None
+
+
+def onnxruntime_infer(path: str, threads: Optional[int] = None,
+                      providers: Sequence[str] = ('CPUExecutionProvider', )):
+    """An onnxruntime session of the ONNX file (all graph optimizations);
+    returns ``run(x: Tensor) -> Tensor``."""
+    require('onnxruntime', 'the onnxruntime runtime')
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options, providers=list(providers))
+    name = session.get_inputs()[0].name
+
+    def run(x):
+        out = session.run(None, {name: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+    return run
+
+
+def openvino_paths(out: str) -> Tuple[str, str]:
+    """``(x.xml, x.bin)``: the two files of an OpenVINO IR named ``out``."""
+    stem = osp.splitext(out)[0]
+    return stem + '.xml', stem + '.bin'
+
+
+def openvino_compile(path_or_model, precision: str = 'fp32',
+                     threads: Optional[int] = None,
+                     profile: bool = False):
+    """Compile an ONNX file, an OpenVINO IR or an ``openvino.Model`` for
+    OpenVINO's CPU plugin. The precision hint is always set: the plugin's
+    default on CPUs with AVX512-BF16/AMX is bf16, not fp32 (an INT8 model
+    keeps its quantized layers in INT8 whatever the hint)."""
+    require('openvino', 'the OpenVINO runtime')
+    import openvino as ov
+    options = {'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION_HINTS[precision],
+               'PERFORMANCE_HINT': 'LATENCY'}
+    if threads:
+        options['INFERENCE_NUM_THREADS'] = threads
+    if profile:
+        options['PERF_COUNT'] = True
+    core = ov.Core()
+    model = (core.read_model(path_or_model)
+             if isinstance(path_or_model, str) else path_or_model)
+    return core.compile_model(model, 'CPU', options)
+
+
+def openvino_infer(path_or_model, precision: str = 'fp32',
+                   threads: Optional[int] = None):
+    """:func:`openvino_compile`, as ``run(x: Tensor) -> Tensor``."""
+    request = openvino_compile(path_or_model, precision,
+                               threads).create_infer_request()
+
+    def run(x):
+        result = request.infer({0: x.detach().cpu().numpy()})
+        return torch.from_numpy(np.asarray(next(iter(result.values()))))
+
+    return run
+
+
+def write_openvino_ir(onnx_path: str, xml_path: str) -> None:
+    """The ONNX file as an OpenVINO IR (``xml_path`` and the ``.bin`` beside
+    it), weights kept in fp32. Read with the runtime's ONNX frontend rather
+    than ``ov.convert_model``, and not ``compress_to_fp16`` (the default of
+    ``ov.save_model``): fp16 weights move the logits by ~3e-4 relative."""
+    require('openvino', 'the OpenVINO IR export')
+    import openvino as ov
+    ov.save_model(ov.Core().read_model(onnx_path), xml_path,
+                  compress_to_fp16=False)

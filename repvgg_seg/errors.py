@@ -1,0 +1,49 @@
+"""The project's error types, and how error messages list many things.
+
+Every error that a user can cause (a bad config, a checkpoint that does not
+fit, an input that is too small, a missing optional package ...) is a
+:class:`RepVGGSegError`. The command-line tools print those as one
+``error:`` line (:func:`repvgg_seg.cli.run_cli`); anything else is a bug and
+shows its traceback.
+"""
+from typing import Iterable
+
+
+class RepVGGSegError(Exception):
+    """Base class of the errors a user can cause and fix."""
+
+
+class ConfigError(RepVGGSegError, ValueError):
+    """A config file that is missing or cannot be used."""
+
+
+class InputError(RepVGGSegError, ValueError):
+    """A command-line or function argument out of its valid range."""
+
+
+class CheckpointError(RepVGGSegError, RuntimeError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that needs classes outside the allow-list to load."""
+
+
+class UnavailableError(RepVGGSegError, ValueError):
+    """An engine, package or option that cannot run here (a missing
+    package, no GPU, a PyTorch build without NNPACK ...)."""
+
+
+class VerificationError(RepVGGSegError, ValueError):
+    """A converted, exported or quantized model that does not match the
+    original closely enough (nothing was written)."""
+
+
+def shorten_list(items: Iterable, limit: int = 5, sep: str = ', ') -> str:
+    """``a, b, c, ... (12 in all)``: the first ``limit`` items and the
+    count, for messages that name offending keys or files."""
+    items = [str(item) for item in items]
+    shown = sep.join(items[:limit])
+    if len(items) > limit:
+        shown += f'{sep}... ({len(items)} in all)'
+    return shown

@@ -1,0 +1,186 @@
+"""The runs behind ``tools/train.py`` and ``tools/test.py``: a config file
+and the command-line options turned into the config an mmengine Runner
+executes (work dir, resume, AMP, data checks, fusing and engine hooks for
+testing), and the Runner built and run."""
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .config import check_work_dir, default_work_dir, load_config
+from .datasets.config_check import check_config_datasets
+from .deploy.winograd import CACHE_ENV, require_nnpack
+from .errors import ConfigError, InputError
+from .io.checkpoint import trusted_checkpoints
+from .training.state import find_resume_checkpoint
+
+#: the engines ``tools/test.py`` evaluates on
+TEST_ENGINES = ('torch', 'winograd')
+
+DATA_CHECK_MODES = ('full', 'quick', 'off')
+
+
+def check_data(cfg: Config, splits: Sequence[str],
+               mode: Optional[str] = None) -> None:
+    """Check the config's segmentation data sets before the Runner is
+    built (see :mod:`repvgg_seg.datasets.config_check`).
+
+    Args:
+        mode: ``'full'`` (decode every file; a passed check is remembered
+            in the work dir), ``'quick'`` (pairing and headers) or
+            ``'off'``; ``None``: the config's ``data_check``, else full.
+    """
+    mode = mode or cfg.get('data_check', 'full')
+    if mode not in DATA_CHECK_MODES:
+        raise ConfigError(f'invalid data check mode {mode!r}; valid modes: '
+                          + ', '.join(DATA_CHECK_MODES))
+    if mode == 'off':
+        return
+    check_config_datasets(cfg, splits, quick=mode == 'quick',
+                          cache_dir=cfg.work_dir)
+
+
+def setup_train_cfg(config: str,
+                    work_dir: Optional[str] = None,
+                    resume: Optional[str] = None,
+                    amp: bool = False,
+                    cfg_options: Optional[dict] = None,
+                    launcher: str = 'none',
+                    trust_checkpoint: bool = False,
+                    data_check: Optional[str] = None) -> Config:
+    """The config ``tools/train.py`` runs.
+
+    Args:
+        resume: ``'auto'`` resumes from the latest checkpoint of the work dir,
+            a path resumes from that checkpoint, ``None`` starts afresh.
+        data_check: see :func:`check_data` (train and val sets).
+    """
+    cfg = load_config(config, cfg_options)
+    if trust_checkpoint:
+        cfg.trust_checkpoint = True
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
+    check_work_dir(cfg.work_dir)
+    if amp:
+        from mmengine.device import get_device
+        if get_device() == 'cpu':
+            raise ConfigError('--amp needs a GPU (mmengine\'s AmpOptimWrapper '
+                              'trains on GPU/NPU/MLU only); this machine has '
+                              'none, train without --amp')
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if resume == 'auto':
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+        cfg.resume = cfg.load_from is not None
+        if not cfg.resume:
+            print_log(f'--resume: no checkpoint in {cfg.work_dir}; starting '
+                      'from the beginning', logger='current', level=30)
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(
+                f'checkpoint file not found: {resume}')
+        cfg.resume = True
+        cfg.load_from = resume
+    splits = ['train'] + (['val'] if cfg.get('val_dataloader') else [])
+    check_data(cfg, splits, data_check)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's Runner (``runner_type`` or mmengine's). Building it
+    builds the model, data sets and hooks from the config, so a ``KeyError``
+    or ``TypeError`` here is a config mistake (an unknown type, a misspelt
+    argument, named by mmengine's registry): reported as a
+    :class:`ConfigError`. Errors later, while training, are not caught."""
+    try:
+        if 'runner_type' in cfg:
+            return RUNNERS.build(cfg)
+        return Runner.from_cfg(cfg)
+    except (KeyError, TypeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args \
+            else str(exc)
+        raise ConfigError(f'cannot build from {cfg.filename}: '
+                          f'{message}') from exc
+
+
+def run_train(cfg: Config):
+    """Build the Runner and train, trusting checkpoints fully only if the
+    config says so (``trust_checkpoint``), and only for this run."""
+    with trusted_checkpoints(bool(cfg.get('trust_checkpoint', False))):
+        return build_runner(cfg).train()
+
+
+def run_test(cfg: Config) -> dict:
+    """Build the Runner and test (see :func:`run_train` for the trust);
+    returns the metrics."""
+    with trusted_checkpoints(bool(cfg.get('trust_checkpoint', False))):
+        return build_runner(cfg).test()
+
+
+def setup_test_cfg(config: str,
+                   checkpoint: str,
+                   work_dir: Optional[str] = None,
+                   fuse: bool = False,
+                   show_dir: Optional[str] = None,
+                   format_only: bool = False,
+                   out_dir: Optional[str] = None,
+                   cfg_options: Optional[dict] = None,
+                   launcher: str = 'none',
+                   trust_checkpoint: bool = False,
+                   data_check: Optional[str] = None,
+                   engine: str = 'torch') -> Config:
+    """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric).
+
+    ``engine='winograd'`` evaluates the fused model on the opt-in Winograd
+    engine (:class:`repvgg_seg.deploy.hooks.WinogradEngineHook`; implies
+    ``fuse``).
+    """
+    if engine not in TEST_ENGINES:
+        raise InputError(f'unknown engine {engine!r}; valid: '
+                         + ', '.join(TEST_ENGINES))
+    if engine == 'winograd':
+        require_nnpack()
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
+    cfg = load_config(config, cfg_options)
+    if trust_checkpoint:
+        cfg.trust_checkpoint = True
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
+    check_work_dir(cfg.work_dir)
+    cfg.load_from = checkpoint
+    cfg.resume = False
+    # an evaluation must load every weight (training configs check resumes)
+    hooks = [h for h in cfg.get('custom_hooks', [])
+             if h.get('type') != 'CheckpointFitHook']
+    cfg.custom_hooks = hooks + [dict(type='CheckpointFitHook',
+                                     only_on_resume=False)]
+    if engine == 'winograd':
+        cfg.custom_hooks = list(cfg.custom_hooks) + [dict(
+            type='WinogradEngineHook',
+            cache_file=os.environ.get(CACHE_ENV) or None)]
+    elif fuse:
+        cfg.custom_hooks = list(cfg.custom_hooks) + [
+            dict(type='FuseModelHook')]
+    if show_dir:
+        vis = cfg.default_hooks.get('visualization')
+        if vis is None:
+            raise ConfigError('--show-dir needs a visualization hook in '
+                              'default_hooks')
+        vis.draw = True
+        vis.interval = 1
+        cfg.visualizer.save_dir = show_dir
+        cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    if format_only:
+        cfg.test_evaluator.format_only = True
+        cfg.test_evaluator.output_dir = out_dir or osp.join(
+            cfg.work_dir, 'format_results')
+        cfg.test_evaluator.keep_results = True
+    if not format_only:  # a benchmark's test split may have no labels
+        check_data(cfg, ['test'], data_check)
+    return cfg
