@@ -1,18 +1,25 @@
 """The embedded demo behind ``make demo``: generate the synthetic
 mini-Cityscapes, train PSPNet-RepVGG-A0 on it from scratch on the CPU, test
-it unfused and fused, and write a summary."""
+it unfused and fused, quantize it to INT8 (OpenVINO IR, calibrated on the
+train split) and test that, and write a summary and a picture of
+predictions."""
+import os
 import os.path as osp
 import time
+import types
 from typing import Optional
 
+import numpy as np
 import torch
 from mmengine.logging import print_log
 
 from .datasets import make_synthetic_cityscapes
-from .io.files import write_json
+from .io.files import atomic_write_bytes, write_json
 from .runs import run_test, run_train, setup_test_cfg, setup_train_cfg
 
 DEMO_CONFIG = 'configs/demo/pspnet_repvgg_a0_synthetic.py'
+#: val images drawn in predictions.png
+PREDICTION_ROWS = 3
 
 
 def run_demo(config: str = DEMO_CONFIG,
@@ -21,13 +28,21 @@ def run_demo(config: str = DEMO_CONFIG,
              max_iters: int = None,
              seed: int = 0,
              synthetic: Optional[dict] = None,
-             cfg_options: Optional[dict] = None) -> dict:
+             cfg_options: Optional[dict] = None,
+             int8: bool = True,
+             block: Optional[str] = None) -> dict:
     """Run the demo end to end and return (and write) its summary.
 
     Args:
         synthetic: arguments of :func:`make_synthetic_cityscapes` (default:
             its defaults, the demo's data set).
         cfg_options: more config overrides (tests shrink the model).
+        int8: also quantize the trained model (:func:`int8_step`): the
+            summary gains ``mIoU_int8``, the INT8 speed-ups and the INT8
+            agreement, and ``predictions.png`` is drawn. Needs the
+            ``deploy`` extra (OpenVINO, NNCF).
+        block: the RepVGG block type to train (``model.backbone.block``,
+            e.g. ``'qarepvgg'``); ``None``: the config's.
     """
     make_synthetic_cityscapes(data_root, seed=seed, **(synthetic or {}))
     options = {'train_dataloader.dataset.data_root': data_root,
@@ -41,6 +56,8 @@ def run_demo(config: str = DEMO_CONFIG,
                         'param_scheduler.0.end': warmup,
                         'param_scheduler.1.begin': warmup,
                         'param_scheduler.1.end': max_iters})
+    if block is not None:
+        options['model.backbone.block'] = block
     options.update(cfg_options or {})
     cfg = setup_train_cfg(config, work_dir=work_dir, cfg_options=options)
     cfg.experiment_name = 'demo_train'
@@ -71,7 +88,146 @@ def run_demo(config: str = DEMO_CONFIG,
         aAcc=round(float(results[False]['aAcc']), 2),
         mIoU_fused=round(float(results[True]['mIoU']), 2),
         checkpoint=checkpoint)
+    if block is not None:
+        summary['block'] = block
+    if int8:
+        summary.update(int8_step(config, checkpoint, work_dir, options))
     path = osp.join(work_dir, 'summary.json')
     write_json(summary, path)
     print_log(f'demo summary written to {path}: {summary}', logger='current')
     return summary
+
+
+def int8_step(config: str, checkpoint: str, work_dir: str,
+              options: dict) -> dict:
+    """The demo's INT8 step: quantize the trained model (calibrated on the
+    whole synthetic train split, agreement on the val split), evaluate the
+    INT8 IR in the test loop, time it against the fp32 model (interleaved)
+    and draw ``predictions.png``. Returns the summary's INT8 fields.
+
+    The demo reports the agreement rather than refusing a low one
+    (``tools/quantize.py`` refuses below 98% by default): a demo trained
+    for a few iterations has near-tie logits that INT8 flips easily."""
+    from .bench import BenchmarkOptions, benchmark
+    from .deploy.quantize import quantize_segmentor
+    from .deploy.runtimes import require
+    require('openvino', 'the demo\'s INT8 step')
+    require('nncf', 'the demo\'s INT8 step')
+    int8_dir = osp.join(work_dir, 'int8')
+    os.makedirs(int8_dir, exist_ok=True)
+    ir = osp.join(int8_dir, 'model.xml')
+    report = quantize_segmentor(
+        config, checkpoint, ir, calib_images=None, calib_split='train',
+        heldout_images=None, min_agreement=0.0, force=True,
+        cfg_options=options, out_json=osp.join(int8_dir, 'report.json'))
+    test_cfg = setup_test_cfg(config, ir, work_dir=work_dir,
+                              cfg_options=options, engine='openvino')
+    test_cfg.experiment_name = 'demo_test_int8'
+    metrics = run_test(test_cfg)
+
+    # the speed: INT8 IR vs the fused fp32 model in torch and in OpenVINO,
+    # at the IR's size, measured round-robin (rows quantized on val images)
+    val_images = osp.join(options['val_dataloader.dataset.data_root'],
+                          'leftImg8bit', 'val')
+    speed = benchmark([config], BenchmarkOptions(
+        fuse='yes', shape=tuple(report['shape']),
+        engines=('torch', 'openvino'), precisions=('fp32', 'int8'),
+        warmup=1, iters=2, rounds=3, images=[val_images]),
+        checkpoints=[checkpoint], cfg_options=options)
+    rows = {(r['engine'], r['precision']): r for r in speed['rows']}
+    int8_row = rows[('openvino', 'int8')]
+    ms = {key: round(r['latency_ms'], 2) for key, r in rows.items()}
+
+    predictions = osp.join(work_dir, 'predictions.png')
+    draw_predictions(config, checkpoint, ir, predictions, options)
+    return dict(
+        mIoU_int8=round(float(metrics['mIoU']), 2),
+        int8_agreement_pct=round(report['argmax_agreement_pct'], 2),
+        int8_heldout_images=report['heldout_images'],
+        int8_calib_images=report['calib_images'],
+        int8_convs=f'{report["int8_convs"]}/{report["convs"]}',
+        int8_speedup=round(ms[('torch', 'fp32')]
+                           / ms[('openvino', 'int8')], 2),
+        int8_speedup_vs=('the fused fp32 model in PyTorch (eager), '
+                         f'{report["shape"][0]}x{report["shape"][1]}, '
+                         f'batch 1, {speed["setup"]["threads"]} threads'),
+        int8_speedup_vs_openvino_fp32=round(
+            ms[('openvino', 'fp32')] / ms[('openvino', 'int8')], 2),
+        latency_ms=dict(torch_fp32=ms[('torch', 'fp32')],
+                        openvino_fp32=ms[('openvino', 'fp32')],
+                        openvino_int8=ms[('openvino', 'int8')]),
+        int8_bench_convs=f'{int8_row["int8_convs"]}/{int8_row["convs"]}',
+        int8_ir=ir, predictions=predictions)
+
+
+def draw_predictions(config: str, checkpoint: str, ir: str, out: str,
+                     options: dict, rows: int = PREDICTION_ROWS) -> None:
+    """``out`` (PNG): the first ``rows`` val images as rows of input |
+    ground truth | fp32 prediction | INT8 prediction, coloured with the
+    data set's palette (Cityscapes) by mmseg's ``SegLocalVisualizer``.
+
+    Both predictions come from mmseg's own ``test_step`` (pipeline,
+    inference mode, post-processing): the fp32 one from the trained
+    checkpoint, the INT8 one with the IR in place of ``encode_decode``
+    (:class:`repvgg_seg.deploy.openvino_model.OpenVINOSegmentorRunner`)."""
+    import mmcv
+    from mmengine.dataset import pseudo_collate
+    from mmseg.visualization import SegLocalVisualizer
+
+    from .config import as_config
+    from .deploy.build import load_model
+    from .deploy.openvino_model import OpenVINOSegmentorRunner
+    from .deploy.quantize import build_split
+    cfg = as_config(config, options)
+    model = load_model(cfg, checkpoint)
+    dataset = build_split(cfg, 'val', annotations=True)
+    engine = OpenVINOSegmentorRunner(ir, model.out_channels,
+                                     (model.test_cfg or {}).get('mode',
+                                                                'whole'))
+    int8_model = load_model(cfg, checkpoint)
+    int8_model.encode_decode = types.MethodType(
+        lambda self, inputs, metas: engine(inputs), int8_model)
+    visualizer = SegLocalVisualizer.get_instance('repvgg_demo_predictions')
+    visualizer.alpha = 1.0  # the colours, not blended with the image
+    visualizer.set_dataset_meta(dataset.metainfo['classes'],
+                                dataset.metainfo['palette'])
+    classes, palette = (visualizer.dataset_meta['classes'],
+                        visualizer.dataset_meta['palette'])
+
+    def colour(image, seg):
+        return visualizer._draw_sem_seg(np.zeros_like(image), seg, classes,
+                                        palette, with_labels=False)
+
+    lines = []
+    for index in range(min(rows, len(dataset))):
+        batch = pseudo_collate([dataset[index]])
+        with torch.no_grad():
+            fp32 = model.test_step(batch)[0]
+            int8 = int8_model.test_step(batch)[0]
+        image = mmcv.imread(fp32.img_path, channel_order='rgb')
+        panels = [image, colour(image, fp32.gt_sem_seg),
+                  colour(image, fp32.pred_sem_seg),
+                  colour(image, int8.pred_sem_seg)]
+        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+        line = [panels[0]]
+        for panel in panels[1:]:
+            line += [gap, panel]
+        lines.append(np.concatenate(line, axis=1))
+    width = max(line.shape[1] for line in lines)
+    grid = []
+    for line in lines:
+        line = np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)),
+                      constant_values=255)
+        grid += [line, np.full((4, width, 3), 255, np.uint8)]
+    atomic_write_bytes(_png_bytes(np.concatenate(grid[:-1])[..., ::-1]),
+                       out)
+    print_log(f'wrote {out}: {len(lines)} val images as input | ground '
+              'truth | fp32 | INT8', logger='current')
+
+
+def _png_bytes(bgr: np.ndarray) -> bytes:
+    import cv2
+    ok, encoded = cv2.imencode('.png', np.ascontiguousarray(bgr))
+    if not ok:
+        raise OSError('cannot encode predictions.png')
+    return encoded.tobytes()

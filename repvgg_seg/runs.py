@@ -19,7 +19,7 @@ from .io.checkpoint import trusted_checkpoints
 from .training.state import find_resume_checkpoint
 
 #: the engines ``tools/test.py`` evaluates on
-TEST_ENGINES = ('torch', 'winograd')
+TEST_ENGINES = ('torch', 'winograd', 'openvino')
 
 DATA_CHECK_MODES = ('full', 'quick', 'off')
 
@@ -122,6 +122,25 @@ def run_test(cfg: Config) -> dict:
         return build_runner(cfg).test()
 
 
+def _check_openvino_ir(path: str) -> None:
+    """``--engine openvino`` takes an OpenVINO IR (``x.xml`` with its
+    ``x.bin``), with OpenVINO installed."""
+    from .deploy.runtimes import openvino_paths, require
+    if not path.endswith('.xml'):
+        kind = ('a PyTorch checkpoint' if path.endswith(
+            ('.pth', '.pt', '.safetensors')) else 'not an OpenVINO IR')
+        raise InputError(
+            f'--engine openvino evaluates an OpenVINO IR (.xml); {path} is '
+            f'{kind}: make one with tools/quantize.py (INT8) or '
+            'tools/export_onnx.py --openvino (fp32), or test the checkpoint '
+            'with --engine torch')
+    require('openvino', '--engine openvino')
+    binary = openvino_paths(path)[1]
+    if osp.isfile(path) and not osp.isfile(binary):
+        raise FileNotFoundError(f'the weights of the OpenVINO IR {path} '
+                                f'are missing: {binary} not found')
+
+
 def setup_test_cfg(config: str,
                    checkpoint: str,
                    work_dir: Optional[str] = None,
@@ -138,13 +157,19 @@ def setup_test_cfg(config: str,
 
     ``engine='winograd'`` evaluates the fused model on the opt-in Winograd
     engine (:class:`repvgg_seg.deploy.hooks.WinogradEngineHook`; implies
-    ``fuse``).
+    ``fuse``). ``engine='openvino'``: ``checkpoint`` is an OpenVINO IR
+    (``.xml``, fp32 or INT8, e.g. from ``tools/quantize.py``) that runs in
+    place of the network inside the test loop
+    (:class:`repvgg_seg.deploy.openvino_model.OpenVINOEngineHook`); no
+    PyTorch checkpoint is loaded.
     """
     if engine not in TEST_ENGINES:
         raise InputError(f'unknown engine {engine!r}; valid: '
                          + ', '.join(TEST_ENGINES))
     if engine == 'winograd':
         require_nnpack()
+    if engine == 'openvino':
+        _check_openvino_ir(checkpoint)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
     cfg = load_config(config, cfg_options)
@@ -155,12 +180,23 @@ def setup_test_cfg(config: str,
     check_work_dir(cfg.work_dir)
     cfg.load_from = checkpoint
     cfg.resume = False
+    # A test builds nothing of training. mmseg's visualization hook reads
+    # runner.iter, which would build the train loop and with it the train
+    # data set (absent where only val/test data are kept).
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
+                'param_scheduler'):
+        cfg[key] = None
     # an evaluation must load every weight (training configs check resumes)
     hooks = [h for h in cfg.get('custom_hooks', [])
              if h.get('type') != 'CheckpointFitHook']
     cfg.custom_hooks = hooks + [dict(type='CheckpointFitHook',
                                      only_on_resume=False)]
-    if engine == 'winograd':
+    if engine == 'openvino':
+        # the IR is the model: the runner's network weights are not used
+        cfg.load_from = None
+        cfg.custom_hooks = hooks + [dict(type='OpenVINOEngineHook',
+                                         ir=osp.abspath(checkpoint))]
+    elif engine == 'winograd':
         cfg.custom_hooks = list(cfg.custom_hooks) + [dict(
             type='WinogradEngineHook',
             cache_file=os.environ.get(CACHE_ENV) or None)]

@@ -107,3 +107,64 @@ def tiny_epoch_config(tmp_path_factory, tiny_config):
     path.write_text(TINY_EPOCH_CONFIG.format(
         tiny=tiny_config, iters=12, epochs=4, ckpt_interval=4))
     return str(path)
+
+
+# The demo config shrunk for runs of a few seconds: 64x64 crops, 10
+# iterations learning one image, no workers. Shared by the tests that need
+# a trained model (test, deploy, INT8 round trips).
+TINY_OPTIONS = {
+    'model.decode_head.channels': 16,
+    'model.auxiliary_head.channels': 8,
+    'train_dataloader.batch_size': 2,
+    'train_dataloader.num_workers': 0,
+    'train_dataloader.persistent_workers': False,
+    'val_dataloader.num_workers': 0,
+    'val_dataloader.persistent_workers': False,
+    'test_dataloader.num_workers': 0,
+    'test_dataloader.persistent_workers': False,
+    'model.data_preprocessor.size': (64, 64),
+    'train_dataloader.dataset.pipeline.2.scale': (128, 64),
+    'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
+    'train_dataloader.dataset.indices': 1,  # learn one image
+    'train_cfg.max_iters': 10,
+    'train_cfg.val_interval': 100,
+    'param_scheduler.0.end': 2,
+    'param_scheduler.1.begin': 2,
+    'param_scheduler.1.end': 10,
+    'default_hooks.checkpoint.interval': 10,
+    'default_hooks.logger.interval': 1,
+    'optim_wrapper.optimizer.lr': 0.01,
+    'randomness.seed': 0,
+    'randomness.deterministic': True}
+
+
+def tiny_options(root, **extra):
+    """:data:`TINY_OPTIONS` reading the synthetic data set at ``root``."""
+    options = dict(TINY_OPTIONS)
+    for loader in ('train', 'val', 'test'):
+        options[f'{loader}_dataloader.dataset.data_root'] = root
+    options.update(extra)
+    return options
+
+
+def tiny_test_options(root):
+    """The ``--cfg-options`` a test run of the tiny model needs."""
+    return {k: v for k, v in tiny_options(root).items()
+            if k.startswith(('test_', 'model.'))}
+
+
+@pytest.fixture(scope='session')
+def tiny_trained(synthetic_root, tmp_path_factory):
+    """The demo's PSPNet-RepVGG-A0 trained for 10 iterations on the
+    synthetic data (about 20 s): ``dict(config, checkpoint, work_dir,
+    losses, options)``; ``options`` are the test-time overrides."""
+    from repvgg_seg.runs import build_runner, setup_train_cfg
+    work_dir = str(tmp_path_factory.mktemp('tiny_trained'))
+    cfg = setup_train_cfg(DEMO_CONFIG, work_dir=work_dir,
+                          cfg_options=tiny_options(synthetic_root))
+    runner = build_runner(cfg)
+    runner.train()
+    losses = runner.message_hub.get_scalar('train/loss').data[0]
+    return dict(config=DEMO_CONFIG, work_dir=work_dir,
+                checkpoint=osp.join(work_dir, 'iter_10.pth'),
+                losses=list(losses), options=tiny_test_options(synthetic_root))

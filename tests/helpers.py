@@ -44,12 +44,19 @@ def run_tool(name, *args, capsys=None):
     ``run_cli``) and return ``(exit_code, stderr)``; avoids paying the
     multi-second import of torch/mmseg for each command-line test."""
     from mmengine.logging import MMLogger
+    from mmengine.visualization import Visualizer
 
     from repvgg_seg.cli import run_cli
 
-    # A fresh process would build its loggers anew; loggers kept from an
-    # earlier test write to that test's (closed) captured stdout.
+    # A fresh process would build its loggers and visualizer anew; loggers
+    # kept from an earlier test write to that test's (closed) captured
+    # stdout, and a kept visualizer saves to that test's folder.
     MMLogger._instance_dict.clear()
+    classes = [Visualizer]
+    while classes:  # every subclass keeps its own instances
+        cls = classes.pop()
+        cls._instance_dict.clear()
+        classes += cls.__subclasses__()
     code = run_cli(load_tool(name).main, list(args))
     err = capsys.readouterr().err if capsys is not None else ''
     return code, err

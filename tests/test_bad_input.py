@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repvgg_seg import CheckpointError, NonFiniteLossError
+from repvgg_seg import CheckpointError, ConfigError, NonFiniteLossError
 from repvgg_seg.models import RepVGG
 from tests.conftest import REPO
 from tests.helpers import official_state, run_tool
@@ -203,12 +203,13 @@ def test_invalid_backbone_arguments_list_valid_values():
     with pytest.raises(ValueError, match="valid modes: None, "
                        "'last_two_stages', 'fast'"):
         RepVGG('A0', dilation='last_stage')
-    with pytest.raises(KeyError, match='unknown RepVGG arch .B4.*valid '
+    with pytest.raises(ConfigError, match='unknown RepVGG arch .B4.*valid '
                        'archs: A0, A1'):
         RepVGG('B4')
     with pytest.raises(ValueError, match=r'out_indices must be .* in 0\.\.4'):
         RepVGG('A0', out_indices=(1, 5))
-    with pytest.raises(KeyError, match=r"arch dict needs \['width_factor'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"arch dict needs \['width_factor'\]"):
         RepVGG(dict(num_blocks=(1, 1, 1, 1)))
 
 
@@ -511,3 +512,30 @@ def test_failing_disk_writes_stop_cleanly(tiny_config, tiny_checkpoint,
     assert f'error: could not write {work}/iter_3.pth: File too large' \
         in proc.stderr
     assert _weights(work) == []
+
+
+# --------------------------------------------------------------------------
+# user errors vs bugs
+
+
+def test_run_cli_reports_user_errors_and_keeps_bug_tracebacks(capsys):
+    """A project error (or an OSError such as a missing file) is one
+    ``error:`` line and exit status 2; any other exception is a bug and
+    propagates with its traceback."""
+    from repvgg_seg.cli import run_cli
+    from repvgg_seg.errors import ConfigError, InputError
+
+    def fails_with(exc):
+        def main(argv):
+            raise exc
+        return main
+
+    for exc in (ConfigError('bad config'), InputError('bad shape'),
+                FileNotFoundError('checkpoint file not found: x.pth')):
+        assert run_cli(fails_with(exc), []) == 2
+        assert _error_report(capsys.readouterr().err).splitlines()[0] == \
+            f'error: {exc}'
+    for bug in (TypeError('unsupported operand'), KeyError('missing'),
+                ValueError('internal'), AttributeError('no attribute')):
+        with pytest.raises(type(bug)):
+            run_cli(fails_with(bug), [])

@@ -373,7 +373,7 @@ def test_check_unpaired_files_are_named(tmp_path):
     assert '7 images without a label file:\n' in message
     assert f'    {root}/img/city/s0{IMG}\n' in message
     assert f's4{IMG}' in message and f's5{IMG}' not in message
-    assert '    ... and 2 more\n' in message
+    assert '    ... (7 in all)\n' in message
     assert f'1 label files without an image:\n    {root}/ann/city/s8{SEG}' \
         in message
 

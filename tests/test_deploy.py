@@ -14,8 +14,8 @@ from repvgg_seg.bench.complexity import (PAPER_TABLE4, arch_complexity,
                                          paper_round, paper_truncate)
 from repvgg_seg.cli import run_cli
 from repvgg_seg.config import load_config
-from repvgg_seg.deploy import (DeployFuseHook, LogitsModule, build_model,
-                               is_deploy_config, load_model)
+from repvgg_seg.deploy import (LogitsModule, build_model, is_deploy_config,
+                               load_model)
 from repvgg_seg.deploy.convert import read_checkpoint_meta
 
 from .helpers import load_tool, randomize_bn, relative_error
@@ -83,21 +83,6 @@ def test_convert_reloads_into_deploy_config(trained, converted):
                                                     'demo_deploy.py']
 
 
-def test_deploy_hook_fuses_before_the_runner_loads(converted):
-    out, deploy_cfg = converted
-
-    class FakeRunner:
-        model = build_model(deploy_cfg, fuse_if_deploy=False)
-
-    runner = FakeRunner()
-    with pytest.raises(RuntimeError):  # BN keys missing before the hook
-        runner.model.load_state_dict(
-            torch.load(out, weights_only=True)['state_dict'])
-    DeployFuseHook().before_run(runner)
-    runner.model.load_state_dict(
-        torch.load(out, weights_only=True)['state_dict'], strict=True)
-
-
 def test_convert_force_and_safetensors(trained, tmp_path):
     model, ckpt = trained
     out = tmp_path / 'model.safetensors'
@@ -150,8 +135,9 @@ ROW_KEYS = ('config', 'fused', 'images_per_s', 'latency_ms', 'peak_mem_mb',
 
 def test_benchmark_two_configs_both_fuse_variants(tmp_path, capsys):
     second = tmp_path / 'second.py'
+    # another model: the demo's backbone dilated (output stride 8)
     second.write_text(f'_base_ = [{DEMO!r}]\n'
-                      'model = dict(backbone=dict(dilation=None))\n')
+                      "model = dict(backbone=dict(dilation='fast'))\n")
     out = tmp_path / 'bench.json'
     argv = [DEMO, str(second), '--fuse', 'both', '--iters', '1',
             '--rounds', '1', '--warmup', '0', '--threads', '1',
@@ -175,8 +161,10 @@ def test_benchmark_two_configs_both_fuse_variants(tmp_path, capsys):
             'torch', 'fp32', 'cpu')
         assert row['samples'] == 1 and row['threads'] == 1
     assert rows[0]['speed_ratio'] == 1.0
-    # fusing removes the 1x1 and BN work
+    # fusing removes the 1x1 and BN work; dilation (stride 8) costs more
     assert rows[1]['gmacs'] < rows[0]['gmacs']
+    assert rows[3]['gmacs'] < rows[2]['gmacs']
+    assert rows[2]['gmacs'] > 1.5 * rows[0]['gmacs']
     assert result['setup']['shape'] == [64, 64]
 
 
@@ -416,6 +404,49 @@ def test_winograd_matches_direct_conv(dilation):
         with torch.no_grad():
             out = converted(x)
         assert relative_error(list(reference), list(out)) < 1e-4, method
+
+
+def test_winograd_plan_cache_and_dilated_run_tuning(tmp_path, monkeypatch):
+    """Tuning times every conv's methods and each dilated run's choices,
+    keeps the winners in the cache file, and a second conversion with that
+    file times nothing and picks the same plan."""
+    import copy
+
+    from repvgg_seg.deploy import winograd
+    from repvgg_seg.models import RepVGG
+    if not winograd.nnpack_available():
+        pytest.skip('no NNPACK in this PyTorch build')
+    model = RepVGG(WINO_ARCH, dilation='last_two_stages', deploy=True).eval()
+    x = torch.randn(1, 3, 45, 53)
+    with torch.no_grad():
+        reference = model(x)
+    cache = tmp_path / 'plan.json'
+    monkeypatch.setattr(winograd, '_PLAN_CACHE', {})
+    timed = []
+    real_time = winograd._time
+    monkeypatch.setattr(winograd, '_time', lambda fn, inp, reps: (
+        timed.append(fn), real_time(fn, inp, reps))[1])
+    first = copy.deepcopy(model)
+    report = winograd.convert_to_winograd(first, x.shape, tune=True, reps=1,
+                                          cache_file=str(cache))
+    assert report['runs'] >= 1 and report['max_rel_error'] < 1e-4
+    # one timing per method of every conv, and per choice of every run
+    runs = [m for m in first.modules() if isinstance(m, winograd.DilatedRun)]
+    assert runs and any(fn is runs[0] for fn in timed)
+    plan = json.loads(cache.read_text())
+    run_keys = [k for k in plan if ':run-' in k]
+    assert run_keys and all(plan[k] in ('plan', ) + winograd.RUN_CHOICES
+                            for k in run_keys)
+    # the second conversion reads the file: no timing, the same plan
+    monkeypatch.setattr(winograd, '_PLAN_CACHE', {})
+    timed.clear()
+    second = copy.deepcopy(model)
+    again = winograd.convert_to_winograd(second, x.shape, tune=True, reps=1,
+                                         cache_file=str(cache))
+    assert timed == []
+    assert again['plan'] == report['plan']
+    with torch.no_grad():
+        assert relative_error(list(reference), list(second(x))) < 1e-4
 
 
 def test_winograd_engine_on_a_fused_segmentor():

@@ -15,7 +15,13 @@ def test_stack_imports_and_registry():
 
     import repvgg_seg
     assert mmcv.__version__.startswith('2.1.')
-    assert hasattr(torch.ops, 'mmcv') or mmcv.ops.get_compiler_version()
+    # a compiled op runs (mmcv-lite, or a build without ops, fails here):
+    # NMS keeps box 0 and the disjoint box 2, drops box 1 (IoU 0.81 with 0)
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.],
+                          [20., 20., 30., 30.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    _, keep = mmcv.ops.nms(boxes, scores, iou_threshold=0.5)
+    assert keep.tolist() == [0, 2]
     assert MODELS.get('RepVGG') is repvgg_seg.RepVGG
     assert HOOKS.get('FuseModelHook') is not None
 

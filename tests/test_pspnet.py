@@ -2,6 +2,7 @@
 import copy
 import glob
 import json
+import math
 import os.path as osp
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch.nn as nn
 
 from repvgg_seg.config import load_config
 from repvgg_seg.runs import build_runner, setup_test_cfg, setup_train_cfg
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_OPTIONS
 from tests.helpers import run_tool
 
 SEG_CONFIGS = sorted(
@@ -111,7 +112,10 @@ def test_table8_configs(name):
     assert cfg.train_cfg.max_epochs == 40
     # global batch 16 = 2 per GPU x 8 GPUs; 40 epochs of 2975 images
     assert cfg.train_dataloader.batch_size * 8 == 16
-    assert -(-2975 // 16) * 40 == 7440
+    # 7440 iterations (the paper's schedule) from the config's own values
+    global_batch = cfg.train_dataloader.batch_size * 8
+    assert not cfg.train_dataloader.get('drop_last', False)
+    assert math.ceil(2975 / global_batch) * cfg.train_cfg.max_epochs == 7440
     crop = [t for t in cfg.train_dataloader.dataset.pipeline
             if t.type == 'RandomCrop'][0]
     assert crop.crop_size == (713, 713)
@@ -122,7 +126,10 @@ def test_table8_configs(name):
         t.type for t in cfg.train_dataloader.dataset.pipeline}
     assert cfg.model.test_cfg == dict(mode='slide', crop_size=(713, 713),
                                       stride=(476, 476))
-    assert head.ignore_index == 255 if 'ignore_index' in head else True
+    # the built heads ignore 255 (mmseg's default, which the configs keep)
+    assert model.decode_head.ignore_index == 255
+    assert model.auxiliary_head.ignore_index == 255
+    assert model.decode_head.num_classes == 19
 
 
 def test_resnet_baselines_share_the_recipe():
@@ -171,87 +178,116 @@ def test_iou_metric_known_answers():
     assert result['aAcc'] == pytest.approx(round(9 / 11 * 100, 2), abs=0.01)
 
 
-TINY = {'model.decode_head.channels': 16,
-        'model.auxiliary_head.channels': 8,
-        'train_dataloader.batch_size': 2,
-        'train_dataloader.num_workers': 0,
-        'train_dataloader.persistent_workers': False,
-        'val_dataloader.num_workers': 0,
-        'val_dataloader.persistent_workers': False,
-        'test_dataloader.num_workers': 0,
-        'test_dataloader.persistent_workers': False,
-        'model.data_preprocessor.size': (64, 64),
-        'train_dataloader.dataset.pipeline.2.scale': (128, 64),
-        'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
-        'train_dataloader.dataset.indices': 1,  # learn one image
-        'train_cfg.max_iters': 10,
-        'train_cfg.val_interval': 100,
-        'param_scheduler.0.end': 2,
-        'param_scheduler.1.begin': 2,
-        'param_scheduler.1.end': 10,
-        'default_hooks.checkpoint.interval': 10,
-        'default_hooks.logger.interval': 1,
-        'optim_wrapper.optimizer.lr': 0.01,
-        'randomness.seed': 0,
-        'randomness.deterministic': True}
+TINY = TINY_OPTIONS
 DEMO = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
 
 
-def _tiny_options(root, **extra):
-    options = dict(TINY)
-    for loader in ('train', 'val', 'test'):
-        options[f'{loader}_dataloader.dataset.data_root'] = root
-    options.update(extra)
-    return options
+def _run_test_tool(trained, tmp_path, capsys, *extra, config=None,
+                   checkpoint=None, name='metrics'):
+    out = tmp_path / f'{name}.json'
+    args = [config or trained['config'], checkpoint or trained['checkpoint'],
+            '--work-dir', str(tmp_path / 'test_work'), '--out-json',
+            str(out)] + list(extra) + ['--cfg-options'] + [
+                f'{k}={v}' for k, v in trained['options'].items()]
+    code, err = run_tool('test', *args, capsys=capsys)
+    assert code == 0, err
+    return json.loads(out.read_text())
 
 
-def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
-                                                           tmp_path, capsys):
-    work_dir = str(tmp_path / 'work')
-    cfg = setup_train_cfg(DEMO, work_dir=work_dir,
-                          cfg_options=_tiny_options(synthetic_root))
-    runner = build_runner(cfg)
-    runner.train()
-    losses = runner.message_hub.get_scalar('train/loss').data[0]
+def test_tiny_training_run_learns(tiny_trained):
+    losses = np.array(tiny_trained['losses'])
     assert len(losses) == 10 and np.isfinite(losses).all()
     # it learns (seeded and deterministic, so not a flaky comparison)
     assert losses[-3:].mean() < 0.95 * losses[:3].mean()
-    checkpoint = osp.join(work_dir, 'iter_10.pth')
-    assert osp.isfile(checkpoint)
+    assert osp.isfile(tiny_trained['checkpoint'])
 
+
+def test_test_tool_with_and_without_fuse(tiny_trained, tmp_path, capsys):
     # --fuse evaluates the same function: logits within 1e-4
     from repvgg_seg import fuse_for_deploy
-    model = runner.model.eval()
+    from repvgg_seg.deploy import load_model
+    model = load_model(DEMO, tiny_trained['checkpoint'],
+                       cfg_options=tiny_trained['options'])
     report = fuse_for_deploy(model, verify=True, input_shape=(1, 3, 96, 192),
                              tolerance=1e-4)
     assert report['max_rel_diff'] < 1e-4
-
     # the command line, as a user runs it (in-process: same code path)
-    options = {k: v for k, v in _tiny_options(synthetic_root).items()
-               if k.startswith(('test_', 'model.'))}
-    results = {}
-    for fuse in (False, True):
-        out = tmp_path / f'metrics_{fuse}.json'
-        args = [DEMO, checkpoint, '--work-dir', work_dir, '--out-json',
-                str(out), '--cfg-options'] + [
-                    f'{k}={v}' for k, v in options.items()]
-        if fuse:
-            args.append('--fuse')
-        code, err = run_tool('test', *args, capsys=capsys)
-        assert code == 0, err
-        results[fuse] = json.loads(out.read_text())
-    assert set(results[False]) >= {'mIoU', 'mAcc', 'aAcc'}
-    assert results[True]['mIoU'] == pytest.approx(results[False]['mIoU'],
-                                                  abs=0.01)
+    unfused = _run_test_tool(tiny_trained, tmp_path, capsys)
+    fused = _run_test_tool(tiny_trained, tmp_path, capsys, '--fuse',
+                           name='fused')
+    assert set(unfused) >= {'mIoU', 'mAcc', 'aAcc'}
+    assert 0 < unfused['mIoU'] <= 100
+    assert fused['mIoU'] == pytest.approx(unfused['mIoU'], abs=0.01)
 
+
+def test_deploy_checkpoint_through_a_real_runner(tiny_trained, tmp_path,
+                                                 capsys):
+    """tools/convert.py, then tools/test.py X_deploy.py X.pth: a real
+    Runner builds the deploy config's model, its DeployFuseHook fuses it
+    before the runner loads the fused weights (CheckpointFitHook would
+    refuse them otherwise), and the metrics equal the training
+    checkpoint's."""
+    out = str(tmp_path / 'tiny.pth')
+    code, err = run_tool('convert', DEMO, tiny_trained['checkpoint'], out,
+                         '--shape', '64', '64', '--cfg-options', *[
+                             f'{k}={v}' for k, v in
+                             tiny_trained['options'].items()], capsys=capsys)
+    assert code == 0, err
+    deploy_cfg = str(tmp_path / 'tiny_deploy.py')
+    unfused = _run_test_tool(tiny_trained, tmp_path, capsys)
+    deployed = _run_test_tool(tiny_trained, tmp_path, capsys,
+                              config=deploy_cfg, checkpoint=out,
+                              name='deployed')
+    assert deployed['mIoU'] == pytest.approx(unfused['mIoU'], abs=0.01)
+    assert deployed['aAcc'] == pytest.approx(unfused['aAcc'], abs=0.01)
+    # the deploy weights with the training config: refused in one line
+    code, err = run_tool('test', DEMO, out, '--work-dir',
+                         str(tmp_path / 'w'), '--cfg-options', *[
+                             f'{k}={v}' for k, v in
+                             tiny_trained['options'].items()], capsys=capsys)
+    assert code == 2 and 'deploy checkpoint' in err
+
+
+def test_show_dir_writes_one_picture_per_image(tiny_trained, tmp_path,
+                                               capsys):
+    show = tmp_path / 'show'
+    _run_test_tool(tiny_trained, tmp_path, capsys, '--show-dir', str(show))
+    pictures = sorted(p for p in show.rglob('*.png'))
+    assert len(pictures) == 2  # the two synthetic val images
+    import mmcv
+    image = mmcv.imread(str(pictures[0]))
+    assert image is not None and image.shape[2] == 3
+
+
+def test_format_only_writes_predictions_and_no_metrics(tiny_trained,
+                                                       tmp_path, capsys):
+    out_dir = tmp_path / 'submission'
+    args = [tiny_trained['config'], tiny_trained['checkpoint'],
+            '--work-dir', str(tmp_path / 'w'), '--format-only', '--out-dir',
+            str(out_dir), '--cfg-options'] + [
+                f'{k}={v}' for k, v in tiny_trained['options'].items()]
+    code, err = run_tool('test', *args, capsys=capsys)
+    assert code == 0, err
+    written = sorted(p.name for p in out_dir.rglob('*.png'))
+    assert len(written) == 2
+    import mmcv
+    pred = mmcv.imread(str(next(out_dir.rglob('*.png'))), flag='unchanged')
+    assert pred.ndim == 2 and set(np.unique(pred)) <= set(range(19))
+
+
+def test_winograd_engine_gives_the_same_metrics(tiny_trained, tmp_path,
+                                                capsys):
     # --engine winograd: the fused model with NNPACK convs, same metrics.
     # Untuned, so every eligible conv runs on NNPACK (tuned, direct conv
     # may win every layer of so small a model)
     from repvgg_seg.deploy.winograd import WinogradConv2d, nnpack_available
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
-    cfg = setup_test_cfg(DEMO, checkpoint, work_dir=work_dir,
-                         cfg_options=options, engine='winograd')
+    unfused = _run_test_tool(tiny_trained, tmp_path, capsys)
+    cfg = setup_test_cfg(DEMO, tiny_trained['checkpoint'],
+                         work_dir=str(tmp_path / 'w'),
+                         cfg_options=tiny_trained['options'],
+                         engine='winograd')
     hook = cfg.custom_hooks[-1]
     assert hook['type'] == 'WinogradEngineHook'
     hook['tune'] = False
@@ -260,7 +296,7 @@ def test_tiny_training_run_then_test_with_and_without_fuse(synthetic_root,
     convs = [m for m in runner.model.modules()
              if isinstance(m, WinogradConv2d)]
     assert convs and all(m.method.startswith('nnpack') for m in convs)
-    assert metrics['mIoU'] == pytest.approx(results[False]['mIoU'], abs=0.01)
+    assert metrics['mIoU'] == pytest.approx(unfused['mIoU'], abs=0.01)
 
 
 def test_missing_pretrained_checkpoint_is_a_clear_error(tmp_path):

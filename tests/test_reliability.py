@@ -213,10 +213,65 @@ def test_malicious_checkpoint_refused_on_every_path(tmp_path, tiny_config,
 def test_trust_flag_loads_a_trusted_pickle(tmp_path):
     from repvgg_seg import load_checkpoint_file
     path = tmp_path / 'trusted.pth'
-    torch.save({'state_dict': {}, 'extra': np.random.default_rng(0)}, path)
+    _untrusted_pickle(path)
     with pytest.raises(Exception, match='refused to load'):
         load_checkpoint_file(path)
     assert 'extra' in load_checkpoint_file(path, trusted=True)
+
+
+def _untrusted_pickle(path):
+    """A checkpoint that needs a class outside the allow-list (a numpy
+    Generator): refused unless trusted."""
+    torch.save({'state_dict': {'w': torch.zeros(1)},
+                'extra': np.random.default_rng(0)}, path)
+
+
+def test_trust_is_scoped_to_one_command_or_config(tmp_path, monkeypatch,
+                                                  tiny_config):
+    """Trust from --trust-checkpoint, a config's ``trust_checkpoint`` or
+    the environment applies where it is given and never leaks into later
+    loads of the same process."""
+    from repvgg_seg import load_checkpoint_file, trusted_checkpoints
+    from repvgg_seg.config import load_config
+    from repvgg_seg.deploy import load_model
+    from repvgg_seg.io.checkpoint import TRUST_ENV, trust_checkpoints
+    path = tmp_path / 'pickle.pth'
+    _untrusted_pickle(path)
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    assert not trust_checkpoints()
+    with trusted_checkpoints():
+        assert 'extra' in load_checkpoint_file(path)
+    with pytest.raises(Exception, match='refused to load'):
+        load_checkpoint_file(path)  # the block ended: trust is gone
+
+    # a config that trusts: loading it changes nothing global, and the
+    # model load it drives is trusted (it gets to the state-dict check)
+    trusting = tmp_path / 'trusting.py'
+    trusting.write_text(f'_base_ = [{tiny_config!r}]\n'
+                        'trust_checkpoint = True\n')
+    load_config(str(trusting))
+    assert not trust_checkpoints()
+    with pytest.raises(Exception, match='does not fit the model'):
+        load_model(str(trusting), str(path))
+    with pytest.raises(Exception, match='refused to load'):
+        load_model(tiny_config, str(path))
+    assert not trust_checkpoints()
+
+    # the command-line flag: through the config of that command only
+    from repvgg_seg.cli import add_config_args, parse_tool_args
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    args = parse_tool_args(parser, ['--trust-checkpoint'])
+    assert args.cfg_options == {'trust_checkpoint': True}
+    assert not trust_checkpoints()
+
+    # the environment variable, for whoever sets it
+    monkeypatch.setenv(TRUST_ENV, '1')
+    assert 'extra' in load_checkpoint_file(path)
+    monkeypatch.setenv(TRUST_ENV, '0')
+    with pytest.raises(Exception, match='refused to load'):
+        load_checkpoint_file(path)
 
 
 def _fake_loop(batches_per_epoch, epoch, iteration):

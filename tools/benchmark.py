@@ -2,7 +2,7 @@
 
     python tools/benchmark.py CONFIG [CONFIG ...] [--fuse yes|no|both]
         [--shape H W] [--batch-size N] [--device cpu|cuda] [--threads N]
-        [--precision fp32|bf16|fp16 ...] [--channels-last]
+        [--precision fp32|bf16|fp16|int8 ...] [--channels-last]
         [--layout nchw|cl ...] [--compile]
         [--engine torch|onnxruntime|openvino|winograd ...] [--warmup N]
         [--iters N] [--rounds N] [--checkpoint CKPT ...] [--ceiling]
@@ -14,13 +14,17 @@ Default: the paper's setting, 713x713, batch 1, all cores, random weights.
 One row per config x fused x engine x precision x layout; all rows are
 measured round-robin in one process; each reports the median and
 IQR of its latencies, images/s, peak memory, GMACs, achieved GFLOP/s and its
-speed ratio to the first row (see repvgg_seg/bench/timing.py).
+speed ratio to the first row (see repvgg_seg/bench/timing.py). INT8 rows
+(--engine openvino --precision int8) are quantized by NNCF on the --image
+images (or generated ones, for speed only) and report how many convs run in
+INT8.
 """
 import argparse
 import sys
 
 from repvgg_seg.bench import (ENGINES, BenchmarkOptions, benchmark,
                               format_table)
+from repvgg_seg.bench.timing import PRECISIONS
 from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
 from repvgg_seg.io.files import write_json
 
@@ -38,9 +42,11 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int,
                         help='torch/onnxruntime threads (default: all cores)')
     parser.add_argument('--precision', nargs='+', default=['fp32'],
-                        choices=['fp32', 'bf16', 'fp16'],
+                        choices=list(PRECISIONS),
                         help='one or more; bf16/fp16: weights converted '
-                        'once, forward under autocast')
+                        'once, forward under autocast; int8: --engine '
+                        'openvino, quantized by NNCF on the --image images '
+                        '(else generated ones: speed only)')
     parser.add_argument('--layout', nargs='+', choices=['nchw', 'cl'],
                         default=['nchw'],
                         help='one or more memory layouts (rows for each; cl: '

@@ -1,16 +1,19 @@
 """Evaluate a checkpoint: mIoU, mAcc, aAcc and per-class IoU (mmseg IoUMetric).
 
-    python tools/test.py CONFIG CHECKPOINT [--fuse] [--engine torch|winograd]
-        [--out-json FILE]
+    python tools/test.py CONFIG CHECKPOINT [--fuse]
+        [--engine torch|winograd|openvino] [--out-json FILE]
         [--show-dir DIR] [--format-only] [--cfg-options k=v ...]
         [--data-check full|quick|off]
+
+With --engine openvino, CHECKPOINT is an OpenVINO IR (MODEL.xml, fp32 or
+INT8: tools/quantize.py) evaluated in the config's own test loop.
 """
 import argparse
 import sys
 
 from repvgg_seg.io.files import write_json
 from repvgg_seg.cli import add_runner_args, parse_runner_args, run_cli
-from repvgg_seg.runs import run_test, setup_test_cfg
+from repvgg_seg.runs import TEST_ENGINES, run_test, setup_test_cfg
 
 
 def parse_args(argv=None):
@@ -20,10 +23,12 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir')
     parser.add_argument('--fuse', action='store_true',
                         help='re-parameterize RepVGG and fold conv+BN first')
-    parser.add_argument('--engine', choices=['torch', 'winograd'],
+    parser.add_argument('--engine', choices=list(TEST_ENGINES),
                         default='torch',
                         help='winograd: the fused model with its stride-1 3x3 '
-                        'convs on NNPACK (CPU; implies --fuse)')
+                        'convs on NNPACK (CPU; implies --fuse); openvino: '
+                        'CHECKPOINT is an OpenVINO IR (.xml, fp32 or INT8) '
+                        'run in the test loop')
     parser.add_argument('--out-json', help='write the metrics to this file')
     parser.add_argument('--show-dir', help='write colourised predictions')
     parser.add_argument('--format-only', action='store_true',

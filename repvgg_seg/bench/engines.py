@@ -2,25 +2,62 @@
 
 An :class:`Engine` says which precisions, layouts and devices it runs
 (:meth:`Engine.unsupported`), whether its package is here
-(:meth:`Engine.require`), and makes a runner, ``run(x) -> logits``, for a
-model (:meth:`Engine.runner`). Adding an engine (or a precision of one) is
-one class here and one entry in :data:`ENGINES`.
+(:meth:`Engine.require`, :meth:`Engine.require_precision`), and makes a
+runner, ``run(x) -> logits``, for a model (:meth:`Engine.runner`). Adding an
+engine (or a precision of one) is one class here and one entry in
+:data:`ENGINES`. A runner may carry ``run.info``, a dict of facts for its
+row (INT8: how many convs run in INT8).
+
+INT8 is a precision of the OpenVINO engine: the exported model quantized by
+NNCF (:func:`repvgg_seg.deploy.quantize.quantize_model`, with the constant
+folding that puts grouped convs in INT8 too) on the calibration inputs the
+benchmark passes (:class:`CalibrationInputs`).
 """
 import contextlib
 import copy
 import os.path as osp
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..deploy import runtimes
 from ..deploy.export import export_onnx_file
+from ..deploy.verify import load_image, preprocess, synthetic_image
 from ..deploy.winograd import require_nnpack, winograd_runner
 from ..errors import UnavailableError
 from .ceiling import DTYPES
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+class CalibrationInputs:
+    """Model inputs to calibrate INT8 rows on: the benchmark's images
+    (:func:`load_image` at the run's shape, then the model's data
+    preprocessor) or, without images, generated ones
+    (:func:`synthetic_image`; for speed only: the agreement of a model
+    calibrated on them says nothing about real images). Lazy and
+    re-iterable (NNCF makes several passes), batch-expanded."""
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int],
+                 images: Optional[Sequence[str]] = None, count: int = 10,
+                 seed: int = 1000):
+        self.model = model
+        self.batch_size = input_shape[0]
+        self.shape = tuple(input_shape[2:])
+        self.generated = not images
+        self.sources = (list(images)[:count] if images
+                        else [seed + i for i in range(count)])
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for source in self.sources:
+            img = (synthetic_image(*self.shape, seed=source)
+                   if self.generated else load_image(source, *self.shape))
+            x = preprocess(self.model, img)
+            yield x.expand(self.batch_size, -1, -1, -1).contiguous()
 
 
 class Engine:
@@ -52,11 +89,17 @@ class Engine:
         """Raise :class:`UnavailableError` when this engine cannot run here
         at all (a missing package or library)."""
 
+    def require_precision(self, precision: str) -> None:
+        """Raise :class:`UnavailableError` when ``precision`` needs a
+        package that is missing."""
+
     def runner(self, module: nn.Module, input_shape: Sequence[int],
                precision: str, layout: str, device: str, threads: int,
-               compile: bool, folder: str) -> Runner:
+               compile: bool, folder: str,
+               calibration: Optional[CalibrationInputs] = None) -> Runner:
         """``run(x)`` computing ``module``'s logits on this engine.
-        ``folder`` is a scratch folder for exported files."""
+        ``folder`` is a scratch folder for exported files;
+        ``calibration``: inputs for precisions that need them (INT8)."""
         raise NotImplementedError
 
 
@@ -71,7 +114,7 @@ class TorchEngine(Engine):
     compiles = True
 
     def runner(self, module, input_shape, precision, layout, device,
-               threads, compile, folder):
+               threads, compile, folder, calibration=None):
         dtype = DTYPES[precision]
         channels_last = layout == 'cl'
         if dtype != torch.float32 or channels_last:
@@ -105,7 +148,7 @@ class WinogradEngine(Engine):
         require_nnpack()
 
     def runner(self, module, input_shape, precision, layout, device,
-               threads, compile, folder):
+               threads, compile, folder, calibration=None):
         return winograd_runner(module, input_shape)
 
 
@@ -128,7 +171,7 @@ class OnnxRuntimeEngine(ExportedEngine):
     devices = ('cpu', 'cuda')
 
     def runner(self, module, input_shape, precision, layout, device,
-               threads, compile, folder):
+               threads, compile, folder, calibration=None):
         import onnxruntime as ort
         providers = ['CPUExecutionProvider']
         if device.startswith('cuda'):
@@ -141,15 +184,39 @@ class OnnxRuntimeEngine(ExportedEngine):
 
 
 class OpenVINOEngine(ExportedEngine):
-    """OpenVINO's CPU plugin at an explicit inference precision."""
+    """OpenVINO's CPU plugin at an explicit inference precision, or the
+    model quantized to INT8 by NNCF (``int8``; the layers NNCF leaves
+    unquantized run in fp32)."""
 
     name = package = 'openvino'
-    precisions = ('fp32', 'bf16', 'fp16')
+    precisions = ('fp32', 'bf16', 'fp16', 'int8')
+
+    def require_precision(self, precision):
+        if precision == 'int8':
+            runtimes.require('nncf', 'INT8 rows (--precision int8)')
 
     def runner(self, module, input_shape, precision, layout, device,
-               threads, compile, folder):
-        return runtimes.openvino_infer(
-            self.onnx_file(module, input_shape, folder), precision, threads)
+               threads, compile, folder, calibration=None):
+        path = self.onnx_file(module, input_shape, folder)
+        if precision != 'int8':
+            return runtimes.openvino_infer(path, precision, threads)
+        from ..deploy.quantize import quantize_model
+        if calibration is None:
+            raise ValueError('INT8 rows need calibration inputs')
+        quantized = quantize_model(runtimes.openvino_read(path),
+                                   calibration)
+        # the profile from a separate compilation: the timed one runs
+        # without the per-node counters, as the other rows do
+        convs = runtimes.openvino_conv_precisions(
+            runtimes.openvino_compile(quantized, 'int8', threads,
+                                      profile=True),
+            next(iter(calibration)))
+        run = runtimes.openvino_infer(quantized, 'int8', threads)
+        run.info = dict(convs=convs['convs'], int8_convs=convs['int8_convs'],
+                        conv_kernels=convs['kernels'],
+                        calibration_images=len(calibration),
+                        calibration_generated=calibration.generated)
+        return run
 
 
 #: the engines by name, in the order of ``--engine``'s choices

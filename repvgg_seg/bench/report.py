@@ -16,19 +16,23 @@ def format_table(result: dict) -> str:
         f'{setup["torch_version"]}, {setup["date"]}'
         + (f', load average {load[0]:.1f}' if load else '')]
     if result.get('ceiling'):
-        lines.append('conv ceiling (512->512 3x3, 90x90, batch 1): '
-                     + ', '.join(f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
-                                 for k, v in result['ceiling'].items()))
+        lines.append('conv ceiling (512->512 3x3, 90x90, batch 1; int8: '
+                     'OpenVINO): ' + ', '.join(
+                         f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
+                         for k, v in result['ceiling'].items()))
     header = ['config', 'fused', 'engine', 'prec', 'layout', 'ms (median)',
               'IQR ms', 'img/s', 'peak MB', '+MB', 'GMACs', 'GFLOP/s']
     rows = result['rows']
     has_ceiling = any('ceiling_pct' in r for r in rows)
     has_agree = any(r.get('agreement') for r in rows)
+    has_int8 = any('int8_convs' in r for r in rows)
     if has_ceiling:
         header.append('% ceil')
     header.append('ratio')
     if has_agree:
         header += ['rel err', 'argmax %']
+    if has_int8:
+        header.append('INT8 convs')  # from OpenVINO's profile
     table = [header]
     for r in rows:
         cells = [r['name'], 'yes' if r['fused'] else 'no', r['engine'],
@@ -46,6 +50,9 @@ def format_table(result: dict) -> str:
             cells += ([f'{a["max_rel_error"]:.2g}',
                        f'{a["argmax_agreement_pct"]:.2f}'] if a else
                       ['-', '-'])
+        if has_int8:
+            cells.append(f'{r["int8_convs"]}/{r["convs"]}'
+                         if 'int8_convs' in r else '-')
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):

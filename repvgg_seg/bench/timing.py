@@ -24,6 +24,13 @@ percentage of the machine's measured conv ceiling (a 512->512 3x3 conv on a
 conv is timed once per round, interleaved with the rows, and its median
 used.
 
+INT8 (``int8``, the OpenVINO engine): the exported model quantized by NNCF
+on the run's images (``images``; at most :data:`INT8_CALIBRATION_IMAGES`
+of them) or, without images, on generated ones (for speed only; the setup
+notes say so). Each INT8 row reports how many of its convs run in INT8
+(``int8_convs`` of ``convs``, from OpenVINO's profile), so a silent fp32
+fallback shows.
+
 Reduced precision (``bf16``/``fp16``: weights converted once, forward under
 ``torch.autocast``) and the non-torch engines also report their agreement with
 the fp32 torch model: the max relative logit error (max abs difference over
@@ -60,10 +67,12 @@ from ..models.convert import deploy_copy
 from .ceiling import (ConvCeiling, ceiling_key, reduced_precision_supported,
                       sync)
 from .complexity import model_complexity
-from .engines import ENGINES
+from .engines import ENGINES, CalibrationInputs
 from .memory import MemoryMeter
 
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
+#: images (or generated inputs) an INT8 row is calibrated on, at most
+INT8_CALIBRATION_IMAGES = 20
 LAYOUTS = ('nchw', 'cl')
 FUSE_CHOICES = ('yes', 'no', 'both')
 
@@ -78,7 +87,8 @@ class BenchmarkOptions:
     """What a benchmark run measures and how.
 
     One row per (config, fused, engine, precision, layout) of the lists
-    here (a single name is a list of one); ``layouts``: ``'nchw'`` and/or ``'cl'`` (channels-last).
+    here (a single name is a list of one); ``layouts``: ``'nchw'`` and/or
+    ``'cl'`` (channels-last).
     ``images``: files or folders for the agreement checks (default: one
     synthetic image). ``ceiling``: also measure the conv ceiling and report
     each row's achieved GFLOP/s as a percentage of it.
@@ -145,6 +155,7 @@ class Row:
     peak_mem_mb: float = 0.0
     peak_mem_delta_mb: float = 0.0
     agreement: Optional[dict] = None
+    info: dict = field(default_factory=dict)  # the engine's (INT8 convs)
 
     @property
     def name(self) -> str:
@@ -222,6 +233,8 @@ def benchmark(configs: Sequence[str],
         print_log(note, logger='current', level=30)
     for engine in {engine for engine, _, _ in combos}:
         ENGINES[engine].require()
+    for engine, precision, _ in combos:
+        ENGINES[engine].require_precision(precision)
     for precision in options.precisions:
         if not reduced_precision_supported(precision, options.device):
             print_log(f'{precision} has no native kernels on this '
@@ -237,7 +250,7 @@ def benchmark(configs: Sequence[str],
     try:
         with tempfile.TemporaryDirectory(prefix='repvgg_bench_') as tmp:
             rows = _make_rows(configs, options, combos, checkpoints,
-                              cfg_options, tmp)
+                              cfg_options, tmp, notes)
             return _measure(rows, options, notes)
     finally:
         torch.set_num_threads(previous_threads)
@@ -245,7 +258,7 @@ def benchmark(configs: Sequence[str],
 
 
 def _make_rows(configs, options, combos, checkpoints, cfg_options,
-               folder) -> List[Row]:
+               folder, notes: List[str]) -> List[Row]:
     input_shape = (options.batch_size, 3) + tuple(options.shape)
     rows = []
     for config, fused, model in build_models(configs, options.fuse,
@@ -258,11 +271,42 @@ def _make_rows(configs, options, combos, checkpoints, cfg_options,
                       gmacs=cx['flops'] / 1e9, params=cx['params'])
             scratch = os.path.join(folder, str(len(rows)))
             os.makedirs(scratch)
+            calibration = None
+            if precision == 'int8':
+                calibration = CalibrationInputs(
+                    model.model, input_shape, options.images,
+                    INT8_CALIBRATION_IMAGES)
+                kind = 'generated' if calibration.generated else '--image'
+                print_log(f'{row.label}: quantizing (NNCF) on '
+                          f'{len(calibration)} {kind} images',
+                          logger='current')
             row.run = ENGINES[engine].runner(
                 model, input_shape, precision, layout, options.device,
-                options.threads, options.compile, scratch)
+                options.threads, options.compile, scratch,
+                calibration=calibration)
+            row.info = dict(getattr(row.run, 'info', None) or {})
+            if 'int8_convs' in row.info:
+                print_log(f'{row.label}: {row.info["int8_convs"]}/'
+                          f'{row.info["convs"]} convs run in INT8 '
+                          f'({row.info["conv_kernels"]})', logger='current',
+                          level=30 if row.info['int8_convs']
+                          < row.info['convs'] else 20)
             rows.append(row)
+    if any(r.precision == 'int8' for r in rows):
+        notes.append(_int8_note(options))
     return rows
+
+
+def _int8_note(options: BenchmarkOptions) -> str:
+    if not options.images:
+        return (f'INT8 rows were calibrated on {INT8_CALIBRATION_IMAGES} '
+                'generated images: their speed is real, their agreement '
+                'says nothing about accuracy (calibrate on real images with '
+                '--image, or use tools/quantize.py)')
+    used = min(len(options.images), INT8_CALIBRATION_IMAGES)
+    return (f'INT8 rows were calibrated on the first {used} of the '
+            f'--image images, which the agreement is measured on too (for '
+            'a held-out measure use tools/quantize.py)')
 
 
 def _check_agreement(rows: List[Row], options: BenchmarkOptions) -> None:
@@ -295,8 +339,8 @@ def _check_agreement(rows: List[Row], options: BenchmarkOptions) -> None:
                   logger='current')
 
 
-def _make_ceiling(rows: List[Row], device: str,
-                  notes: List[str]) -> ConvCeiling:
+def _make_ceiling(rows: List[Row], device: str, notes: List[str],
+                  threads: Optional[int] = None) -> ConvCeiling:
     needed = {ceiling_key(r.precision, r.layout) for r in rows}
     keys = ['fp32-nchw', 'fp32-cl', 'bf16-cl']
     keys += sorted(needed - set(keys))
@@ -307,7 +351,8 @@ def _make_ceiling(rows: List[Row], device: str,
     if skipped:
         notes.append(f'no conv ceiling for {", ".join(skipped)}: no native '
                      f'kernels on this {device}')
-    ceiling = ConvCeiling([k for k in keys if k not in skipped], device)
+    ceiling = ConvCeiling([k for k in keys if k not in skipped], device,
+                          threads=threads)
     ceiling.step(record=False)  # warm-up
     return ceiling
 
@@ -367,7 +412,7 @@ def _row_result(row: Row, options: BenchmarkOptions,
         samples=len(row.latencies), peak_mem_mb=row.peak_mem_mb,
         peak_mem_delta_mb=row.peak_mem_delta_mb, params=row.params,
         gmacs=row.gmacs, gflops_per_s=2 * row.gmacs * ips,
-        agreement=row.agreement)
+        agreement=row.agreement, **row.info)
     key = ceiling_key(row.precision, row.layout)
     if ceiling_result and key in ceiling_result:
         top = ceiling_result[key]['gflops_per_s']
@@ -379,7 +424,7 @@ def _row_result(row: Row, options: BenchmarkOptions,
 def _measure(rows: List[Row], options: BenchmarkOptions,
              notes: List[str]) -> dict:
     _check_agreement(rows, options)
-    ceiling = (_make_ceiling(rows, options.device, notes)
+    ceiling = (_make_ceiling(rows, options.device, notes, options.threads)
                if options.ceiling else None)
     _time_rows(rows, options, ceiling)
     ceiling_result = None

@@ -13,7 +13,8 @@ import torch
 from ..errors import UnavailableError
 
 #: OpenVINO's names of the inference precisions
-OPENVINO_PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
+OPENVINO_PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16',
+                            'int8': 'f32'}
 
 
 def require(package: str, purpose: str) -> None:
@@ -23,8 +24,8 @@ def require(package: str, purpose: str) -> None:
         __import__(package)
     except ImportError:
         raise UnavailableError(
-            f'{purpose} needs {package}, which is not installed (pip install '
-            f"-e '.[deploy]', or pip install {package})") from None
+            f'{purpose} needs {package}: {package} is not installed (pip '
+            f"install -e '.[deploy]', or pip install {package})") from None
 
 
 def onnxruntime_infer(path: str, threads: Optional[int] = None,
@@ -61,7 +62,9 @@ def openvino_compile(path_or_model, precision: str = 'fp32',
     """Compile an ONNX file, an OpenVINO IR or an ``openvino.Model`` for
     OpenVINO's CPU plugin. The precision hint is always set: the plugin's
     default on CPUs with AVX512-BF16/AMX is bf16, not fp32 (an INT8 model
-    keeps its quantized layers in INT8 whatever the hint)."""
+    keeps its quantized layers in INT8 whatever the hint; ``'int8'`` means
+    such a model, with its other layers in fp32). ``profile``: per-node
+    counters (see :func:`openvino_conv_precisions`)."""
     require('openvino', 'the OpenVINO runtime')
     import openvino as ov
     options = {'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION_HINTS[precision],
@@ -77,16 +80,73 @@ def openvino_compile(path_or_model, precision: str = 'fp32',
 
 
 def openvino_infer(path_or_model, precision: str = 'fp32',
-                   threads: Optional[int] = None):
-    """:func:`openvino_compile`, as ``run(x: Tensor) -> Tensor``."""
-    request = openvino_compile(path_or_model, precision,
-                               threads).create_infer_request()
+                   threads: Optional[int] = None, compiled=None):
+    """:func:`openvino_compile` (or ``compiled``, a model compiled
+    already), as ``run(x: Tensor) -> Tensor``."""
+    if compiled is None:
+        compiled = openvino_compile(path_or_model, precision, threads)
+    request = compiled.create_infer_request()
 
     def run(x):
         result = request.infer({0: x.detach().cpu().numpy()})
-        return torch.from_numpy(np.asarray(next(iter(result.values()))))
+        # a copy: the request reuses its output buffer on the next call
+        return torch.from_numpy(np.array(next(iter(result.values()))))
 
     return run
+
+
+def openvino_read(path: str):
+    """An ONNX file or an OpenVINO IR as an ``openvino.Model``."""
+    require('openvino', 'the OpenVINO runtime')
+    import openvino as ov
+    return ov.Core().read_model(path)
+
+
+def constant_folded(model):
+    """``model`` (an ``openvino.Model``, changed in place and returned) with
+    its constant subgraphs folded into constants (OpenVINO's
+    ``ConstantFolding`` pass): the ONNX frontend leaves a grouped conv's
+    weights as ``Constant -> Reshape``, which keeps NNCF from quantizing
+    them (see :mod:`.quantize`). The function computed is unchanged."""
+    from openvino import passes
+    manager = passes.Manager()
+    manager.register_pass(passes.ConstantFolding())
+    manager.run_passes(model)
+    return model
+
+
+#: the CPU plugin's node types of convolutions in a runtime graph
+CONV_NODE_TYPES = ('Convolution', 'GroupConvolution')
+
+
+def openvino_conv_precisions(compiled, x: torch.Tensor) -> dict:
+    """How many convolutions of a model compiled with ``profile=True`` run
+    in INT8: one inference on ``x``, then the runtime graph's profile
+    (a conv node whose kernel -- its ``exec_type``, e.g.
+    ``brgconv_avx512_I8`` -- computes in INT8). Returns ``convs``,
+    ``int8_convs`` and, per node type, the kernels that ran, so a silent
+    fp32 fallback (``brgconv_avx512_f32``) shows."""
+    request = compiled.create_infer_request()
+    request.infer({0: x.detach().cpu().numpy()})
+    kernels = {}
+    convs = int8 = 0
+    for node in request.get_profiling_info():
+        if node.node_type not in CONV_NODE_TYPES:
+            continue
+        convs += 1
+        int8 += 'i8' in node.exec_type.lower()
+        per_type = kernels.setdefault(node.node_type, {})
+        per_type[node.exec_type] = per_type.get(node.exec_type, 0) + 1
+    return dict(convs=convs, int8_convs=int8, kernels=kernels)
+
+
+def openvino_io_shapes(compiled) -> Tuple[list, list]:
+    """The (static) shapes of a compiled model's first input and output;
+    ``-1`` for a dynamic dimension."""
+    def dims(port):
+        return [d.get_length() if d.is_static else -1
+                for d in port.get_partial_shape()]
+    return dims(compiled.inputs[0]), dims(compiled.outputs[0])
 
 
 def write_openvino_ir(onnx_path: str, xml_path: str) -> None:

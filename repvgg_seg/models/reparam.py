@@ -1,10 +1,17 @@
 """The structural re-parameterization math of RepVGG (paper, Sect. 3.3).
 
-This module is the single place where a training-time RepVGG block (3x3
-conv+BN, 1x1 conv+BN, identity BN) becomes one 3x3 conv with bias. Every path
-goes through :func:`fuse_branches`: the block's ``switch_to_deploy`` and its
+This module is the single place where a training-time block becomes one 3x3
+conv with bias, for both block types:
+
+* RepVGG (3x3 conv+BN, 1x1 conv+BN, identity BN): :func:`fuse_branches`;
+* QARepVGG (Chu et al., "Make RepVGG Greater Again: A Quantization-aware
+  Approach": 3x3 conv+BN, a plain 1x1 conv, a plain identity, one BN after
+  the sum): :func:`fuse_qa_branches`.
+
+Every path goes through them: the blocks' ``switch_to_deploy`` and their
 differentiable ``get_equivalent_kernel_bias``, whole-model conversion,
-state-dict (checkpoint) conversion and export.
+state-dict (checkpoint) conversion (:func:`fuse_block_state_dict`) and
+export.
 
 The functions work on plain tensors, not modules, so that a checkpoint can be
 converted without building a model and so that gradients flow through them
@@ -59,18 +66,22 @@ class BNParams(NamedTuple):
                    eps)
 
 
-def fuse_conv_bn_tensors(kernel: Optional[Tensor],
-                         bn: BNParams) -> Tuple[Tensor, Tensor]:
-    """Fold BN into the preceding bias-free conv (the paper's Eq. 3).
+def fuse_conv_bn_tensors(kernel: Tensor, bn: BNParams,
+                         bias: Optional[Tensor] = None
+                         ) -> Tuple[Tensor, Tensor]:
+    """Fold BN into the preceding conv (the paper's Eq. 3).
 
-    ``kernel=None`` is not allowed here; use :func:`identity_kernel` for the
+    ``bias`` is the conv's own bias (``None``: a bias-free conv, as in every
+    RepVGG branch). With a bias this also folds QARepVGG's post-sum BN onto
+    the already summed kernel and bias. Use :func:`identity_kernel` for an
     identity branch.
     """
     std = (bn.running_var + bn.eps).sqrt()
     gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
     beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
     scale = gamma / std
-    return kernel * scale.reshape(-1, 1, 1, 1), beta - bn.running_mean * scale
+    mean = bn.running_mean if bias is None else bn.running_mean - bias
+    return kernel * scale.reshape(-1, 1, 1, 1), beta - mean * scale
 
 
 def identity_kernel(channels: int, groups: int, kernel_size: int,
@@ -131,13 +142,78 @@ def fuse_branches(dense: Tuple[Tensor, BNParams],
     return kernel, bias
 
 
+def fuse_qa_branches(dense: Tuple[Tensor, BNParams],
+                     one_by_one: Optional[Tuple[Tensor, Optional[Tensor]]],
+                     has_identity: bool,
+                     post_bn: BNParams,
+                     groups: int) -> Tuple[Tensor, Tensor]:
+    """The equivalent kernel and bias of a whole QARepVGG block.
+
+    The 3x3 branch's BN is folded first; the 1x1 branch (a plain conv, no
+    BN, so nothing to fold) is padded to 3x3 and added, as is the identity
+    (no BN either); then the BN that follows the sum is folded onto the
+    summed kernel and bias. No per-branch BN scales the 1x1 and identity
+    branches, which is what keeps the fused kernel's value range (and thus
+    its INT8 quantization error) small.
+
+    Args:
+        dense: the 3x3 branch (kernel, BN).
+        one_by_one: the 1x1 branch (kernel, bias or None), or None if absent.
+        has_identity: whether the block has an identity branch.
+        post_bn: the BN after the sum of the branches.
+        groups: the groups of the block's convs.
+
+    Returns:
+        ``(kernel, bias)`` of the single kxk conv that computes the post-sum
+        BN's output (before the non-linearity).
+    """
+    dense_kernel, dense_bn = dense
+    size = dense_kernel.shape[-1]
+    kernel, bias = fuse_conv_bn_tensors(dense_kernel, dense_bn)
+    if one_by_one is not None:
+        k1, b1 = one_by_one
+        kernel = kernel + pad_kernel_to(k1, size)
+        if b1 is not None:
+            bias = bias + b1
+    if has_identity:
+        kernel = kernel + identity_kernel(kernel.shape[0], groups, size,
+                                          dense_kernel)
+    return fuse_conv_bn_tensors(kernel, post_bn, bias)
+
+
+def is_qa_block_state(state: dict, prefix: str) -> bool:
+    """Whether the block stored under ``prefix`` is a training-time QARepVGG
+    block: only it has a BN after the sum (``{prefix}bn.``)."""
+    return prefix + 'bn.running_mean' in state
+
+
 def fuse_block_state_dict(state: dict, prefix: str, groups: int,
-                          eps: float = 1e-5) -> Tuple[Tensor, Tensor]:
-    """Fuse one training-time block stored in a state dict.
+                          eps: float = 1e-5,
+                          has_identity: Optional[bool] = None
+                          ) -> Tuple[Tensor, Tensor]:
+    """Fuse one training-time block (RepVGG or QARepVGG) of a state dict.
 
     Uses the official key names (``rbr_dense``, ``rbr_1x1``, ``rbr_identity``)
-    that this project's modules share.
+    that this project's modules share; a QARepVGG block is recognised by its
+    post-sum BN (``bn.``) and has its plain 1x1 conv at ``rbr_1x1.weight``.
+    Its identity branch has no parameters, so ``has_identity`` must be given
+    for it (a RepVGG block's identity BN is found from the keys).
     """
+    if is_qa_block_state(state, prefix):
+        if has_identity is None:
+            raise ConfigError('fusing a QARepVGG block from a state dict '
+                              'needs has_identity (its identity branch has '
+                              'no parameters)')
+        dense = (state[prefix + 'rbr_dense.conv.weight'],
+                 BNParams.from_state_dict(state, prefix + 'rbr_dense.bn.',
+                                          eps))
+        one_by_one = None
+        if prefix + 'rbr_1x1.weight' in state:
+            one_by_one = (state[prefix + 'rbr_1x1.weight'],
+                          state.get(prefix + 'rbr_1x1.bias'))
+        return fuse_qa_branches(
+            dense, one_by_one, has_identity,
+            BNParams.from_state_dict(state, prefix + 'bn.', eps), groups)
     dense = (state[prefix + 'rbr_dense.conv.weight'],
              BNParams.from_state_dict(state, prefix + 'rbr_dense.bn.', eps))
     one_by_one = None

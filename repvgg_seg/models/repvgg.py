@@ -2,8 +2,14 @@
 
 Module and parameter names follow the official implementation
 (``stage0``, ``stage1.0.rbr_dense.conv.weight``, ``rbr_reparam`` ...), so the
-official ImageNet checkpoints load without renaming. Other formats are mapped
-by :mod:`repvgg_seg.models.pretrained`.
+official ImageNet checkpoints load without renaming. Other formats (timm,
+mmpretrain) are mapped by :mod:`repvgg_seg.models.pretrained`.
+
+Two block types share the backbone: the paper's RepVGG block and the
+QARepVGG block (Chu et al., "Make RepVGG Greater Again: A Quantization-aware
+Approach"), whose fused form quantizes to INT8 without the large accuracy
+drop of re-parameterized RepVGG. Both fuse into the same plain 3x3 conv, so
+their deploy models are interchangeable.
 """
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -11,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmcv.cnn import ConvModule, build_norm_layer
+from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -20,7 +26,7 @@ from mmseg.registry import MODELS
 
 from ..errors import ConfigError
 from .pretrained import load_pretrained_backbone
-from .reparam import BNParams, fuse_branches
+from .reparam import BNParams, fuse_branches, fuse_qa_branches
 
 # The official code groups the 3x3 (and 1x1) convs of layers 2, 4, ..., 26,
 # counting layers across stages with stage1's first block as layer 1 (the stem
@@ -62,6 +68,36 @@ ARCH_SETTINGS: Dict[str, dict] = {
 PAPER_ARCHS = tuple(a for a in ARCH_SETTINGS if a != 'D2se')
 
 DILATION_MODES = (None, 'last_two_stages', 'fast')
+# The per-stage (stages 1-4) strides and dilations each named mode stands
+# for; 'fast' dilates only the last layers of stage 3 (see layer_plan).
+MODE_STRIDES_DILATIONS = {
+    None: ((2, 2, 2, 2), (1, 1, 1, 1)),
+    'last_two_stages': ((2, 2, 1, 1), (1, 1, 2, 4)),
+    'fast': ((2, 2, 1, 1), (1, 1, 2, 4)),
+}
+# In 'fast' mode, how many of stage 3's last layers are dilated (the paper's
+# "last 5 layers" are these 4 and stage 4's single block).
+FAST_DILATED_LAYERS = 4
+
+
+def _build_act(act_cfg: Optional[dict]) -> nn.Module:
+    """The block's non-linearity; ``None`` means none (mmcv's convention).
+    In-place where the activation supports it, as mmcv's ConvModule does:
+    its input is always a fresh tensor (a sum, a conv or an SE output)."""
+    if act_cfg is None:
+        return nn.Identity()
+    if not isinstance(act_cfg, dict) or 'type' not in act_cfg:
+        raise ConfigError(f'act_cfg must be None or a dict with a type, got '
+                          f'{act_cfg!r}')
+    cfg = dict(act_cfg)
+    if cfg['type'] not in ('Tanh', 'PReLU', 'Sigmoid', 'HSigmoid', 'Swish',
+                           'GELU', 'SiLU'):
+        cfg.setdefault('inplace', True)
+    try:
+        return build_activation_layer(cfg)
+    except KeyError as err:
+        raise ConfigError(f'unknown activation in act_cfg {act_cfg!r}: '
+                          f'{err}') from None
 
 
 class SEBlock(nn.Module):
@@ -103,8 +139,14 @@ class RepVGGBlock(BaseModule):
         use_se: squeeze-and-excitation after the sum (D2se).
         deploy: build the fused form directly.
         norm_cfg: config of the BN layers (BN, SyncBN, ...).
+        act_cfg: the non-linearity after the sum (default ReLU; ``None``
+            for none).
         with_cp: gradient checkpointing of this block.
     """
+
+    block_type = 'repvgg'
+    # the modules that switch_to_deploy replaces by ``rbr_reparam``
+    _branch_names = ('rbr_dense', 'rbr_1x1', 'rbr_identity')
 
     def __init__(self,
                  in_channels: int,
@@ -116,6 +158,7 @@ class RepVGGBlock(BaseModule):
                  use_se: bool = False,
                  deploy: bool = False,
                  norm_cfg: dict = dict(type='BN'),
+                 act_cfg: Optional[dict] = dict(type='ReLU'),
                  with_cp: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg)
@@ -130,23 +173,27 @@ class RepVGGBlock(BaseModule):
         self.stride = stride
         self.dilation = dilation
         self.groups = groups
+        self.has_identity = has_identity
         self.deploy = deploy
         self.with_cp = with_cp
 
         if deploy:
             self.rbr_reparam = self._make_reparam_conv()
         else:
-            common = dict(stride=stride, groups=groups, bias=False,
-                          norm_cfg=norm_cfg, act_cfg=None)
-            self.rbr_dense = ConvModule(in_channels, out_channels, 3,
-                                        padding=dilation, dilation=dilation,
-                                        **common)
-            self.rbr_1x1 = ConvModule(in_channels, out_channels, 1, padding=0,
-                                      **common)
-            self.rbr_identity = (build_norm_layer(norm_cfg, in_channels)[1]
-                                 if has_identity else None)
+            self._build_branches(norm_cfg)
         self.se = SEBlock(out_channels, out_channels // 16) if use_se else None
-        self.act = nn.ReLU(inplace=True)
+        self.act = _build_act(act_cfg)
+
+    def _build_branches(self, norm_cfg: dict) -> None:
+        common = dict(stride=self.stride, groups=self.groups, bias=False,
+                      norm_cfg=norm_cfg, act_cfg=None)
+        self.rbr_dense = ConvModule(self.in_channels, self.out_channels, 3,
+                                    padding=self.dilation,
+                                    dilation=self.dilation, **common)
+        self.rbr_1x1 = ConvModule(self.in_channels, self.out_channels, 1,
+                                  padding=0, **common)
+        self.rbr_identity = (build_norm_layer(norm_cfg, self.in_channels)[1]
+                             if self.has_identity else None)
 
     def _make_reparam_conv(self, **factory) -> nn.Conv2d:
         # The one place that decides the fused conv's geometry, used both by
@@ -164,7 +211,7 @@ class RepVGGBlock(BaseModule):
         engine's dilated runs) rely on, without knowing the block's
         attribute names."""
         if (self.deploy and self.se is None
-                and isinstance(self.act, nn.ReLU)):
+                and type(self.act) is nn.ReLU):
             return self.rbr_reparam
         return None
 
@@ -219,9 +266,65 @@ class RepVGGBlock(BaseModule):
             device=kernel.device).to(kernel.dtype)
         conv.weight.copy_(kernel)
         conv.bias.copy_(bias)
-        del self.rbr_dense, self.rbr_1x1, self.rbr_identity
+        for name in self._branch_names:
+            delattr(self, name)
         self.rbr_reparam = conv
         self.deploy = True
+
+
+class QARepVGGBlock(RepVGGBlock):
+    """A QARepVGG block (Chu et al., "Make RepVGG Greater Again").
+
+    The 3x3 branch keeps conv + BN; the 1x1 branch is a plain conv and the
+    identity branch a plain identity (no BN on either); one BN follows the
+    sum, before the (optional SE and the) non-linearity. Without per-branch
+    BNs the fused kernel's weights and the block's output keep a narrow,
+    quantization-friendly range, which is why the fused model survives
+    post-training INT8 quantization where RepVGG's does not.
+
+    Parameter names: ``rbr_dense.conv.weight``, ``rbr_dense.bn.*``,
+    ``rbr_1x1.weight`` (as the paper's released code, YOLOv6's
+    ``QARepVGGBlock``), ``bn.*`` (the post-sum BN); fused: ``rbr_reparam``,
+    exactly as a fused RepVGG block. Arguments as :class:`RepVGGBlock`.
+    """
+
+    block_type = 'qarepvgg'
+    _branch_names = ('rbr_dense', 'rbr_1x1', 'rbr_identity', 'bn')
+
+    def _build_branches(self, norm_cfg: dict) -> None:
+        self.rbr_dense = ConvModule(
+            self.in_channels, self.out_channels, 3, stride=self.stride,
+            padding=self.dilation, dilation=self.dilation, groups=self.groups,
+            bias=False, norm_cfg=norm_cfg, act_cfg=None)
+        self.rbr_1x1 = nn.Conv2d(self.in_channels, self.out_channels, 1,
+                                 stride=self.stride, groups=self.groups,
+                                 bias=False)
+        self.rbr_identity = nn.Identity() if self.has_identity else None
+        self.bn = build_norm_layer(norm_cfg, self.out_channels)[1]
+
+    def _branch_sum(self, x):
+        if self.deploy:
+            return self.rbr_reparam(x)
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            out = out + self.rbr_identity(x)
+        return self.bn(out)
+
+    def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The kernel and bias of the single 3x3 conv this block equals
+        (post-sum BN included); differentiable like RepVGG's."""
+        if self.deploy:
+            return self.rbr_reparam.weight, self.rbr_reparam.bias
+        dense = (self.rbr_dense.conv.weight,
+                 BNParams.from_module(self.rbr_dense.bn))
+        one_by_one = (self.rbr_1x1.weight, self.rbr_1x1.bias)
+        return fuse_qa_branches(dense, one_by_one,
+                                self.rbr_identity is not None,
+                                BNParams.from_module(self.bn), self.groups)
+
+
+#: ``RepVGG(block=...)``: the block types, by name
+BLOCK_TYPES = {'repvgg': RepVGGBlock, 'qarepvgg': QARepVGGBlock}
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -251,28 +354,64 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return {'group_layer_map': {}, 'use_se': False, **arch}
 
 
-def layer_plan(num_blocks: Sequence[int],
-               dilation: Optional[str]) -> list:
-    """(stride, dilation) of every block of stages 1-4 for a dilation mode.
+def _stage_tuple(name: str, value, valid) -> Tuple[int, ...]:
+    if (not isinstance(value, (tuple, list)) or len(value) != 4
+            or not all(isinstance(v, int) and not isinstance(v, bool)
+                       and valid(v) for v in value)):
+        raise ConfigError(f'{name} must be 4 ints, one per stage 1-4 (stage '
+                          f'0, the stem, always has stride 2): got {value!r}')
+    return tuple(value)
 
-    ``last_two_stages``: stages 3 and 4 at stride 1, every 3x3 dilated by 2
-    and 4 (output stride 8, as PSPNet's dilated ResNet). ``fast``: the same
-    strides, but only the last 4 layers of stage 3 dilated by 2 and stage 4
-    by 4 (the paper's "last 5 layers").
+
+def resolve_strides_dilations(dilation: Optional[str] = None,
+                              strides: Optional[Sequence[int]] = None,
+                              dilations: Optional[Sequence[int]] = None
+                              ) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The strides and dilations of stages 1-4, from a named mode or from
+    per-stage tuples (mmseg's ResNet convention), never both.
+
+    Strides must be 1 or 2 (the ImageNet layout has 2; 1 trades resolution
+    for compute, as dilated ResNets do); dilations are >= 1.
     """
     if dilation not in DILATION_MODES:
         raise ConfigError(f'invalid dilation mode {dilation!r}; valid modes: '
-                          f'{", ".join(map(repr, DILATION_MODES))}')
-    plan = [[[2 if i == 0 else 1, 1] for i in range(n)] for n in num_blocks]
-    if dilation is None:
-        return plan
-    for stage, rate in ((2, 2), (3, 4)):
-        plan[stage][0][0] = 1
-        blocks = plan[stage]
-        dilated = blocks if dilation == 'last_two_stages' or stage == 3 \
-            else blocks[-4:]
-        for block in dilated:
-            block[1] = rate
+                          f'{", ".join(map(repr, DILATION_MODES))} (or give '
+                          'per-stage strides=... and dilations=...)')
+    if dilation is not None and (strides is not None
+                                 or dilations is not None):
+        raise ConfigError(
+            f'give either a dilation mode (dilation={dilation!r}) or '
+            f'per-stage strides/dilations (got strides={strides!r}, '
+            f'dilations={dilations!r}), not both')
+    mode_strides, mode_dilations = MODE_STRIDES_DILATIONS[dilation]
+    strides = _stage_tuple('strides', mode_strides if strides is None
+                           else strides, lambda v: v in (1, 2))
+    dilations = _stage_tuple('dilations', mode_dilations if dilations is None
+                             else dilations, lambda v: v >= 1)
+    return strides, dilations
+
+
+def layer_plan(num_blocks: Sequence[int],
+               dilation: Optional[str] = None,
+               strides: Optional[Sequence[int]] = None,
+               dilations: Optional[Sequence[int]] = None) -> list:
+    """(stride, dilation) of every block of stages 1-4.
+
+    Per stage (mmseg's ResNet convention): the first block has the stage's
+    stride, every block the stage's dilation. The named modes are shortcuts:
+    ``last_two_stages`` = strides (2, 2, 1, 1), dilations (1, 1, 2, 4)
+    (output stride 8, as PSPNet's dilated ResNet); ``fast``: the same
+    strides, but only the last 4 layers of stage 3 dilated by 2 and stage 4
+    by 4 (the paper's "last 5 layers"), which no tuple can express.
+    """
+    strides, dilations = resolve_strides_dilations(dilation, strides,
+                                                   dilations)
+    plan = []
+    for n, stride, rate in zip(num_blocks, strides, dilations):
+        plan.append([[stride if i == 0 else 1, rate] for i in range(n)])
+    if dilation == 'fast':
+        for block in plan[2][:-FAST_DILATED_LAYERS]:
+            block[1] = 1
     return plan
 
 
@@ -289,17 +428,29 @@ class RepVGG(BaseModule):
         out_indices: stages whose outputs are returned; 0 is the stem (stride
             2), 1-4 are the stages (strides 4, 8, 16, 32 without dilation).
         dilation: ``None``, ``'last_two_stages'`` or ``'fast'`` (see
-            :func:`layer_plan`).
+            :func:`layer_plan`); a shortcut for ``strides``/``dilations``.
         deploy: build the fused (plain 3x3 conv + ReLU) form.
         norm_cfg: BN config (SyncBN in the configs, BN for CPU).
         norm_eval: keep BN layers in eval mode while training.
         frozen_stages: freeze stages 0..frozen_stages (-1: none).
         with_cp: gradient checkpointing of each block.
+        block: ``'repvgg'`` (the paper's block) or ``'qarepvgg'`` (the
+            quantization-friendly block, :class:`QARepVGGBlock`); both fuse
+            into the same plain geometry.
+        strides: strides of stages 1-4 (1 or 2 each; default
+            ``(2, 2, 2, 2)``); the stem always has stride 2.
+        dilations: dilations of stages 1-4 (default ``(1, 1, 1, 1)``), e.g.
+            ``strides=(2, 2, 2, 1), dilations=(1, 1, 1, 2)`` for output
+            stride 16. Not together with a ``dilation`` mode. Padding equals
+            dilation, the 1x1 branch is never dilated and the identity
+            branches follow the ImageNet layout, so every checkpoint fits.
+        act_cfg: the blocks' non-linearity (default ReLU; ``None``: none).
         pretrained: a checkpoint path (deprecated mmseg style; prefer
             ``init_cfg=dict(type='Pretrained', checkpoint=...)``).
-        init_cfg: initialization config; ``Pretrained`` accepts the official,
-            mmpretrain and this project's checkpoints (see
-            :mod:`repvgg_seg.models.pretrained`).
+        init_cfg: initialization config (a dict or a list of dicts);
+            ``Pretrained`` accepts the official, timm, mmpretrain and this
+            project's checkpoints (see :mod:`repvgg_seg.models.pretrained`)
+            and loads strictly.
     """
 
     arch_settings = ARCH_SETTINGS
@@ -316,6 +467,10 @@ class RepVGG(BaseModule):
                  norm_eval: bool = False,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
+                 block: str = 'repvgg',
+                 strides: Optional[Sequence[int]] = None,
+                 dilations: Optional[Sequence[int]] = None,
+                 act_cfg: Optional[dict] = dict(type='ReLU'),
                  pretrained: Optional[str] = None,
                  init_cfg=None):
         if pretrained is not None:
@@ -325,7 +480,13 @@ class RepVGG(BaseModule):
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg)
         settings = resolve_arch(arch)
-        plan = layer_plan(settings['num_blocks'], dilation)
+        if block not in BLOCK_TYPES:
+            raise ConfigError(f'unknown RepVGG block {block!r}; valid blocks: '
+                              f'{", ".join(map(repr, BLOCK_TYPES))}')
+        self.strides, self.dilations = resolve_strides_dilations(
+            dilation, strides, dilations)
+        plan = layer_plan(settings['num_blocks'], dilation, strides,
+                          dilations)
         out_indices = tuple(out_indices)
         if not out_indices or any(not 0 <= i <= 4 for i in out_indices):
             raise ConfigError(f'out_indices must be non-empty and in 0..4 '
@@ -336,6 +497,7 @@ class RepVGG(BaseModule):
         self.arch = arch
         self.arch_name = arch if isinstance(arch, str) else 'custom'
         self.dilation = dilation
+        self.block = block
         self.out_indices = out_indices
         self.deploy = deploy
         self.norm_eval = norm_eval
@@ -345,10 +507,11 @@ class RepVGG(BaseModule):
         widths = [int(base * factor) for base, factor in
                   zip(self.base_channels, settings['width_factor'])]
         stem_channels = min(64, widths[0])
+        block_cls = BLOCK_TYPES[block]
         block_cfg = dict(use_se=settings['use_se'], deploy=deploy,
-                         norm_cfg=norm_cfg, with_cp=with_cp)
-        self.stage0 = RepVGGBlock(in_channels, stem_channels, stride=2,
-                                  has_identity=False, **block_cfg)
+                         norm_cfg=norm_cfg, act_cfg=act_cfg, with_cp=with_cp)
+        self.stage0 = block_cls(in_channels, stem_channels, stride=2,
+                                has_identity=False, **block_cfg)
         channels = stem_channels
         layer_idx = 1
         self.out_channels = [stem_channels]
@@ -356,9 +519,9 @@ class RepVGG(BaseModule):
             layers = []
             for i, (stride, rate) in enumerate(blocks):
                 # The identity branch depends on the ImageNet stride (2 for
-                # each stage's first block), not on the dilation mode, so an
-                # ImageNet checkpoint fits every dilation mode.
-                layers.append(RepVGGBlock(
+                # each stage's first block), not on the dilation mode or the
+                # strides, so an ImageNet checkpoint fits every one of them.
+                layers.append(block_cls(
                     channels, width, stride=stride, dilation=rate,
                     groups=settings['group_layer_map'].get(layer_idx, 1),
                     has_identity=i > 0 and channels == width, **block_cfg))
@@ -415,13 +578,31 @@ class RepVGG(BaseModule):
         self.deploy = True
 
     def init_weights(self):
-        if (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
-            # mmengine's PretrainedInit loads non-strictly and knows only one
-            # key naming; ours recognises every RepVGG checkpoint format,
-            # fuses train-time weights for deploy models and refuses
-            # mismatches with a clear error.
-            load_pretrained_backbone(self, self.init_cfg['checkpoint'])
-            self._is_init = True
+        # mmengine's PretrainedInit loads non-strictly and knows only one
+        # key naming; ours recognises every RepVGG checkpoint format, fuses
+        # train-time weights for deploy models and refuses mismatches with a
+        # clear error. A list init_cfg runs its other entries first (as
+        # mmengine does) and then the Pretrained one through our loader.
+        cfgs = self.init_cfg
+        if isinstance(cfgs, dict):
+            cfgs = [cfgs]
+        pretrained = [c for c in cfgs or ()
+                      if isinstance(c, dict) and c.get('type') == 'Pretrained']
+        if not pretrained:
+            super().init_weights()
             return
-        super().init_weights()
+        if len(pretrained) > 1:
+            raise ConfigError(f'init_cfg has {len(pretrained)} Pretrained '
+                              'entries; give one checkpoint')
+        if 'checkpoint' not in pretrained[0]:
+            raise ConfigError('init_cfg type Pretrained needs a checkpoint')
+        others = [c for c in cfgs if c is not pretrained[0]]
+        if others:  # (a lone Pretrained overwrites every weight: no init)
+            saved = self.init_cfg
+            self.init_cfg = others
+            try:
+                super().init_weights()
+            finally:
+                self.init_cfg = saved
+        load_pretrained_backbone(self, pretrained[0]['checkpoint'])
+        self._is_init = True

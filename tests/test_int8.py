@@ -1,0 +1,442 @@
+"""INT8 on the CPU (issue #15): NNCF quantization to an OpenVINO IR, the
+IR evaluated in mmseg's test loop, INT8 benchmark rows, and the fix that
+puts RepVGG's grouped convs in INT8 (constant folding before NNCF).
+
+Small shapes throughout: the tiny trained A0 of ``tiny_trained`` (test
+images 256x512, whole inference) and 64x64 grouped models."""
+import json
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import DEMO_CONFIG as DEMO
+from .helpers import randomize_bn, run_tool
+
+ov = pytest.importorskip('openvino')
+pytest.importorskip('nncf')
+
+
+@pytest.fixture(autouse=True)
+def fresh_loggers():
+    """Log lines of the library calls here go to this test's stderr, not
+    to the (closed) stream of an earlier tool run."""
+    from mmengine.logging import MMLogger
+    MMLogger._instance_dict.clear()
+
+
+# --------------------------------------------------------------------------
+# the grouped-layer fix: constant folding before NNCF
+
+
+def grouped_module(groups: int, dilation=None):
+    """A small fused PSPNet-RepVGG (LogitsModule) whose layers 2, 4 and 6
+    are grouped 3x3 convs (one of them dilated with ``dilation``), with
+    non-trivial BN statistics before fusing."""
+    from repvgg_seg.deploy import LogitsModule, build_model
+    from repvgg_seg.models.convert import fuse_for_deploy
+    arch = dict(num_blocks=(2, 2, 2, 1), width_factor=(0.5, 0.5, 0.5, 0.5),
+                group_layer_map={2: groups, 4: groups, 6: groups},
+                _delete_=True)
+    model = build_model(DEMO, cfg_options={
+        'model.backbone.arch': arch, 'model.backbone.dilation': dilation,
+        'model.decode_head.in_channels': 256,
+        'model.decode_head.channels': 16,
+        'model.auxiliary_head.in_channels': 128})
+    randomize_bn(model, seed=groups)
+    fuse_for_deploy(model)
+    return LogitsModule(model).eval()
+
+
+def export(module, tmp_path, shape=(64, 64)):
+    from repvgg_seg.deploy.export import export_onnx_file
+    path = str(tmp_path / 'model.onnx')
+    export_onnx_file(module, path, (1, 3) + shape)
+    return path
+
+
+def group_conv_weight_sources(model):
+    """The op type feeding each GroupConvolution's weight port."""
+    return [op.input_value(1).get_node().get_type_name()
+            for op in model.get_ordered_ops()
+            if op.get_type_name() == 'GroupConvolution']
+
+
+@pytest.mark.parametrize('groups,dilation', [
+    (2, None), (4, None), (2, 'last_two_stages'), (4, 'last_two_stages')])
+def test_constant_folding_keeps_the_fp32_function(groups, dilation,
+                                                  tmp_path):
+    from repvgg_seg.deploy.runtimes import (constant_folded,
+                                            openvino_infer, openvino_read)
+    from repvgg_seg.models.convert import compare_outputs
+    module = grouped_module(groups, dilation)
+    path = export(module, tmp_path)
+    read = openvino_read(path)
+    # the cause: the ONNX frontend leaves grouped weights as Reshape outputs
+    assert group_conv_weight_sources(read) == ['Reshape'] * 3
+    folded = constant_folded(openvino_read(path))
+    assert group_conv_weight_sources(folded) == ['Constant'] * 3
+    x = torch.randn(2, 1, 3, 64, 64, generator=torch.Generator()
+                    .manual_seed(0))
+    for xi in x:
+        before = openvino_infer(read)(xi)
+        after = openvino_infer(folded)(xi)
+        assert compare_outputs([before], [after])['max_rel_diff'] <= 1e-5
+        with torch.no_grad():
+            reference = module(xi)
+        assert compare_outputs([reference], [after])['max_rel_diff'] <= 1e-4
+
+
+@pytest.mark.parametrize('groups,dilation', [(2, 'last_two_stages'),
+                                             (4, None)])
+def test_every_conv_of_a_grouped_model_runs_in_int8(groups, dilation,
+                                                    tmp_path):
+    from repvgg_seg.deploy.quantize import quantize_model
+    from repvgg_seg.deploy.runtimes import (openvino_compile,
+                                            openvino_conv_precisions,
+                                            openvino_read)
+    module = grouped_module(groups, dilation)
+    path = export(module, tmp_path)
+    gen = torch.Generator().manual_seed(0)
+    calibration = [torch.randn(1, 3, 64, 64, generator=gen)
+                   for _ in range(3)]
+    quantized = quantize_model(openvino_read(path), calibration)
+    profile = openvino_conv_precisions(
+        openvino_compile(quantized, 'int8', threads=1, profile=True),
+        calibration[0])
+    # the 3 grouped convs among them, each on an INT8 kernel
+    assert sum(profile['kernels']['GroupConvolution'].values()) == 3
+    assert all('i8' in kernel.lower()
+               for kernel in profile['kernels']['GroupConvolution'])
+    assert profile['convs'] >= 10
+    assert profile['int8_convs'] == profile['convs'], profile['kernels']
+
+
+# --------------------------------------------------------------------------
+# quantize -> test round trip on the tiny trained model
+
+
+def data_options(trained, synthetic_root, **extra):
+    """The tiny model's test options, with the train and val splits at the
+    synthetic data set."""
+    options = dict(trained['options'])
+    for split in ('train', 'val'):
+        options[f'{split}_dataloader.dataset.data_root'] = synthetic_root
+    options.update(extra)
+    return options
+
+
+def option_args(options):
+    return ['--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
+
+
+@pytest.fixture(scope='module')
+def int8_ir(tiny_trained, synthetic_root, tmp_path_factory):
+    """The tiny model quantized by tools/quantize.py (4 train images):
+    ``dict(xml, report, printed, options)``."""
+    out = tmp_path_factory.mktemp('int8')
+    options = data_options(tiny_trained, synthetic_root)
+    code, err = run_tool(
+        'quantize', tiny_trained['config'], tiny_trained['checkpoint'],
+        str(out / 'model.xml'), '--calib-images', '4', '--min-agreement',
+        '90', '--out-json', str(out / 'report.json'),
+        *option_args(options))
+    assert code == 0, err
+    return dict(xml=str(out / 'model.xml'), options=options,
+                report=json.loads((out / 'report.json').read_text()))
+
+
+def test_quantize_report(int8_ir, capsys):
+    report = int8_ir['report']
+    assert osp.isfile(int8_ir['xml'])
+    assert osp.isfile(int8_ir['xml'][:-4] + '.bin')
+    # calibration on train, agreement on the (disjoint) val split
+    assert (report['calib_split'], report['calib_images'],
+            report['calib_windows']) == ('train', 4, 4)
+    assert (report['heldout_split'], report['heldout_images'],
+            report['heldout_windows']) == ('val', 2, 2)
+    assert report['shape'] == [256, 512]  # whole test images, preprocessed
+    assert report['windows_resized'] == 0
+    assert 90 <= report['argmax_agreement_pct'] <= 100
+    assert report['min_window_agreement_pct'] <= \
+        report['argmax_agreement_pct']
+    assert 0 < report['max_rel_error'] < 0.5
+    assert report['fp32_max_rel_error'] < 1e-4
+    assert report['convs'] > 20 and report['int8_convs'] == report['convs']
+    assert report['seconds'] > 0
+    ir = ov.Core().read_model(int8_ir['xml'])
+    assert list(ir.inputs[0].get_shape()) == [1, 3, 256, 512]
+    assert list(ir.outputs[0].get_shape()) == [1, 19, 256, 512]
+    assert any(op.get_type_name() == 'FakeQuantize'
+               for op in ir.get_ordered_ops())
+
+
+def test_int8_mIoU_in_the_test_loop(int8_ir, tiny_trained, tmp_path,
+                                    capsys):
+    results = {}
+    for name, checkpoint, extra in (
+            ('fp32', tiny_trained['checkpoint'], []),
+            ('int8', int8_ir['xml'], ['--engine', 'openvino'])):
+        out = tmp_path / f'{name}.json'
+        code, err = run_tool(
+            'test', tiny_trained['config'], checkpoint, '--work-dir',
+            str(tmp_path / 'work'), '--out-json', str(out), *extra,
+            *option_args(tiny_trained['options']), capsys=capsys)
+        assert code == 0, err
+        results[name] = json.loads(out.read_text())
+    print(results)
+    # the deployed model's mIoU: within 2 points of fp32 (2 val images)
+    assert results['int8']['mIoU'] == pytest.approx(
+        results['fp32']['mIoU'], abs=2.0)
+    assert results['int8']['aAcc'] == pytest.approx(
+        results['fp32']['aAcc'], abs=2.0)
+
+
+def test_engine_openvino_runs_the_ir_not_a_checkpoint(int8_ir,
+                                                      tiny_trained,
+                                                      tmp_path):
+    from repvgg_seg.runs import setup_test_cfg
+    cfg = setup_test_cfg(tiny_trained['config'], int8_ir['xml'],
+                         work_dir=str(tmp_path),
+                         cfg_options=tiny_trained['options'],
+                         engine='openvino')
+    assert cfg.load_from is None
+    hook = cfg.custom_hooks[-1]
+    assert hook == dict(type='OpenVINOEngineHook',
+                        ir=osp.abspath(int8_ir['xml']))
+    assert all(h['type'] != 'CheckpointFitHook' for h in cfg.custom_hooks)
+
+
+def test_heldout_images_are_never_calibration_images(tiny_trained,
+                                                     synthetic_root):
+    from repvgg_seg.config import as_config
+    from repvgg_seg.deploy import load_model
+    from repvgg_seg.deploy.quantize import _split_images
+    cfg = as_config(DEMO, data_options(tiny_trained, synthetic_root))
+    model = load_model(cfg)
+    calib, held, calib_from, held_from = _split_images(
+        cfg, model, 1, 'val', 20, False, None)
+    assert (calib_from, held_from) == ('val', 'val')
+    assert calib.indices == [0] and held.indices == [1]
+    calib, held, calib_from, held_from = _split_images(
+        cfg, model, 100, 'train', 20, False, None)
+    assert (calib_from, held_from) == ('train', 'val')
+    assert calib.indices == list(range(6)) and held.indices == [0, 1]
+    assert calib.dataset is not held.dataset
+    windows = list(calib)
+    assert len(windows) == 6 and calib.count() == 6
+    assert all(w.shape == (1, 3, 256, 512) for w in windows)
+    # the model's own data preprocessor: normalized, not 0..255
+    assert -3 < float(windows[0].mean()) < 3
+
+
+def test_slide_windows_are_mmseg_s():
+    from repvgg_seg.deploy.quantize import slide_boxes
+    # Cityscapes 1024x2048, crop 713 stride 476: 2 x 4 windows, the last
+    # ones aligned to the border
+    boxes = slide_boxes(1024, 2048, (713, 713), (476, 476))
+    assert len(boxes) == 8
+    assert boxes[0] == (0, 713, 0, 713)
+    assert boxes[-1] == (311, 1024, 1335, 2048)
+    assert all(y2 - y1 == 713 and x2 - x1 == 713
+               for y1, y2, x1, x2 in boxes)
+
+
+def test_predictions_picture(int8_ir, tiny_trained, tmp_path):
+    import mmcv
+    from repvgg_seg.demo import draw_predictions
+    out = str(tmp_path / 'predictions.png')
+    draw_predictions(tiny_trained['config'], tiny_trained['checkpoint'],
+                     int8_ir['xml'], out, int8_ir['options'])
+    picture = mmcv.imread(out, channel_order='rgb')
+    # 2 val images of 64x128: rows of input | GT | fp32 | INT8
+    assert picture.shape == (2 * 64 + 4, 4 * 128 + 3 * 4, 3)
+    from mmseg.datasets import CityscapesDataset
+    palette = {tuple(c) for c in CityscapesDataset.METAINFO['palette']}
+    gt = picture[:64, 132:260].reshape(-1, 3)
+    colours = {tuple(c) for c in np.unique(gt, axis=0)}
+    assert colours - {(0, 0, 0)} <= palette and len(colours) > 1
+
+
+# --------------------------------------------------------------------------
+# benchmark rows
+
+
+def test_benchmark_int8_rows_and_ceiling(monkeypatch):
+    import functools
+
+    from repvgg_seg.bench import BenchmarkOptions, benchmark, format_table
+    from repvgg_seg.bench import timing
+    # the ceiling's conv shrunk from 512->512 at 90x90 (seconds to quantize)
+    monkeypatch.setattr(timing, 'ConvCeiling', functools.partial(
+        timing.ConvCeiling, channels=64, size=16))
+    result = benchmark([DEMO], BenchmarkOptions(
+        fuse='yes', shape=(64, 64), engines=('torch', 'openvino'),
+        precisions=('fp32', 'int8'), warmup=0, iters=1, rounds=1,
+        threads=1, ceiling=True))
+    rows = {(r['engine'], r['precision']): r for r in result['rows']}
+    assert set(rows) == {('torch', 'fp32'), ('openvino', 'fp32'),
+                         ('openvino', 'int8')}
+    int8 = rows[('openvino', 'int8')]
+    assert int8['convs'] > 20 and int8['int8_convs'] == int8['convs']
+    assert int8['calibration_generated'] is True
+    assert int8['agreement']['max_rel_error'] < 0.5
+    assert int8['ceiling_key'] == 'int8-nchw' and int8['ceiling_pct'] > 0
+    assert result['ceiling']['int8-nchw']['gflops_per_s'] > 0
+    notes = result['setup']['notes']
+    assert any('skipped torch/int8' in n for n in notes)
+    assert any('generated images' in n for n in notes)
+    table = format_table(result)
+    assert 'INT8 convs' in table and f'{int8["convs"]}/{int8["convs"]}' \
+        in table
+
+
+# --------------------------------------------------------------------------
+# bad input: one clear line each, nothing written
+
+
+def quantize_args(trained, out, *extra, options=None):
+    return (trained['config'], trained['checkpoint'], str(out), *extra,
+            *option_args(options or trained['options']))
+
+
+def error_line(err):
+    lines = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_quantize_refuses_zero_calibration_images(tiny_trained, tmp_path,
+                                                  capsys):
+    code, err = run_tool('quantize', *quantize_args(
+        tiny_trained, tmp_path / 'm.xml', '--calib-images', '0'),
+        capsys=capsys)
+    assert code == 2
+    assert '--calib-images must be at least 1, got 0' in error_line(err)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('make', ['missing', 'empty'])
+def test_quantize_refuses_a_missing_or_empty_split(make, tiny_trained,
+                                                   synthetic_root, tmp_path,
+                                                   capsys):
+    root = tmp_path / 'data'
+    if make == 'empty':
+        (root / 'leftImg8bit' / 'train').mkdir(parents=True)
+        (root / 'gtFine' / 'train').mkdir(parents=True)
+    out = tmp_path / 'out'
+    out.mkdir()
+    options = data_options(tiny_trained, synthetic_root, **{
+        'train_dataloader.dataset.data_root': str(root)})
+    code, err = run_tool('quantize', *quantize_args(
+        tiny_trained, out / 'm.xml', options=options), capsys=capsys)
+    assert code == 2
+    line = error_line(err)
+    assert 'the train split has no images' in line
+    assert ('is missing' in line) == (make == 'missing')
+    assert os.listdir(out) == []
+
+
+def test_quantize_refuses_low_agreement(tiny_trained, synthetic_root,
+                                        tmp_path, capsys, monkeypatch):
+    # the measured agreement (here made 97.5%) is below --min-agreement
+    from repvgg_seg.deploy import quantize
+    monkeypatch.setattr(quantize, 'quantize_model',
+                        lambda model, calibration, preset: model)
+    monkeypatch.setattr(quantize, '_heldout_agreement',
+                        lambda module, run, heldout: dict(
+                            argmax_agreement_pct=97.5,
+                            min_image_agreement_pct=96.0,
+                            max_rel_error=0.1, images=2))
+    options = data_options(tiny_trained, synthetic_root)
+    code, err = run_tool('quantize', *quantize_args(
+        tiny_trained, tmp_path / 'm.xml', '--calib-images', '1',
+        '--out-json', str(tmp_path / 'r.json'), options=options),
+        capsys=capsys)
+    assert code == 2
+    line = error_line(err)
+    assert '97.50% of the pixels of 2 held-out val images' in line
+    assert 'below --min-agreement 98%; nothing was written' in line
+    assert os.listdir(tmp_path) == []
+
+
+def test_quantize_needs_force_for_an_existing_ir(int8_ir, tiny_trained,
+                                                 capsys):
+    before = os.path.getmtime(int8_ir['xml'])
+    code, err = run_tool('quantize', *quantize_args(
+        tiny_trained, int8_ir['xml']), capsys=capsys)
+    assert code == 2
+    assert 'already exists; pass --force' in error_line(err)
+    assert os.path.getmtime(int8_ir['xml']) == before
+
+
+@pytest.mark.parametrize('package', ['nncf', 'openvino'])
+def test_quantize_without_the_packages(package, tiny_trained, tmp_path,
+                                       capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, package, None)  # import fails
+    code, err = run_tool('quantize', *quantize_args(
+        tiny_trained, tmp_path / 'm.xml'), capsys=capsys)
+    assert code == 2
+    assert (f'INT8 quantization needs {package}, which is not installed'
+            in error_line(err))
+    assert os.listdir(tmp_path) == []
+
+
+def test_test_tool_refuses_a_pth_with_engine_openvino(tiny_trained,
+                                                      tmp_path, capsys):
+    code, err = run_tool('test', tiny_trained['config'],
+                         tiny_trained['checkpoint'], '--engine', 'openvino',
+                         '--work-dir', str(tmp_path / 'w'),
+                         *option_args(tiny_trained['options']),
+                         capsys=capsys)
+    assert code == 2
+    line = error_line(err)
+    assert 'evaluates an OpenVINO IR (.xml)' in line
+    assert 'is a PyTorch checkpoint' in line
+
+
+def test_test_tool_without_openvino(int8_ir, tiny_trained, tmp_path, capsys,
+                                    monkeypatch):
+    monkeypatch.setitem(sys.modules, 'openvino', None)
+    code, err = run_tool('test', tiny_trained['config'], int8_ir['xml'],
+                         '--engine', 'openvino', '--work-dir',
+                         str(tmp_path / 'w'),
+                         *option_args(tiny_trained['options']),
+                         capsys=capsys)
+    assert code == 2
+    assert '--engine openvino needs openvino' in error_line(err)
+
+
+def fp32_ir(tmp_path, shape, cfg_options=None):
+    """An fp32 IR of the tiny demo model (random weights)."""
+    from repvgg_seg.deploy import LogitsModule, build_model
+    from repvgg_seg.deploy.runtimes import write_openvino_ir
+    module = LogitsModule(build_model(DEMO, cfg_options=cfg_options))
+    module.eval()
+    path = str(tmp_path / 'other.xml')
+    write_openvino_ir(export(module, tmp_path, shape), path)
+    return path
+
+
+@pytest.mark.parametrize('case', ['classes', 'shape'])
+def test_test_tool_refuses_an_ir_that_does_not_fit(case, tiny_trained,
+                                                   tmp_path, capsys):
+    options = dict(tiny_trained['options'])
+    if case == 'classes':
+        options.update({'model.decode_head.num_classes': 5,
+                        'model.auxiliary_head.num_classes': 5})
+        ir = fp32_ir(tmp_path, (256, 512), options)
+        expected = "outputs 5 classes but the config's model has 19"
+    else:
+        ir = fp32_ir(tmp_path, (64, 64), options)
+        expected = ('takes 64x64 inputs, but the test loop gives it a '
+                    '256x512 image (whole inference)')
+    code, err = run_tool('test', tiny_trained['config'], ir, '--engine',
+                         'openvino', '--work-dir', str(tmp_path / 'w'),
+                         *option_args(tiny_trained['options']),
+                         capsys=capsys)
+    assert code == 2
+    assert expected in error_line(err)

@@ -1,0 +1,77 @@
+"""Quantize a trained segmentor to an INT8 OpenVINO IR (NNCF), checked.
+
+    python tools/quantize.py CONFIG CHECKPOINT OUT.xml [--shape H W]
+        [--calib-images N] [--calib-split train|val] [--heldout-images N]
+        [--preset performance|mixed] [--min-agreement PCT] [--generated]
+        [--force] [--out-json REPORT] [--cfg-options k=v ...]
+
+The model is fused, exported (checked against torch) and quantized with
+NNCF on calibration images from the config's data (through its own test
+pipeline and data preprocessor, cut into the windows of its test_cfg).
+OUT.xml and OUT.bin (and REPORT) are written only when the INT8 model's
+pixel argmax agreement with fp32 torch, measured on held-out images (the
+val split when calibrating on train), reaches --min-agreement (default
+98%); otherwise nothing is written and the exit status is 2. Prints the
+report (JSON) on stdout. Evaluate the IR with
+``tools/test.py CONFIG OUT.xml --engine openvino``.
+"""
+import argparse
+import json
+import sys
+
+from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.deploy.quantize import (CALIB_SPLITS, PRESETS,
+                                        quantize_segmentor)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('out', metavar='OUT.xml',
+                        help='the INT8 OpenVINO IR (OUT.bin beside it)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='the IR\'s input size (default: the slide '
+                        'crop, or the preprocessed size of whole images)')
+    parser.add_argument('--calib-images', type=int, default=50,
+                        help='calibration images (default 50)')
+    parser.add_argument('--calib-split', choices=CALIB_SPLITS,
+                        default='train',
+                        help='the split calibrated on (default train; the '
+                        'agreement is measured on val images either way, '
+                        'never on calibration ones)')
+    parser.add_argument('--heldout-images', type=int, default=20,
+                        help='held-out images the agreement is measured '
+                        'on (default 20)')
+    parser.add_argument('--preset', choices=PRESETS, default='performance',
+                        help='NNCF preset: performance (symmetric '
+                        'activations) or mixed (asymmetric)')
+    parser.add_argument('--min-agreement', type=float, default=98.0,
+                        metavar='PCT',
+                        help='write nothing (exit 2) below this pixel '
+                        'argmax agreement with fp32 torch (default 98)')
+    parser.add_argument('--generated', action='store_true',
+                        help='calibrate on generated images instead of the '
+                        'data set (for speed tests only: no real accuracy)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing outputs')
+    parser.add_argument('--out-json', metavar='REPORT',
+                        help='also write the report to this file')
+    add_config_args(parser)
+    return parse_tool_args(parser, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    report = quantize_segmentor(
+        args.config, args.checkpoint, args.out, shape=args.shape,
+        calib_images=args.calib_images, calib_split=args.calib_split,
+        heldout_images=args.heldout_images, preset=args.preset,
+        min_agreement=args.min_agreement, generated=args.generated,
+        force=args.force, cfg_options=args.cfg_options,
+        out_json=args.out_json)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))
