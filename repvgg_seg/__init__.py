@@ -18,8 +18,8 @@ from .errors import (CheckpointError, ConfigError, RepVGGSegError,
                      UnsafeCheckpointError)
 from .io.checkpoint import (load_checkpoint_file, register_safe_loader,
                             trusted_checkpoints)
-from .models import (ARCH_SETTINGS, RepVGG, RepVGGBlock, deploy_copy,
-                     fuse_for_deploy, reparameterize)
+from .models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGBlock,
+                     deploy_copy, fuse_for_deploy, reparameterize)
 from .training import NonFiniteLossError, register_atomic_backend
 
 __version__ = '0.2.0'
@@ -28,7 +28,8 @@ register_safe_loader()
 register_atomic_backend()
 
 __all__ = [
-    'ARCH_SETTINGS', 'RepVGG', 'RepVGGBlock', 'reparameterize',
+    'ARCH_SETTINGS', 'RepVGG', 'RepVGGBlock', 'QARepVGGBlock',
+    'reparameterize',
     'fuse_for_deploy', 'deploy_copy', 'load_checkpoint_file',
     'trusted_checkpoints', 'RepVGGSegError', 'ConfigError',
     'CheckpointError', 'UnsafeCheckpointError', 'NonFiniteLossError'

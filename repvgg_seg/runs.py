@@ -13,6 +13,7 @@ from mmengine.runner import Runner
 
 from .config import check_work_dir, default_work_dir, load_config
 from .datasets.config_check import check_config_datasets
+from .deploy.runtimes import openvino_paths, require
 from .deploy.winograd import CACHE_ENV, require_nnpack
 from .errors import ConfigError, InputError
 from .io.checkpoint import trusted_checkpoints
@@ -44,6 +45,20 @@ def check_data(cfg: Config, splits: Sequence[str],
                           cache_dir=cfg.work_dir)
 
 
+def _runner_config(config: str, cfg_options: Optional[dict],
+                   work_dir: Optional[str], launcher: str,
+                   trust_checkpoint: bool) -> Config:
+    """The config file with the options every Runner run takes: overrides,
+    trust, launcher, a writable work dir."""
+    cfg = load_config(config, cfg_options)
+    if trust_checkpoint:
+        cfg.trust_checkpoint = True
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
+    check_work_dir(cfg.work_dir)
+    return cfg
+
+
 def setup_train_cfg(config: str,
                     work_dir: Optional[str] = None,
                     resume: Optional[str] = None,
@@ -59,12 +74,8 @@ def setup_train_cfg(config: str,
             a path resumes from that checkpoint, ``None`` starts afresh.
         data_check: see :func:`check_data` (train and val sets).
     """
-    cfg = load_config(config, cfg_options)
-    if trust_checkpoint:
-        cfg.trust_checkpoint = True
-    cfg.launcher = launcher
-    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
-    check_work_dir(cfg.work_dir)
+    cfg = _runner_config(config, cfg_options, work_dir, launcher,
+                         trust_checkpoint)
     if amp:
         from mmengine.device import get_device
         if get_device() == 'cpu':
@@ -125,7 +136,6 @@ def run_test(cfg: Config) -> dict:
 def _check_openvino_ir(path: str) -> None:
     """``--engine openvino`` takes an OpenVINO IR (``x.xml`` with its
     ``x.bin``), with OpenVINO installed."""
-    from .deploy.runtimes import openvino_paths, require
     if not path.endswith('.xml'):
         kind = ('a PyTorch checkpoint' if path.endswith(
             ('.pth', '.pt', '.safetensors')) else 'not an OpenVINO IR')
@@ -172,12 +182,8 @@ def setup_test_cfg(config: str,
         _check_openvino_ir(checkpoint)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
-    cfg = load_config(config, cfg_options)
-    if trust_checkpoint:
-        cfg.trust_checkpoint = True
-    cfg.launcher = launcher
-    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
-    check_work_dir(cfg.work_dir)
+    cfg = _runner_config(config, cfg_options, work_dir, launcher,
+                         trust_checkpoint)
     cfg.load_from = checkpoint
     cfg.resume = False
     # A test builds nothing of training. mmseg's visualization hook reads

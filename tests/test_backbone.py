@@ -98,14 +98,16 @@ def test_parameter_counts(arch, official_keys):
 
 
 def test_known_deploy_counts():
-    """Spot values quoted in the issue: A0 8.31 M, B1g2 41.36 M, B3
-    110.96 M (deploy, with the 1000-class head)."""
-    for arch, expected in (('A0', 8.31), ('B1g2', 41.36), ('B3', 110.96)):
+    """Exact deploy parameter counts with the 1000-class head (the paper's
+    Table 4 truncates them: A0 8.30 M, B1g2 41.36 M, B3 110.96 M), so that
+    a change of one layer's bias or width shows."""
+    for arch, expected in (('A0', 8_309_384), ('B1g2', 41_360_104),
+                           ('B3', 110_960_872)):
         with torch.device('meta'):
             backbone = RepVGG(arch, deploy=True)
         count = sum(p.numel() for p in backbone.parameters()) + \
             backbone.out_channels[-1] * 1000 + 1000
-        assert abs(count / 1e6 - expected) < 0.015, (arch, count)
+        assert count == expected, (arch, count)
 
 
 @pytest.mark.parametrize('mode,stride', [(None, 32), ('last_two_stages', 8),
@@ -308,15 +310,31 @@ def test_norm_eval_keeps_bn_in_eval():
 
 
 def test_with_cp_gives_same_gradients():
+    """Gradient checkpointing runs every block through
+    ``torch.utils.checkpoint`` in training (and not in eval), with the
+    same gradients as the plain model."""
+    from unittest import mock
+
+    import torch.utils.checkpoint as checkpoint
     torch.manual_seed(7)
     plain = RepVGG('A0', out_indices=(3, 4)).train()
     cp_model = RepVGG('A0', out_indices=(3, 4), with_cp=True).train()
     cp_model.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 32, 32)
+    grads = []
     for model in (plain, cp_model):
-        sum(o.sum() for o in model(x.clone().requires_grad_())).backward()
+        with mock.patch('repvgg_seg.models.repvgg.cp.checkpoint',
+                        wraps=checkpoint.checkpoint) as spy:
+            sum(o.sum() for o in model(x.clone().requires_grad_())
+                ).backward()
+        grads.append(spy.call_count)
+    assert grads == [0, len(cp_model.blocks())]  # 22 blocks of A0
     for (name, p), q in zip(plain.named_parameters(), cp_model.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-6), name
+    with mock.patch('repvgg_seg.models.repvgg.cp.checkpoint') as spy, \
+            torch.no_grad():
+        cp_model.eval()(x)
+    assert spy.call_count == 0
 
 
 def test_training_a_deploy_model_warns():
@@ -338,4 +356,24 @@ def test_reparameterize_verify_reports_differences():
     report = reparameterize(model, verify=True, input_shape=(1, 3, 35, 35))
     assert report['converted'] == 1 + 2 + 4 + 14 + 1  # every A0 block
     assert report['max_rel_diff'] < 1e-5
-    assert report['max_abs_diff'] >= 0
+    # a conversion that changes the function is reported, and refused
+    # with a tolerance
+    from repvgg_seg.errors import VerificationError
+    for tolerance in (None, 1e-4):
+        broken = RepVGG('A0', out_indices=(4,))
+        randomize_bn(broken)
+        block = broken.stage2[1]
+        exact = block.get_equivalent_kernel_bias
+        block.get_equivalent_kernel_bias = lambda: (exact()[0] * 1.05,
+                                                    exact()[1])
+        if tolerance is None:
+            report = reparameterize(broken, verify=True,
+                                    input_shape=(1, 3, 35, 35))
+            assert report['max_rel_diff'] > 1e-3
+            assert report['max_abs_diff'] > 0
+        else:
+            with pytest.raises(VerificationError, match='differs'):
+                reparameterize(broken, verify=True, tolerance=tolerance,
+                               input_shape=(1, 3, 35, 35))
+
+

@@ -380,7 +380,7 @@ def test_quantize_without_the_packages(package, tiny_trained, tmp_path,
     code, err = run_tool('quantize', *quantize_args(
         tiny_trained, tmp_path / 'm.xml'), capsys=capsys)
     assert code == 2
-    assert (f'INT8 quantization needs {package}, which is not installed'
+    assert (f'INT8 quantization needs {package}: {package} is not installed'
             in error_line(err))
     assert os.listdir(tmp_path) == []
 

@@ -6,7 +6,8 @@
         [--layout nchw|cl ...] [--compile]
         [--engine torch|onnxruntime|openvino|winograd ...] [--warmup N]
         [--iters N] [--rounds N] [--checkpoint CKPT ...] [--ceiling]
-        [--image IMG_OR_DIR ...] [--out-json FILE] [--cfg-options k=v ...]
+        [--image IMG_OR_DIR ...] [--calib-images N] [--out-json FILE]
+        [--cfg-options k=v ...]
 
 Timed: one test-mode whole-image forward pass plus the resize of the logits
 to the input size, per sample (preprocessing excluded; inputs generated).
@@ -74,6 +75,9 @@ def parse_args(argv=None):
     parser.add_argument('--image', nargs='+', metavar='IMG_OR_DIR',
                         help='agreement checks on these images (files or '
                         'folders, e.g. a val set) instead of a synthetic one')
+    parser.add_argument('--calib-images', type=int, default=20,
+                        help='images INT8 rows are calibrated on (the first '
+                        'N of --image, else generated; default 20)')
     parser.add_argument('--out-json', help='write setup, ceiling and rows')
     add_config_args(parser)
     return parse_tool_args(parser, argv)
@@ -86,7 +90,8 @@ def main(argv=None):
         device=args.device, threads=args.threads, engines=args.engine,
         precisions=args.precision, layouts=args.layout, compile=args.compile,
         warmup=args.warmup, iters=args.iters, rounds=args.rounds,
-        ceiling=args.ceiling, images=args.image)
+        ceiling=args.ceiling, images=args.image,
+        calib_images=args.calib_images)
     result = benchmark(args.configs, options, checkpoints=args.checkpoint,
                        cfg_options=args.cfg_options)
     print(format_table(result))

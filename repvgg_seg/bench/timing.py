@@ -25,8 +25,7 @@ conv is timed once per round, interleaved with the rows, and its median
 used.
 
 INT8 (``int8``, the OpenVINO engine): the exported model quantized by NNCF
-on the run's images (``images``; at most :data:`INT8_CALIBRATION_IMAGES`
-of them) or, without images, on generated ones (for speed only; the setup
+on the run's images (``images``; at most ``calib_images`` of them) or, without images, on generated ones (for speed only; the setup
 notes say so). Each INT8 row reports how many of its convs run in INT8
 (``int8_convs`` of ``convs``, from OpenVINO's profile), so a silent fp32
 fallback shows.
@@ -72,7 +71,6 @@ from .memory import MemoryMeter
 
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
 #: images (or generated inputs) an INT8 row is calibrated on, at most
-INT8_CALIBRATION_IMAGES = 20
 LAYOUTS = ('nchw', 'cl')
 FUSE_CHOICES = ('yes', 'no', 'both')
 
@@ -91,7 +89,8 @@ class BenchmarkOptions:
     ``'cl'`` (channels-last).
     ``images``: files or folders for the agreement checks (default: one
     synthetic image). ``ceiling``: also measure the conv ceiling and report
-    each row's achieved GFLOP/s as a percentage of it.
+    each row's achieved GFLOP/s as a percentage of it. ``calib_images``:
+    how many images INT8 rows are calibrated on.
     """
     fuse: str = 'both'
     shape: Tuple[int, int] = (713, 713)
@@ -107,6 +106,7 @@ class BenchmarkOptions:
     rounds: int = 3
     ceiling: bool = False
     images: Optional[Sequence[str]] = None
+    calib_images: int = 20
     seed: int = 0
 
     def validated(self) -> 'BenchmarkOptions':
@@ -126,9 +126,9 @@ class BenchmarkOptions:
                     raise InputError(f'unknown {what} {value!r}; valid: '
                                      f'{", ".join(valid)}')
         if (self.warmup < 0 or self.iters < 1 or self.rounds < 1
-                or self.batch_size < 1):
-            raise InputError('iters, rounds and batch size must be >= 1, '
-                             'warmup >= 0')
+                or self.batch_size < 1 or self.calib_images < 1):
+            raise InputError('iters, rounds, batch size and calibration '
+                             'images must be >= 1, warmup >= 0')
         if self.device.startswith('cuda') and not torch.cuda.is_available():
             raise UnavailableError('--device cuda: no CUDA device is '
                                    'available')
@@ -275,7 +275,7 @@ def _make_rows(configs, options, combos, checkpoints, cfg_options,
             if precision == 'int8':
                 calibration = CalibrationInputs(
                     model.model, input_shape, options.images,
-                    INT8_CALIBRATION_IMAGES)
+                    options.calib_images)
                 kind = 'generated' if calibration.generated else '--image'
                 print_log(f'{row.label}: quantizing (NNCF) on '
                           f'{len(calibration)} {kind} images',
@@ -299,11 +299,11 @@ def _make_rows(configs, options, combos, checkpoints, cfg_options,
 
 def _int8_note(options: BenchmarkOptions) -> str:
     if not options.images:
-        return (f'INT8 rows were calibrated on {INT8_CALIBRATION_IMAGES} '
+        return (f'INT8 rows were calibrated on {options.calib_images} '
                 'generated images: their speed is real, their agreement '
                 'says nothing about accuracy (calibrate on real images with '
                 '--image, or use tools/quantize.py)')
-    used = min(len(options.images), INT8_CALIBRATION_IMAGES)
+    used = min(len(options.images), options.calib_images)
     return (f'INT8 rows were calibrated on the first {used} of the '
             f'--image images, which the agreement is measured on too (for '
             'a held-out measure use tools/quantize.py)')

@@ -32,18 +32,23 @@ gained 2.75x from INT8 where R50 gained 4.1x. The cause is one level below
 NNCF's settings: ONNX stores a grouped conv's weight as ``[Cout, Cin/g, k,
 k]`` and OpenVINO's ONNX frontend emits it as ``Constant -> Reshape`` to the
 ``[g, Cout/g, Cin/g, k, k]`` layout of ``GroupConvolution``, without folding
-the Reshape. NNCF puts the weight's FakeQuantize on the conv's weight port,
-i.e. *after* the Reshape; its input is then not a ``Constant``, so NNCF does
-not compress it into an INT8 constant (dense convs get ``Constant(i8) ->
-Convert -> Multiply``), and the CPU plugin, seeing an fp32 weight computed
-at run time, picks the fp32 kernel. No NNCF option changes this (measured:
-``target_device=CPU``, ``model_type=TRANSFORMER``, ``overflow_fix`` off,
-per-tensor weights). Folding the model's constant subgraphs before
-quantizing (OpenVINO's ``ConstantFolding`` pass,
+the Reshape. NNCF looks through that Reshape for the weight's shape and
+computes the weight quantizer's ranges for the 4-d ``[Cout, Cin/g, k, k]``
+tensor (reduced over axes 2, 3), but applies them to the 5-d weight: the
+ranges come out shaped ``[g, Cout/g, 1, 1, k]`` (per-tensor weights:
+``[k]``), varying along the kernel width. OpenVINO's CPU plugin runs a conv
+in INT8 only with per-output-channel weight scales
+(``WeightableLayerTransformation::canBeTransformed``), so it keeps the fp32
+kernel and computes the FakeQuantize on its own. Measured on the stock INT8
+model: folding the Reshape alone, keeping NNCF's ranges, stays fp32;
+per-output-channel ranges behind the Reshape run INT8. No NNCF option
+changes this (``target_device=CPU``, ``model_type=TRANSFORMER``,
+``overflow_fix`` off, per-tensor weights: all measured). Folding the model's
+constant subgraphs *before* quantizing (OpenVINO's ``ConstantFolding`` pass,
 :func:`repvgg_seg.deploy.runtimes.constant_folded`; ``ov.convert_model``
-does the same) turns the weight into a plain ``Constant`` of the grouped
-layout; NNCF then quantizes it like any other and every ``GroupConvolution``
-runs ``brgconv_avx512_I8``/``jit_avx512_I8``. So the fix belongs to the
+does the same) gives NNCF a plain 5-d ``Constant`` weight, whose ranges it
+computes per output channel like any other, and every ``GroupConvolution``
+then runs ``brgconv_avx512_I8``/``jit_avx512_I8``. So the fix belongs to the
 quantization step, not to a rewrite of the model (splitting the groups into
 dense convs, or block-diagonal weights, measured slower); the folded model
 computes the same fp32 function (tested to 1e-5), and the report counts the
