@@ -12,8 +12,9 @@ import argparse
 import json
 import sys
 
-from repvgg_seg.demo import DEMO_CONFIG, run_demo
 from repvgg_seg.cli import run_cli
+from repvgg_seg.demo import DEMO_CONFIG, run_demo
+from repvgg_seg.models import BLOCK_TYPES
 
 
 def main(argv=None):
@@ -23,7 +24,7 @@ def main(argv=None):
     parser.add_argument('--data-root', default='data/synthetic_cityscapes')
     parser.add_argument('--max-iters', type=int,
                         help='shorter/longer training than the config')
-    parser.add_argument('--block',
+    parser.add_argument('--block', choices=sorted(BLOCK_TYPES),
                         help='the RepVGG block to train (model.backbone.'
                         'block, e.g. qarepvgg; default: the config\'s)')
     parser.add_argument('--no-int8', dest='int8', action='store_false',
