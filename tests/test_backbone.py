@@ -375,5 +375,3 @@ def test_reparameterize_verify_reports_differences():
             with pytest.raises(VerificationError, match='differs'):
                 reparameterize(broken, verify=True, tolerance=tolerance,
                                input_shape=(1, 3, 35, 35))
-
-

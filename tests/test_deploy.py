@@ -176,8 +176,10 @@ def test_benchmark_bf16_agreement():
     row = result['rows'][0]
     assert row['precision'] == 'bf16'
     agree = row['agreement']
-    assert 0 < agree['max_rel_error'] < 0.1
-    assert 50 <= agree['argmax_agreement_pct'] <= 100
+    # bf16 really ran (fp32 differs by ~1e-7) and stays close: ~1% logit
+    # error here, and argmax ties of a random-weight model flip a few pixels
+    assert 1e-4 < agree['max_rel_error'] < 0.05
+    assert agree['argmax_agreement_pct'] >= 90
 
 
 def test_benchmark_agreement_over_a_folder_of_images(synthetic_root):
@@ -188,8 +190,11 @@ def test_benchmark_agreement_over_a_folder_of_images(synthetic_root):
         warmup=0, iters=1, rounds=1, threads=1, images=val))
     agree = result['rows'][0]['agreement']
     assert agree['images'] == 2  # the two val images, found recursively
-    assert 50 <= agree['min_image_agreement_pct'] <= \
-        agree['argmax_agreement_pct'] <= 100
+    assert 1e-4 < agree['max_rel_error'] < 0.05
+    # pooled over both images (measured 96.7%, worst image 93.8%)
+    assert 80 <= agree['min_image_agreement_pct'] <= \
+        agree['argmax_agreement_pct']
+    assert agree['argmax_agreement_pct'] >= 90
 
 
 def test_pooled_agreement_known_answer():
@@ -380,9 +385,10 @@ WINO_ARCH = dict(num_blocks=(1, 2, 5, 1), width_factor=(0.25, 0.25, 0.25, 0.5),
 def test_winograd_matches_direct_conv(dilation):
     import copy
 
-    from repvgg_seg.models import RepVGG
     from repvgg_seg.deploy.winograd import (DilatedRun, WinogradConv2d,
-                                     convert_to_winograd, nnpack_available)
+                                            convert_to_winograd,
+                                            nnpack_available)
+    from repvgg_seg.models import RepVGG
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
     model = RepVGG(WINO_ARCH, dilation=dilation, deploy=True).eval()

@@ -15,6 +15,7 @@ import torch
 from tests.conftest import REPO
 from tests.helpers import run_tool
 
+
 def _train_cmd(config, work_dir, *extra):
     return [sys.executable, osp.join(REPO, 'tools', 'train.py'), config,
             '--work-dir', str(work_dir), *extra]

@@ -303,12 +303,8 @@ class QARepVGGBlock(RepVGGBlock):
         self.bn = build_norm_layer(norm_cfg, self.out_channels)[1]
 
     def _branch_sum(self, x):
-        if self.deploy:
-            return self.rbr_reparam(x)
-        out = self.rbr_dense(x) + self.rbr_1x1(x)
-        if self.rbr_identity is not None:
-            out = out + self.rbr_identity(x)
-        return self.bn(out)
+        out = super()._branch_sum(x)
+        return out if self.deploy else self.bn(out)  # the post-sum BN
 
     def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The kernel and bias of the single 3x3 conv this block equals
@@ -571,8 +567,8 @@ class RepVGG(BaseModule):
         return self
 
     def switch_to_deploy(self):
-        """Fuse every block in place (see :meth:`RepVGGBlock.switch_to_deploy`).
-        """
+        """Fuse every block in place (see
+        :meth:`RepVGGBlock.switch_to_deploy`)."""
         for _, block in self.blocks():
             block.switch_to_deploy()
         self.deploy = True
