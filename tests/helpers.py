@@ -75,3 +75,19 @@ def official_state(table: dict, seed: int = 0) -> OrderedDict:
         else:
             state[key] = torch.randn(shape, generator=gen) * 0.1
     return state
+
+
+def seg_batch(count: int = 2, size: int = 64, classes: int = 19,
+              seed: int = 0) -> dict:
+    """A random segmentation batch as a data loader gives it (uint8 images,
+    ``SegDataSample`` labels), for one ``train_step``."""
+    from mmengine.structures import PixelData
+
+    from mmseg.structures import SegDataSample
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
+                              generator=gen) for _ in range(count)],
+        data_samples=[SegDataSample(gt_sem_seg=PixelData(
+            data=torch.randint(0, classes, (1, size, size), generator=gen)))
+            for _ in range(count)])

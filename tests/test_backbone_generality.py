@@ -21,7 +21,8 @@ from repvgg_seg.models import (BLOCK_TYPES, PAPER_ARCHS, QARepVGGBlock,
 from repvgg_seg.models.reparam import (BNParams, fuse_block_state_dict,
                                        fuse_qa_branches)
 from tests.conftest import REPO
-from tests.helpers import official_state, randomize_bn, relative_error
+from tests.helpers import (official_state, randomize_bn, relative_error,
+                           seg_batch)
 
 MODES = (None, 'last_two_stages', 'fast')
 TOL = 1e-5
@@ -546,9 +547,7 @@ def test_qa_segmentation_training_step(_mmseg_scope):
     """The Table 8 QA config's PSPNet (tiny arch, BN instead of SyncBN on
     the CPU) takes an optimizer step."""
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.structures import PixelData
     from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
 
     from repvgg_seg.config import load_config
@@ -565,13 +564,7 @@ def test_qa_segmentation_training_step(_mmseg_scope):
     torch.manual_seed(0)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.init_weights()
-    gen = torch.Generator().manual_seed(0)
-    data = dict(
-        inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8,
-                              generator=gen) for _ in range(2)],
-        data_samples=[SegDataSample(gt_sem_seg=PixelData(
-            data=torch.randint(0, 19, (1, 64, 64), generator=gen)))
-            for _ in range(2)])
+    data = seg_batch()
     _one_step(model, data, 'mmseg')
 
 

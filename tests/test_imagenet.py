@@ -20,7 +20,7 @@ from repvgg_seg.models import RepVGG
 from repvgg_seg.config import load_config
 from repvgg_seg.runs import build_runner, setup_train_cfg
 from tests.conftest import REPO
-from tests.helpers import randomize_bn, relative_error
+from tests.helpers import randomize_bn, relative_error, seg_batch
 
 CFG_DIR = osp.join(REPO, 'configs', 'imagenet')
 ARCHS = ('a0', 'a1', 'a2', 'b0', 'b1', 'b1g2', 'b1g4', 'b2', 'b2g2', 'b2g4',
@@ -301,9 +301,7 @@ class _ListHandler(logging.Handler):
 def test_classifier_checkpoint_initialises_pspnet(tiny_imagenet, tmp_path):
     from mmengine.logging import MMLogger
     from mmengine.optim import OptimWrapper
-    from mmengine.structures import PixelData
     from mmseg.registry import MODELS as SEG_MODELS
-    from mmseg.structures import SegDataSample
 
     # 1. 3 iterations of classification training, as tools/train.py runs it
     options = {
@@ -366,13 +364,7 @@ def test_classifier_checkpoint_initialises_pspnet(tiny_imagenet, tmp_path):
                for m in handler.messages)
 
     # 3. one training step of the segmentor
-    gen = torch.Generator().manual_seed(0)
-    data = dict(
-        inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8,
-                              generator=gen) for _ in range(2)],
-        data_samples=[SegDataSample(gt_sem_seg=PixelData(
-            data=torch.randint(0, 19, (1, 64, 64), generator=gen)))
-            for _ in range(2)])
+    data = seg_batch()
     optim = OptimWrapper(torch.optim.SGD(segmentor.parameters(), lr=0.01))
     segmentor.train()
     with DefaultScope.overwrite_default_scope('mmseg'):
