@@ -39,6 +39,28 @@ class VerificationError(RepVGGSegError, ValueError):
     original closely enough (nothing was written)."""
 
 
+class ConversionError(VerificationError):
+    """A deploy conversion whose result does not match the original
+    model."""
+
+
+class ExportError(VerificationError):
+    """An ONNX/OpenVINO export whose result does not match torch."""
+
+
+class QuantizationError(VerificationError):
+    """An INT8 model that does not agree with fp32 torch closely enough
+    (nothing was written)."""
+
+
+class DatasetError(RepVGGSegError, ValueError):
+    """A data set that is missing, incomplete or would load wrong."""
+
+
+class NonFiniteLossError(RepVGGSegError, RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
 def shorten_list(items: Iterable, limit: int = 5, sep: str = ', ') -> str:
     """``a, b, c, ... (12 in all)``: the first ``limit`` items and the
     count, for messages that name offending keys or files."""

@@ -35,11 +35,7 @@ import numpy as np
 from mmengine.utils import scandir, track_parallel_progress, track_progress
 from PIL import Image
 
-from ..errors import RepVGGSegError, shorten_list
-
-
-class DatasetError(RepVGGSegError, ValueError):
-    """A data set that is missing, incomplete or would load wrong."""
+from ..errors import DatasetError, shorten_list
 
 
 # How many offending files (or values) a message shows before a count.

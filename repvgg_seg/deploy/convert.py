@@ -41,7 +41,7 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS, DefaultScope
 
 from ..config import as_config
-from ..errors import ConfigError, InputError, VerificationError
+from ..errors import ConfigError, ConversionError, InputError
 from ..io.checkpoint import load_checkpoint_file, trusted_checkpoints
 from ..io.files import check_writable, staged_outputs, write_bytes
 from ..models.convert import compare_outputs, fuse_for_deploy
@@ -50,10 +50,6 @@ from .build import (DEPLOY_KEY, LogitsModule, checked_shape, is_deploy_config,
 
 #: the checkpoint formats :func:`convert_checkpoint` writes
 FORMATS = ('pth', 'safetensors')
-
-
-class ConversionError(VerificationError):
-    """A conversion whose result does not match the original model."""
 
 
 def _backbone_accepts_deploy(cfg: Config) -> bool:

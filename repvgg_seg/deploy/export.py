@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from ..errors import VerificationError
+from ..errors import ExportError
 from ..io.files import check_writable, staged_outputs, temp_path
 from ..models.convert import fuse_for_deploy
 from .build import LogitsModule, checked_shape, default_input_shape, load_model
@@ -31,10 +31,6 @@ from .runtimes import (onnxruntime_infer, openvino_infer, openvino_paths,
 from .verify import agreement, load_image, preprocess, synthetic_image
 
 OPSET = 17
-
-
-class ExportError(VerificationError):
-    """An export whose result does not match torch."""
 
 
 class ExportableAdaptiveAvgPool2d(nn.Module):

@@ -72,7 +72,7 @@ from mmengine.registry import DefaultScope
 from mmengine.utils import ProgressBar
 
 from ..config import as_config
-from ..errors import InputError, VerificationError
+from ..errors import InputError, QuantizationError, VerificationError
 from ..io.files import (check_writable, staged_outputs, temp_path,
                         write_bytes)
 from ..models.convert import fuse_for_deploy
@@ -89,11 +89,6 @@ PRESETS = ('performance', 'mixed')
 FP32_TOLERANCE = 1e-4
 #: held-out generated images are seeded apart from the calibration ones
 HELDOUT_SEED = 100000
-
-
-class QuantizationError(VerificationError):
-    """An INT8 model that does not agree with fp32 torch closely enough
-    (nothing was written)."""
 
 
 # --------------------------------------------------------------------------

@@ -33,14 +33,10 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from ..errors import CheckpointError, RepVGGSegError
+from ..errors import CheckpointError, NonFiniteLossError
 from ..io.files import atomic_write_bytes
 from ..io.state_dict import state_dict_differences, strip_prefix
 from .state import bare_model, get_rng_state, max_over_ranks, set_rng_state
-
-
-class NonFiniteLossError(RepVGGSegError, RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @HOOKS.register_module()
