@@ -11,6 +11,7 @@ Approach"), whose fused form quantizes to INT8 without the large accuracy
 drop of re-parameterized RepVGG. Both fuse into the same plain 3x3 conv, so
 their deploy models are interchangeable.
 """
+import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -127,21 +128,29 @@ class RepVGGBlock(BaseModule):
     one 3x3 conv with bias followed by ReLU.
 
     Args:
-        in_channels, out_channels: channels.
-        stride: stride of the 3x3 and 1x1 convs.
-        dilation: dilation of the 3x3 conv (padding equals dilation, so the
-            spatial size is kept); the 1x1 branch is never dilated.
-        groups: groups of both convs.
-        has_identity: whether there is an identity BN branch. ``None`` means
-            "when in and out channels match and stride is 1". The backbone
-            passes it explicitly so that a dilation mode, which changes
-            strides, never changes the parameters.
-        use_se: squeeze-and-excitation after the sum (D2se).
-        deploy: build the fused form directly.
-        norm_cfg: config of the BN layers (BN, SyncBN, ...).
-        act_cfg: the non-linearity after the sum (default ReLU; ``None``
-            for none).
-        with_cp: gradient checkpointing of this block.
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        stride (int): Stride of the 3x3 and 1x1 convs. Defaults to 1.
+        dilation (int): Dilation of the 3x3 conv (padding equals dilation,
+            so the spatial size is kept); the 1x1 branch is never dilated.
+            Defaults to 1.
+        groups (int): Groups of both convs. Defaults to 1.
+        has_identity (bool, optional): Whether there is an identity BN
+            branch; ``None`` means "when in and out channels match and
+            stride is 1". The backbone passes it explicitly so that a
+            dilation mode, which changes strides, never changes the
+            parameters. Defaults to None.
+        use_se (bool): Squeeze-and-excitation after the sum (D2se).
+            Defaults to False.
+        deploy (bool): Build the fused form directly. Defaults to False.
+        norm_cfg (dict): Config of the BN layers (BN, SyncBN, ...).
+            Defaults to ``dict(type='BN')``.
+        act_cfg (dict, optional): The non-linearity after the sum; ``None``
+            for none. Defaults to ``dict(type='ReLU')``.
+        with_cp (bool): Gradient checkpointing of this block. Defaults to
+            False.
+        init_cfg (dict or list[dict], optional): Initialization config.
+            Defaults to None.
     """
 
     block_type = 'repvgg'
@@ -388,20 +397,20 @@ def resolve_strides_dilations(dilation: Optional[str] = None,
 
 
 def layer_plan(num_blocks: Sequence[int],
-               dilation: Optional[str] = None,
-               strides: Optional[Sequence[int]] = None,
-               dilations: Optional[Sequence[int]] = None) -> list:
+               strides: Sequence[int],
+               dilations: Sequence[int],
+               dilation: Optional[str] = None) -> list:
     """(stride, dilation) of every block of stages 1-4.
 
     Per stage (mmseg's ResNet convention): the first block has the stage's
-    stride, every block the stage's dilation. The named modes are shortcuts:
-    ``last_two_stages`` = strides (2, 2, 1, 1), dilations (1, 1, 2, 4)
-    (output stride 8, as PSPNet's dilated ResNet); ``fast``: the same
-    strides, but only the last 4 layers of stage 3 dilated by 2 and stage 4
-    by 4 (the paper's "last 5 layers"), which no tuple can express.
+    stride, every block the stage's dilation (``strides`` and ``dilations``
+    as :func:`resolve_strides_dilations` returns them). The named modes are
+    shortcuts: ``last_two_stages`` = strides (2, 2, 1, 1), dilations
+    (1, 1, 2, 4) (output stride 8, as PSPNet's dilated ResNet); ``fast``
+    (``dilation='fast'``): the same strides, but only the last 4 layers of
+    stage 3 dilated by 2 and stage 4 by 4 (the paper's "last 5 layers"),
+    which no tuple can express.
     """
-    strides, dilations = resolve_strides_dilations(dilation, strides,
-                                                   dilations)
     plan = []
     for n, stride, rate in zip(num_blocks, strides, dilations):
         plan.append([[stride if i == 0 else 1, rate] for i in range(n)])
@@ -416,37 +425,51 @@ class RepVGG(BaseModule):
     """RepVGG backbone.
 
     Args:
-        arch: one of :data:`ARCH_SETTINGS` (``'A0'`` ... ``'B3g4'``,
-            ``'D2se'``) or a dict with ``num_blocks`` and ``width_factor``
-            (4 entries each) and optionally ``group_layer_map`` ({layer index:
-            groups}) and ``use_se``.
-        in_channels: input channels.
-        out_indices: stages whose outputs are returned; 0 is the stem (stride
-            2), 1-4 are the stages (strides 4, 8, 16, 32 without dilation).
-        dilation: ``None``, ``'last_two_stages'`` or ``'fast'`` (see
-            :func:`layer_plan`); a shortcut for ``strides``/``dilations``.
-        deploy: build the fused (plain 3x3 conv + ReLU) form.
-        norm_cfg: BN config (SyncBN in the configs, BN for CPU).
-        norm_eval: keep BN layers in eval mode while training.
-        frozen_stages: freeze stages 0..frozen_stages (-1: none).
-        with_cp: gradient checkpointing of each block.
-        block: ``'repvgg'`` (the paper's block) or ``'qarepvgg'`` (the
-            quantization-friendly block, :class:`QARepVGGBlock`); both fuse
-            into the same plain geometry.
-        strides: strides of stages 1-4 (1 or 2 each; default
-            ``(2, 2, 2, 2)``); the stem always has stride 2.
-        dilations: dilations of stages 1-4 (default ``(1, 1, 1, 1)``), e.g.
+        arch (str | dict): One of :data:`ARCH_SETTINGS` (``'A0'`` ...
+            ``'B3g4'``, ``'D2se'``), or a dict with ``num_blocks`` and
+            ``width_factor`` (4 entries each) and optionally
+            ``group_layer_map`` ({layer index: groups}) and ``use_se``.
+            Defaults to ``'A0'``.
+        in_channels (int): Input channels. Defaults to 3.
+        out_indices (Sequence[int]): Stages whose outputs are returned; 0 is
+            the stem (stride 2), 1-4 are the stages (strides 4, 8, 16, 32
+            without dilation). Defaults to ``(1, 2, 3, 4)``.
+        dilation (str, optional): ``None``, ``'last_two_stages'`` or
+            ``'fast'`` (see :func:`layer_plan`), a shortcut for ``strides``
+            and ``dilations``. Defaults to None.
+        deploy (bool): Build the fused (plain 3x3 conv + ReLU) form.
+            Defaults to False.
+        norm_cfg (dict): BN config (SyncBN in the configs, BN for CPU).
+            Defaults to ``dict(type='BN', requires_grad=True)``.
+        norm_eval (bool): Keep the BN layers in eval mode while training.
+            Defaults to False.
+        frozen_stages (int): Freeze stages 0..frozen_stages (-1: none).
+            Defaults to -1.
+        with_cp (bool): Gradient checkpointing of each block. Defaults to
+            False.
+        block (str): ``'repvgg'`` (the paper's block) or ``'qarepvgg'``
+            (the quantization-friendly block, :class:`QARepVGGBlock`); both
+            fuse into the same plain geometry. Defaults to ``'repvgg'``.
+        strides (Sequence[int], optional): Strides of stages 1-4 (1 or 2
+            each); the stem always has stride 2. ``None``: those of the
+            ``dilation`` mode (``(2, 2, 2, 2)`` without one). Defaults to
+            None.
+        dilations (Sequence[int], optional): Dilations of stages 1-4, e.g.
             ``strides=(2, 2, 2, 1), dilations=(1, 1, 1, 2)`` for output
-            stride 16. Not together with a ``dilation`` mode. Padding equals
-            dilation, the 1x1 branch is never dilated and the identity
-            branches follow the ImageNet layout, so every checkpoint fits.
-        act_cfg: the blocks' non-linearity (default ReLU; ``None``: none).
-        pretrained: a checkpoint path (deprecated mmseg style; prefer
-            ``init_cfg=dict(type='Pretrained', checkpoint=...)``).
-        init_cfg: initialization config (a dict or a list of dicts);
+            stride 16; not together with a ``dilation`` mode. Padding
+            equals dilation, the 1x1 branch is never dilated and the
+            identity branches follow the ImageNet layout, so every
+            checkpoint fits. ``None``: those of the mode (``(1, 1, 1, 1)``
+            without one). Defaults to None.
+        act_cfg (dict, optional): The blocks' non-linearity; ``None`` for
+            none. Defaults to ``dict(type='ReLU')``.
+        pretrained (str, optional): A checkpoint path; deprecated (a
+            warning, as mmseg's backbones), use ``init_cfg=dict(
+            type='Pretrained', checkpoint=...)``. Defaults to None.
+        init_cfg (dict or list[dict], optional): Initialization config;
             ``Pretrained`` accepts the official, timm, mmpretrain and this
             project's checkpoints (see :mod:`repvgg_seg.models.pretrained`)
-            and loads strictly.
+            and loads strictly. Defaults to None.
     """
 
     arch_settings = ARCH_SETTINGS
@@ -473,6 +496,9 @@ class RepVGG(BaseModule):
             if init_cfg is not None:
                 raise ConfigError('give either pretrained or init_cfg, not '
                                   'both')
+            # mmseg's backbones' deprecation, word for word
+            warnings.warn('DeprecationWarning: pretrained is deprecated, '
+                          'please use "init_cfg" instead')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg)
         settings = resolve_arch(arch)
@@ -481,8 +507,8 @@ class RepVGG(BaseModule):
                               f'{", ".join(map(repr, BLOCK_TYPES))}')
         self.strides, self.dilations = resolve_strides_dilations(
             dilation, strides, dilations)
-        plan = layer_plan(settings['num_blocks'], dilation, strides,
-                          dilations)
+        plan = layer_plan(settings['num_blocks'], self.strides,
+                          self.dilations, dilation)
         out_indices = tuple(out_indices)
         if not out_indices or any(not 0 <= i <= 4 for i in out_indices):
             raise ConfigError(f'out_indices must be non-empty and in 0..4 '
