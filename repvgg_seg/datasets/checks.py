@@ -36,6 +36,7 @@ from mmengine.utils import scandir, track_parallel_progress, track_progress
 from PIL import Image
 
 from ..errors import DatasetError, shorten_list
+from .layout import CLASSES, IGNORE, IMG_SUFFIX, SEG_MAP_SUFFIX
 
 
 # How many offending files (or values) a message shows before a count.
@@ -404,10 +405,10 @@ def check_segmentation_dataset(
         data_root: Optional[str],
         img_dir: str,
         ann_dir: str,
-        img_suffix: str = '_leftImg8bit.png',
-        seg_map_suffix: str = '_gtFine_labelTrainIds.png',
-        num_classes: int = 19,
-        ignore_index: int = 255,
+        img_suffix: str = IMG_SUFFIX,
+        seg_map_suffix: str = SEG_MAP_SUFFIX,
+        num_classes: int = len(CLASSES),
+        ignore_index: int = IGNORE,
         crop_size: Union[None, int, Sequence[int]] = None,
         quick: bool = False,
         reduce_zero_label: bool = False,

@@ -19,17 +19,15 @@ import numpy as np
 from mmengine.logging import print_log
 from mmengine.utils import scandir
 
-from ..errors import shorten_list
+from ..errors import DatasetError, shorten_list
 from ..io.files import atomic_write_bytes
-from .checks import DatasetError, track_tasks
+from .checks import track_tasks
+from .layout import IGNORE, IMG_SUFFIX, SEG_MAP_SUFFIX
 
-IMG_SUFFIX = '_leftImg8bit.png'
 LABEL_IDS_SUFFIX = '_gtFine_labelIds.png'
 POLYGONS_SUFFIX = '_gtFine_polygons.json'
-TRAIN_IDS_SUFFIX = '_gtFine_labelTrainIds.png'
 # The splits of gtFine (train_extra has coarse annotations only).
 SPLITS = ('train', 'val', 'test')
-IGNORE = 255
 SHOW = 5
 
 
@@ -198,7 +196,7 @@ def prepare_cityscapes(root: str, nproc: int = 1,
     summary = dict(splits={}, split_lists=[])
     for split, split_sources in sources.items():
         tasks = [(source, osp.join(root, 'gtFine', split,
-                                   name + TRAIN_IDS_SUFFIX))
+                                   name + SEG_MAP_SUFFIX))
                  for name, source in split_sources.items()]
         convert = partial(_convert, lut=lut)
         done = track_tasks(convert, tasks, nproc)

@@ -38,18 +38,6 @@ def leaf_datasets(dataset_cfg) -> Iterator[dict]:
         yield dataset_cfg
 
 
-def dataset_defaults(dataset_class) -> dict:
-    """The ``__init__`` defaults of a dataset class and its bases."""
-    defaults = {}
-    for cls in reversed(dataset_class.__mro__):
-        if '__init__' in vars(cls):
-            for name, param in inspect.signature(
-                    cls.__init__).parameters.items():
-                if param.default is not inspect.Parameter.empty:
-                    defaults[name] = param.default
-    return defaults
-
-
 def crop_size_of(pipeline) -> Optional[Sequence[int]]:
     """The RandomCrop size when it sees the images as stored (no resize
     before it); ``None`` otherwise."""
@@ -80,26 +68,31 @@ def check_options(dataset_cfg,
                   data_root: Optional[str] = None) -> Tuple[list, dict]:
     """The class names and :func:`check_segmentation_dataset` arguments of a
     segmentation dataset config."""
+    from mmseg.registry import DATASETS
     dataset_type = dataset_cfg['type']
-    dataset_class = segmentation_dataset_class(dataset_type)
-    if dataset_class is None:
+    if segmentation_dataset_class(dataset_type) is None:
         raise DatasetError(f'{dataset_type!r} is not an mmseg segmentation '
                            'dataset type')
-    settings = dict(dataset_defaults(dataset_class))
-    settings.update(dataset_cfg)
-    metainfo = settings.get('metainfo') or {}
-    classes = metainfo.get('classes') or dataset_class.METAINFO['classes']
-    prefix = settings.get('data_prefix') or {}
+    # Built without reading a file (lazy_init) or a transform (no pipeline):
+    # its attributes are the config's settings over the class's defaults,
+    # as training will see them.
+    cfg = dict(dataset_cfg, pipeline=[], lazy_init=True)
+    if data_root:
+        cfg['data_root'] = data_root
+    dataset = DATASETS.build(cfg)
+    classes = dataset.metainfo['classes']
+    # data_prefix as configured: the data set has joined it to data_root
+    prefix = dataset_cfg.get('data_prefix') or {}
     return list(classes), dict(
-        data_root=data_root or settings.get('data_root'),
+        data_root=dataset.data_root,
         img_dir=prefix.get('img_path', ''),
         ann_dir=prefix.get('seg_map_path', ''),
-        img_suffix=settings['img_suffix'],
-        seg_map_suffix=settings['seg_map_suffix'],
+        img_suffix=dataset.img_suffix,
+        seg_map_suffix=dataset.seg_map_suffix,
         num_classes=len(classes),
-        ignore_index=settings.get('ignore_index', 255),
-        reduce_zero_label=settings.get('reduce_zero_label', False),
-        crop_size=crop_size_of(settings.get('pipeline')))
+        ignore_index=dataset.ignore_index,
+        reduce_zero_label=dataset.reduce_zero_label,
+        crop_size=crop_size_of(dataset_cfg.get('pipeline')))
 
 
 def config_datasets(cfg, splits: Sequence[str],

@@ -96,7 +96,6 @@ def check_imagenet(root, val_ann=None, num_classes=1000):
                         f'{ann}')
     summary.append(f'val: flat, {len(entries)} labelled images ({ann})')
     if val_ann and not problems:
-        os.makedirs(osp.dirname(meta_val), exist_ok=True)
         with open(val_ann, 'rb') as f:
             atomic_write_bytes(f.read(), meta_val)
         summary.append(f'installed {val_ann} as {meta_val}')
