@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Optional
 
 from mmengine.config import DictAction
 from mmengine.logging import MMLogger
@@ -18,14 +18,8 @@ from .errors import RepVGGSegError
 from .runs import DATA_CHECK_MODES
 
 DEBUG_ENV = 'REPVGG_SEG_DEBUG'
-
-
-def parse_cfg_options(pairs: Optional[Sequence[str]]) -> dict:
-    """``k=v`` strings (as ``--cfg-options`` gives them) to a dict."""
-    namespace = argparse.Namespace()
-    DictAction(option_strings=[], dest='opts')(None, namespace,
-                                               list(pairs or []))
-    return namespace.opts
+#: the checkpoint argument that means "no checkpoint: random weights"
+NO_CHECKPOINT = 'none'
 
 
 def log_to_stderr() -> None:
@@ -75,6 +69,35 @@ def add_config_args(parser, checkpoints: bool = True) -> None:
         parser.add_argument('--trust-checkpoint', action='store_true',
                             help='DANGEROUS: fully unpickle checkpoints '
                             '(only for files from a source you trust)')
+
+
+def checkpoint_or_none(value: str) -> Optional[str]:
+    """A checkpoint argument: ``None`` (random weights) for 'none', in any
+    case; a path otherwise."""
+    return None if value.lower() == NO_CHECKPOINT else value
+
+
+def _checkpoint_file(value: str) -> str:
+    if checkpoint_or_none(value) is None:
+        raise argparse.ArgumentTypeError(
+            f"'{value}' (random weights) does not apply here: this tool "
+            'needs trained weights')
+    return value
+
+
+def add_checkpoint_arg(parser, help: str = 'the checkpoint',
+                       random_weights: bool = True) -> None:
+    """The positional ``checkpoint`` of the tools that take one, with one
+    convention: 'none' means random weights, for the tools that only run a
+    model (speed, export and structure checks); the others refuse it."""
+    if random_weights:
+        parser.add_argument('checkpoint', type=checkpoint_or_none,
+                            help=f"{help}, or '{NO_CHECKPOINT}' for random "
+                            'weights')
+    else:
+        parser.add_argument('checkpoint', type=_checkpoint_file,
+                            help=f"{help} (not '{NO_CHECKPOINT}': there "
+                            'are no random weights to convert)')
 
 
 def parse_tool_args(parser, argv=None):

@@ -15,14 +15,17 @@ deploy config next to it (``x.pth`` -> ``x_deploy.py``). Reload with
 import argparse
 import sys
 
+from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
+                            parse_tool_args, run_cli)
 from repvgg_seg.deploy.convert import convert_checkpoint
-from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the training config')
-    parser.add_argument('checkpoint', help='the trained checkpoint')
+    # the deploy checkpoint records its source checkpoint: it needs a file
+    add_checkpoint_arg(parser, 'the trained checkpoint',
+                       random_weights=False)
     parser.add_argument('out', help='the deploy checkpoint to write')
     parser.add_argument('--force', action='store_true',
                         help='overwrite OUT and its deploy config')

@@ -17,13 +17,14 @@ import argparse
 import sys
 
 from repvgg_seg.deploy.export import export_onnx
-from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
+                            parse_tool_args, run_cli)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
-    parser.add_argument('checkpoint', help="a checkpoint, or 'none'")
+    add_checkpoint_arg(parser, 'a training or deploy checkpoint')
     parser.add_argument('out', help='the .onnx file to write')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default 713 713 for a segmentor)')
@@ -44,12 +45,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    checkpoint = None if args.checkpoint.lower() == 'none' \
-        else args.checkpoint
-    report = export_onnx(args.config, checkpoint, args.out, shape=args.shape,
-                         batch_size=args.batch_size, dynamic=args.dynamic,
-                         force=args.force, openvino=args.openvino,
-                         opset=args.opset, tolerance=args.tolerance,
+    report = export_onnx(args.config, args.checkpoint, args.out,
+                         shape=args.shape, batch_size=args.batch_size,
+                         dynamic=args.dynamic, force=args.force,
+                         openvino=args.openvino, opset=args.opset,
+                         tolerance=args.tolerance,
                          cfg_options=args.cfg_options, image=args.image)
     for check in report['checks']:
         print(f'{check["runtime"]} vs torch at {check["shape"][0]}x'

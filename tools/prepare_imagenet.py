@@ -10,13 +10,15 @@ ROOT (default data/imagenet) must hold
                                        indices in the sorted order of train/
 
 ``--val-ann FILE`` checks such an annotation file against val/ and installs
-it as meta/val.txt. Prints every problem found; exit status 1 if any.
+it as meta/val.txt. Prints what it found; problems are reported as one
+``error:`` message on stderr, naming each of them, with exit status 2.
 """
 import argparse
 import sys
 
 from repvgg_seg.cli import run_cli
 from repvgg_seg.datasets.imagenet import check_imagenet
+from repvgg_seg.errors import DatasetError
 
 
 def main(argv=None):
@@ -30,11 +32,10 @@ def main(argv=None):
     problems, summary = check_imagenet(args.root, args.val_ann, args.classes)
     for line in summary:
         print(line)
-    for line in problems:
-        print(f'problem: {line}')
-    print('layout OK' if not problems else
-          f'{len(problems)} problem(s) in {args.root}')
-    return 1 if problems else 0
+    if problems:
+        raise DatasetError(f'{len(problems)} problem(s) in {args.root}:\n'
+                           + '\n'.join(f'- {line}' for line in problems))
+    print('layout OK')
 
 
 if __name__ == '__main__':

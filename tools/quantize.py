@@ -8,6 +8,8 @@
 The model is fused, exported (checked against torch) and quantized with
 NNCF on calibration images from the config's data (through its own test
 pipeline and data preprocessor, cut into the windows of its test_cfg).
+CHECKPOINT 'none' quantizes random weights (speed tests; they rarely reach
+the agreement bar: --min-agreement 0).
 OUT.xml and OUT.bin (and REPORT) are written only when the INT8 model's
 pixel argmax agreement with fp32 torch, measured on held-out images (the
 val split when calibrating on train), reaches --min-agreement (default
@@ -19,7 +21,8 @@ import argparse
 import json
 import sys
 
-from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
+from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
+                            parse_tool_args, run_cli)
 from repvgg_seg.deploy.quantize import (CALIB_SPLITS, PRESETS,
                                         quantize_segmentor)
 
@@ -27,7 +30,7 @@ from repvgg_seg.deploy.quantize import (CALIB_SPLITS, PRESETS,
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
-    parser.add_argument('checkpoint')
+    add_checkpoint_arg(parser, 'the trained checkpoint')
     parser.add_argument('out', metavar='OUT.xml',
                         help='the INT8 OpenVINO IR (OUT.bin beside it)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),

@@ -33,11 +33,21 @@ from ..errors import CheckpointError, UnsafeCheckpointError
 TRUST_ENV = 'REPVGG_SEG_TRUST_CHECKPOINT'
 
 
+def _numpy_multiarray():
+    # numpy 2 moved the array internals to numpy._core (numpy.core is a
+    # deprecated alias there); numpy 1 has numpy.core only
+    try:
+        from numpy._core import multiarray
+    except ImportError:
+        from numpy.core import multiarray
+    return multiarray
+
+
 def _numpy_globals():
     # numpy arrays and scalars pickle through _reconstruct/scalar; numpy 2
-    # moved them to numpy._core, and files written with numpy 1 still name
-    # numpy.core, so both names are allowed for the same functions.
-    from numpy._core import multiarray
+    # names them numpy._core, files written with numpy 1 name numpy.core, so
+    # both names are allowed for the same functions.
+    multiarray = _numpy_multiarray()
     entries = [np.ndarray, np.dtype]
     entries += [type(np.dtype(t)) for t in
                 ('float16', 'float32', 'float64', 'int8', 'int16', 'int32',

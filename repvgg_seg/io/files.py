@@ -12,9 +12,19 @@ import tempfile
 from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Sequence
 
+from mmengine.utils import mkdir_or_exist
+
+
+def _nearest_existing(folder: str) -> str:
+    while not osp.exists(folder):
+        folder = osp.dirname(folder)
+    return folder
+
 
 def check_writable(paths: Sequence[str], force: bool) -> None:
-    """Refuse existing outputs (unless ``force``) and missing folders."""
+    """Refuse existing outputs (unless ``force``) and outputs whose folder
+    cannot be made. Missing folders are fine: they are created when the
+    outputs are written (:func:`temp_path`), as mmseg's tools do."""
     for path in paths:
         if osp.exists(path) and not force:
             raise FileExistsError(
@@ -22,17 +32,20 @@ def check_writable(paths: Sequence[str], force: bool) -> None:
         if osp.isdir(path):
             raise FileExistsError(f'{path} is a directory')
         folder = osp.dirname(osp.abspath(path))
-        if not osp.isdir(folder):
-            raise FileNotFoundError(f'output folder does not exist: {folder}')
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(f'output folder is not writable: {folder}')
+        existing = _nearest_existing(folder)
+        if not osp.isdir(existing):
+            raise NotADirectoryError(
+                f'cannot write {path}: {existing} is a file, not a folder')
+        if not os.access(existing, os.W_OK):
+            raise PermissionError(f'output folder is not writable: '
+                                  f'{existing}')
 
 
 def temp_path(path: str) -> str:
     """A new empty temporary file in ``path``'s folder, with its suffix (the
     final write is a rename, atomic on one file system)."""
     folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    mkdir_or_exist(folder)
     base, ext = osp.splitext(osp.basename(path))
     fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix='.partial' + ext,
                                dir=folder)

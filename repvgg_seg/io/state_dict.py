@@ -1,6 +1,7 @@
 """State dicts: unwrapping checkpoints, comparing them with a model, loading
 them strictly with a readable error. Used by every path that loads weights
 (pretrained backbones, tools, resume checks)."""
+import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping
 
@@ -63,21 +64,79 @@ def state_dict_differences(target: Mapping[str, torch.Tensor],
     return problems
 
 
+# The keys by which a training-time RepVGG block differs from its fused form
+_BRANCH_KEY = re.compile(r'^(.+)\.(rbr_dense|rbr_1x1|rbr_identity)\.')
+_REPARAM_KEY = re.compile(r'^(.+)\.rbr_reparam\.(weight|bias)$')
+
+
+def is_fused_form(training: Mapping[str, torch.Tensor],
+                  deploy: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``deploy`` has the keys that fusing a model with the state
+    dict ``training`` gives (``fuse_for_deploy``): they differ only in
+    RepVGG blocks (branches vs ``rbr_reparam``) and in BNs folded into the
+    convs before them (a conv bias instead), the keys they share have the
+    same shapes and each fused kernel that of its 3x3 branch. Keys and
+    shapes only: no model is built."""
+    only_training = set(training) - set(deploy)
+    only_deploy = set(deploy) - set(training)
+    norms = {k[:-len('.running_mean')] for k in training
+             if k.endswith('.running_mean')}
+    branched, fused = set(), set()
+    for key in only_training:
+        match = _BRANCH_KEY.match(key)
+        if match:
+            branched.add(match.group(1))
+        elif key.rsplit('.', 1)[0] not in norms:  # (a BN that was folded)
+            return False
+    for key in only_deploy:
+        match = _REPARAM_KEY.match(key)
+        if match:
+            fused.add(match.group(1))
+        elif not (key.endswith('.bias')
+                  and key[:-len('bias')] + 'weight' in training):
+            return False  # (nor the bias of a conv a BN was folded into)
+    if not fused or branched != fused:
+        return False
+    shapes = [(training[k].shape, deploy[k].shape)
+              for k in set(training) & set(deploy)]
+    for block in fused:  # a fused kernel has its 3x3 branch's shape
+        dense = training.get(f'{block}.rbr_dense.conv.weight')
+        if dense is None:
+            return False
+        kernel = deploy[f'{block}.rbr_reparam.weight']
+        shapes.append((dense.shape, kernel.shape))
+    return all(tuple(a) == tuple(b) for a, b in shapes)
+
+
+def mismatch_hint(target: Mapping[str, torch.Tensor],
+                  state: Mapping[str, torch.Tensor]) -> str:
+    """What to do about a checkpoint ``state`` that does not fit a model
+    with the state dict ``target``, when its keys tell: the other form
+    (deploy or training) of this model, or another model; else ``''``."""
+    if is_fused_form(target, state):
+        return ('it is the deploy (fused) form of this model: use the '
+                'deploy config written next to it by tools/convert.py')
+    if is_fused_form(state, target):
+        return ('it is the training form of this model: use the training '
+                'config, not a deploy config')
+    from ..models.pretrained import describe_state_dict  # (models use io)
+    seen, model = describe_state_dict(state), describe_state_dict(target)
+    if seen is None or seen == model:
+        return ''
+    return f'the checkpoint looks like {seen}' + (
+        f', the model is {model}' if model else '')
+
+
 def load_state_dict_strict(model: nn.Module, state: Dict[str, torch.Tensor],
                            source: str = 'checkpoint') -> None:
     """``model.load_state_dict(state, strict=True)`` with an error that
-    lists what does not fit, and says so when a deploy checkpoint meets a
-    training config or the other way round."""
-    problems = state_dict_differences(model.state_dict(), state)
+    lists what does not fit and, when the keys tell, what the checkpoint is
+    (:func:`mismatch_hint`)."""
+    target = model.state_dict()
+    problems = state_dict_differences(target, state)
     if problems:
-        unexpected = [k for k in state if k not in model.state_dict()]
-        hint = ''
-        if any('rbr_reparam' in k for k in unexpected):
-            hint = ('; it looks like a deploy checkpoint: use the deploy '
-                    'config written next to it by tools/convert.py')
-        elif any('rbr_dense' in k for k in unexpected):
-            hint = ('; it looks like a training checkpoint: use the '
-                    'training config, not a deploy config')
+        hint = mismatch_hint(target, state)
         raise CheckpointError(f'{source} does not fit the model: '
-                              + '; '.join(problems) + hint)
+                              + '; '.join(problems)
+                              + (f'; {hint}' if hint else ''))
     model.load_state_dict(state, strict=True)

@@ -182,6 +182,19 @@ def _arch_shapes(backbone_cls, arch: str, deploy: bool,
 _FORMS = (('repvgg', False), ('repvgg', True), ('qarepvgg', False))
 
 
+_STAGE_BLOCK = re.compile(r'^stage([1-4])\.(\d+)\.')
+
+
+def _blocks_per_stage(keys) -> Tuple[int, ...]:
+    counts = [0, 0, 0, 0]
+    for key in keys:
+        match = _STAGE_BLOCK.match(key)
+        if match:
+            stage, index = int(match.group(1)), int(match.group(2))
+            counts[stage - 1] = max(counts[stage - 1], index + 1)
+    return tuple(counts)
+
+
 def guess_arch(state: Mapping[str, torch.Tensor],
                backbone_cls) -> Optional[str]:
     """The arch, block and form of ``backbone_cls`` (a RepVGG class, whose
@@ -189,13 +202,44 @@ def guess_arch(state: Mapping[str, torch.Tensor],
     e.g. ``'B1 (training-time)'`` or ``'B1 (QARepVGG, training-time)'``."""
     shapes = {k: tuple(v.shape) for k, v in state.items()
               if not k.endswith('num_batches_tracked')}
-    for arch in backbone_cls.arch_settings:
+    depths = _blocks_per_stage(shapes)
+    for arch, settings in backbone_cls.arch_settings.items():
+        if tuple(settings['num_blocks']) != depths:
+            continue  # no model to build (on the meta device) for this one
         for block, deploy in _FORMS:
             if _arch_shapes(backbone_cls, arch, deploy, block) == shapes:
                 form = 'deploy' if deploy else 'training-time'
                 if block != 'repvgg':
                     form = f'{_BLOCK_NAMES[block]}, {form}'
                 return f'{arch} ({form})'
+    return None
+
+
+# ResNet depths by (bottleneck blocks, blocks in layer3), as torchvision's
+# and mmseg's ResNets (ResNetV1c included) name them.
+_RESNET_LAYER = re.compile(r'^layer([1-4])\.(\d+)\.conv(\d)\.weight$')
+_RESNET_DEPTHS = {(False, 2): 18, (False, 6): 34, (True, 6): 50,
+                  (True, 23): 101, (True, 36): 152}
+
+
+def describe_state_dict(state: Mapping[str, torch.Tensor]
+                        ) -> Optional[str]:
+    """What backbone a state dict (a model's or a checkpoint's, segmentor
+    or bare backbone) holds, told from its key names and shapes alone:
+    ``'RepVGG-A0 (training-time)'``, ``'a RepVGG (custom arch)'``,
+    ``'ResNet-50'``, ``'a ResNet'``; ``None`` when the keys do not say."""
+    from .repvgg import RepVGG
+    backbone, _ = extract_backbone_state(state)
+    if any(k.startswith('stage0.rbr_') for k in backbone):
+        arch = guess_arch(backbone, RepVGG)
+        return f'RepVGG-{arch}' if arch else 'a RepVGG (custom arch)'
+    layers = [_RESNET_LAYER.match(k) for k in backbone]
+    layers = [m for m in layers if m]
+    if layers:
+        bottleneck = any(m.group(3) == '3' for m in layers)
+        layer3 = {m.group(2) for m in layers if m.group(1) == '3'}
+        depth = _RESNET_DEPTHS.get((bottleneck, len(layer3)))
+        return f'ResNet-{depth}' if depth else 'a ResNet'
     return None
 
 
