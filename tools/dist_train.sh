@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# Distributed training with torchrun, like mmseg's: dist_train.sh CONFIG GPUS [args]
+# Distributed training with torchrun, as mmseg's script:
+#   tools/dist_train.sh CONFIG GPUS [arguments of tools/train.py]
+# GPUS processes on this machine; for several machines run it on each with
+# NNODES, NODE_RANK (0 .. NNODES-1), MASTER_ADDR (node 0's address) and PORT.
+if [[ $# -lt 2 ]]; then
+    echo "usage: $0 CONFIG GPUS [arguments of tools/train.py]" >&2
+    exit 2
+fi
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-cd "$(dirname "$0")/.." || exit 1
-python -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" --nproc_per_node="$GPUS" --master_port="$PORT" \
-    tools/train.py "$CONFIG" --launcher pytorch "${@:3}"
+TOOLS=$(dirname "$0")
+ROOT=$(cd "$TOOLS/.." && pwd)
+
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+python -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$TOOLS/train.py" "$CONFIG" --launcher pytorch "${@:3}"
