@@ -27,10 +27,24 @@ __version__ = '0.2.0'
 register_safe_loader()
 register_atomic_backend()
 
+
+def use_mmengine_defaults() -> None:
+    """Undo what importing the package changed in mmengine for the whole
+    process: local checkpoints are read by mmengine's own loader again
+    (``torch.load`` as mmengine calls it, no allow-list) and files written
+    by its plain local backend (not atomically). For code of your own that
+    needs mmengine's behaviour; the project's tools do not call it."""
+    from mmengine.fileio.backends import LocalBackend, register_backend
+    from mmengine.runner.checkpoint import CheckpointLoader, load_from_local
+    CheckpointLoader.register_scheme(prefixes='', force=True)(
+        load_from_local)
+    register_backend('local', LocalBackend, force=True, prefixes='')
+
 __all__ = [
     'ARCH_SETTINGS', 'RepVGG', 'RepVGGBlock', 'QARepVGGBlock',
     'reparameterize',
     'fuse_for_deploy', 'deploy_copy', 'load_checkpoint_file',
     'trusted_checkpoints', 'RepVGGSegError', 'ConfigError',
-    'CheckpointError', 'UnsafeCheckpointError', 'NonFiniteLossError'
+    'CheckpointError', 'UnsafeCheckpointError', 'NonFiniteLossError',
+    'use_mmengine_defaults'
 ]

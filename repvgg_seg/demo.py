@@ -6,7 +6,6 @@ predictions."""
 import os
 import os.path as osp
 import time
-import types
 from typing import Optional
 
 import numpy as np
@@ -92,6 +91,8 @@ def run_demo(config: str = DEMO_CONFIG,
         summary['block'] = block
     if int8:
         summary.update(int8_step(config, checkpoint, work_dir, options))
+        summary.update(infer_step(config, summary['int8_ir'], work_dir,
+                                  options))
     path = osp.join(work_dir, 'summary.json')
     write_json(summary, path)
     print_log(f'demo summary written to {path}: {summary}', logger='current')
@@ -125,15 +126,15 @@ def int8_step(config: str, checkpoint: str, work_dir: str,
     test_cfg.experiment_name = 'demo_test_int8'
     metrics = run_test(test_cfg)
 
-    # the speed: INT8 IR vs the fused fp32 model in torch and in OpenVINO,
-    # at the IR's size, measured round-robin (rows quantized on val images)
+    # the speed: the INT8 IR just tested vs the fused fp32 model in torch
+    # and in OpenVINO, at the IR's size, measured round-robin
     val_images = osp.join(options['val_dataloader.dataset.data_root'],
                           'leftImg8bit', 'val')
     speed = benchmark([config], BenchmarkOptions(
         fuse='yes', shape=tuple(report['shape']),
-        engines=('torch', 'openvino'), precisions=('fp32', 'int8'),
+        engines=('torch', 'openvino'), precisions=('fp32', ),
         warmup=1, iters=2, rounds=3, images=[val_images]),
-        checkpoints=[checkpoint], cfg_options=options)
+        checkpoints=[checkpoint], cfg_options=options, irs=[ir])
     rows = {(r['engine'], r['precision']): r for r in speed['rows']}
     int8_row = rows[('openvino', 'int8')]
     ms = {key: round(r['latency_ms'], 2) for key, r in rows.items()}
@@ -160,6 +161,41 @@ def int8_step(config: str, checkpoint: str, work_dir: str,
         int8_ir=ir, predictions=predictions)
 
 
+def infer_step(config: str, ir: str, work_dir: str, options: dict) -> dict:
+    """The demo's last step, what a user does next: segment images with the
+    INT8 IR through ``tools/infer.py``'s job -- the synthetic val images
+    (overlays with a legend, train-id label maps) and a short video made
+    from them. Returns the summary's inference fields."""
+    import cv2
+
+    from .inference import InferenceOptions, run_inference
+    from .inference.sources import folder_items
+    val_images = osp.join(options['val_dataloader.dataset.data_root'],
+                          'leftImg8bit', 'val')
+    out_dir = osp.join(work_dir, 'infer')
+    settings = dict(engine='openvino', legend=True, force=True,
+                    cfg_options=options)
+    images = run_inference(val_images, config, ir, InferenceOptions(
+        out_dir=out_dir, save_pred='trainid', batch_size=4, streams=2,
+        **settings))
+    # a short video of the val images, 4 frames a second
+    video = osp.join(work_dir, 'val_drive.mp4')
+    frames = [cv2.imread(item.path) for item in folder_items(val_images)]
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'mp4v'), 4.0,
+                             (width, height))
+    for frame in frames:
+        writer.write(cv2.resize(frame, (width, height)))
+    writer.release()
+    clip = run_inference(video, config, ir, InferenceOptions(
+        out_dir=out_dir, **settings))
+    return dict(infer_images=images.done,
+                infer_images_per_s=round(images.images_per_s, 2),
+                infer_out_dir=out_dir,
+                infer_video=osp.join(out_dir, 'val_drive.mp4'),
+                infer_video_frames=clip.done)
+
+
 def draw_predictions(config: str, checkpoint: str, ir: str, out: str,
                      options: dict, rows: int = PREDICTION_ROWS) -> None:
     """``out`` (PNG): the first ``rows`` val images as rows of input |
@@ -168,25 +204,19 @@ def draw_predictions(config: str, checkpoint: str, ir: str, out: str,
 
     Both predictions come from mmseg's own ``test_step`` (pipeline,
     inference mode, post-processing): the fp32 one from the trained
-    checkpoint, the INT8 one with the IR in place of ``encode_decode``
-    (:class:`repvgg_seg.deploy.openvino_model.OpenVINOSegmentorRunner`)."""
+    checkpoint, the INT8 one on the OpenVINO engine with the IR
+    (:func:`repvgg_seg.engines.load_engine`)."""
     import mmcv
     from mmengine.dataset import pseudo_collate
     from mmseg.visualization import SegLocalVisualizer
 
     from .config import as_config
-    from .deploy.build import load_model
-    from .deploy.openvino_model import OpenVINOSegmentorRunner
-    from .deploy.quantize import build_split
+    from .deploy.inputs import build_split
+    from .engines import load_engine
     cfg = as_config(config, options)
-    model = load_model(cfg, checkpoint)
+    model = load_engine(cfg, checkpoint, 'torch')
     dataset = build_split(cfg, 'val', annotations=True)
-    engine = OpenVINOSegmentorRunner(ir, model.out_channels,
-                                     (model.test_cfg or {}).get('mode',
-                                                                'whole'))
-    int8_model = load_model(cfg, checkpoint)
-    int8_model.encode_decode = types.MethodType(
-        lambda self, inputs, metas: engine(inputs), int8_model)
+    int8_model = load_engine(cfg, ir, 'openvino')
     visualizer = SegLocalVisualizer.get_instance('repvgg_demo_predictions')
     visualizer.alpha = 1.0  # the colours, not blended with the image
     visualizer.set_dataset_meta(dataset.metainfo['classes'],
@@ -198,13 +228,15 @@ def draw_predictions(config: str, checkpoint: str, ir: str, out: str,
         return visualizer._draw_sem_seg(np.zeros_like(image), seg, classes,
                                         palette, with_labels=False)
 
-    lines = []
+    lines, labels = [], []
     for index in range(min(rows, len(dataset))):
         batch = pseudo_collate([dataset[index]])
         with torch.no_grad():
             fp32 = model.test_step(batch)[0]
             int8 = int8_model.test_step(batch)[0]
         image = mmcv.imread(fp32.img_path, channel_order='rgb')
+        labels += [sample.data.cpu().numpy().ravel() for sample in (
+            fp32.gt_sem_seg, fp32.pred_sem_seg, int8.pred_sem_seg)]
         panels = [image, colour(image, fp32.gt_sem_seg),
                   colour(image, fp32.pred_sem_seg),
                   colour(image, int8.pred_sem_seg)]
@@ -214,15 +246,33 @@ def draw_predictions(config: str, checkpoint: str, ir: str, out: str,
             line += [gap, panel]
         lines.append(np.concatenate(line, axis=1))
     width = max(line.shape[1] for line in lines)
-    grid = []
+    grid = [_titles(('input', 'ground truth', 'fp32', 'INT8'),
+                    image.shape[1], width)]
     for line in lines:
         line = np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)),
                       constant_values=255)
         grid += [line, np.full((4, width, 3), 255, np.uint8)]
-    atomic_write_bytes(_png_bytes(np.concatenate(grid[:-1])[..., ::-1]),
-                       out)
+    # a legend of the classes in the pictures (the writer draws BGR)
+    from .inference.outputs import OutputWriter
+    legend = OutputWriter('', dict(classes=classes, palette=palette),
+                          save_vis=False).legend_strip(
+                              np.unique(np.concatenate(labels)), width)
+    grid.append(legend[..., ::-1])
+    atomic_write_bytes(_png_bytes(np.concatenate(grid)[..., ::-1]), out)
     print_log(f'wrote {out}: {len(lines)} val images as input | ground '
-              'truth | fp32 | INT8', logger='current')
+              'truth | fp32 | INT8, with a legend', logger='current')
+
+
+def _titles(names, column: int, width: int) -> np.ndarray:
+    """A white strip with one title over each ``column``-wide panel (RGB;
+    the panels are 4 px apart)."""
+    import cv2
+    strip = np.full((22, width, 3), 255, np.uint8)
+    for k, name in enumerate(names):
+        cv2.putText(strip, name, (k * (column + 4) + 4, 16),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return strip
 
 
 def _png_bytes(bgr: np.ndarray) -> bytes:

@@ -13,14 +13,13 @@ from mmengine.runner import Runner
 
 from .config import check_work_dir, default_work_dir, load_config
 from .datasets.config_check import check_config_datasets
-from .deploy.runtimes import openvino_paths, require
-from .deploy.winograd import CACHE_ENV, require_nnpack
+from .engines import ENGINES, EngineHook, get_engine  # noqa: F401 (hook)
 from .errors import ConfigError, InputError
 from .io.checkpoint import trusted_checkpoints
 from .training.state import find_resume_checkpoint
 
 #: the engines ``tools/test.py`` evaluates on
-TEST_ENGINES = ('torch', 'winograd', 'openvino')
+TEST_ENGINES = tuple(ENGINES)
 
 DATA_CHECK_MODES = ('full', 'quick', 'off')
 
@@ -133,22 +132,21 @@ def run_test(cfg: Config) -> dict:
         return build_runner(cfg).test()
 
 
-def _check_openvino_ir(path: str) -> None:
-    """``--engine openvino`` takes an OpenVINO IR (``x.xml`` with its
-    ``x.bin``), with OpenVINO installed."""
-    if not path.endswith('.xml'):
-        kind = ('a PyTorch checkpoint' if path.endswith(
-            ('.pth', '.pt', '.safetensors')) else 'not an OpenVINO IR')
-        raise InputError(
-            f'--engine openvino evaluates an OpenVINO IR (.xml); {path} is '
-            f'{kind}: make one with tools/quantize.py (INT8) or '
-            'tools/export_onnx.py --openvino (fp32), or test the checkpoint '
-            'with --engine torch')
-    require('openvino', '--engine openvino')
-    binary = openvino_paths(path)[1]
-    if osp.isfile(path) and not osp.isfile(binary):
-        raise FileNotFoundError(f'the weights of the OpenVINO IR {path} '
-                                f'are missing: {binary} not found')
+def _use_tta(cfg: Config) -> None:
+    """mmseg's ``tools/test.py --tta``: the test set runs the config's
+    ``tta_pipeline`` and the model is wrapped in its ``tta_model``
+    (``SegTTAModel``: the softmaxes of the augmented views averaged)."""
+    missing = [k for k in ('tta_model', 'tta_pipeline') if not cfg.get(k)]
+    if missing:
+        raise ConfigError(f'--tta needs {" and ".join(missing)} in '
+                          f'{cfg.filename} (see configs/_base_/'
+                          'default_runtime.py and configs/_base_/datasets/)')
+    dataset = cfg.test_dataloader.dataset
+    while 'pipeline' not in dataset and 'dataset' in dataset:
+        dataset = dataset.dataset
+    dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
 
 
 def setup_test_cfg(config: str,
@@ -162,29 +160,36 @@ def setup_test_cfg(config: str,
                    launcher: str = 'none',
                    trust_checkpoint: bool = False,
                    data_check: Optional[str] = None,
-                   engine: str = 'torch') -> Config:
+                   engine: str = 'torch',
+                   precision: str = 'fp32',
+                   streams: Optional[int] = None,
+                   tta: bool = False) -> Config:
     """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric).
 
-    ``engine='winograd'`` evaluates the fused model on the opt-in Winograd
-    engine (:class:`repvgg_seg.deploy.hooks.WinogradEngineHook`; implies
-    ``fuse``). ``engine='openvino'``: ``checkpoint`` is an OpenVINO IR
-    (``.xml``, fp32 or INT8, e.g. from ``tools/quantize.py``) that runs in
-    place of the network inside the test loop
-    (:class:`repvgg_seg.deploy.openvino_model.OpenVINOEngineHook`); no
-    PyTorch checkpoint is loaded.
+    ``engine``: where ``encode_decode`` runs (:mod:`repvgg_seg.engines`,
+    through :class:`~repvgg_seg.engines.EngineHook`): ``torch``,
+    ``fused`` (``fuse=True`` is the same), ``winograd``, ``onnxruntime``,
+    ``openvino``. ``checkpoint`` is whatever the engine takes: a PyTorch
+    checkpoint (loaded by the Runner, strictly), an ``.onnx`` file or an
+    OpenVINO IR (``.xml``, fp32 or INT8, e.g. from ``tools/quantize.py``),
+    which replaces the network (no PyTorch checkpoint is loaded).
+    ``tta``: mmseg's test-time augmentation (the config's ``tta_model`` and
+    ``tta_pipeline``).
     """
-    if engine not in TEST_ENGINES:
-        raise InputError(f'unknown engine {engine!r}; valid: '
-                         + ', '.join(TEST_ENGINES))
-    if engine == 'winograd':
-        require_nnpack()
-    if engine == 'openvino':
-        _check_openvino_ir(checkpoint)
+    if fuse and engine == 'torch':
+        engine = 'fused'
+    eng = get_engine(engine)
+    kind = eng.check_weights(checkpoint)
+    eng.require()
+    eng.require_precision(precision)
+    why = eng.unsupported(precision)
+    if why:
+        raise InputError(why)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
     cfg = _runner_config(config, cfg_options, work_dir, launcher,
                          trust_checkpoint)
-    cfg.load_from = checkpoint
+    cfg.load_from = checkpoint if kind == 'checkpoint' else None
     cfg.resume = False
     # A test builds nothing of training. mmseg's visualization hook reads
     # runner.iter, which would build the train loop and with it the train
@@ -192,23 +197,19 @@ def setup_test_cfg(config: str,
     for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
                 'param_scheduler'):
         cfg[key] = None
-    # an evaluation must load every weight (training configs check resumes)
     hooks = [h for h in cfg.get('custom_hooks', [])
-             if h.get('type') != 'CheckpointFitHook']
-    cfg.custom_hooks = hooks + [dict(type='CheckpointFitHook',
-                                     only_on_resume=False)]
-    if engine == 'openvino':
-        # the IR is the model: the runner's network weights are not used
-        cfg.load_from = None
-        cfg.custom_hooks = hooks + [dict(type='OpenVINOEngineHook',
-                                         ir=osp.abspath(checkpoint))]
-    elif engine == 'winograd':
-        cfg.custom_hooks = list(cfg.custom_hooks) + [dict(
-            type='WinogradEngineHook',
-            cache_file=os.environ.get(CACHE_ENV) or None)]
-    elif fuse:
-        cfg.custom_hooks = list(cfg.custom_hooks) + [
-            dict(type='FuseModelHook')]
+             if h.get('type') not in ('CheckpointFitHook', 'EngineHook')]
+    if kind == 'checkpoint':
+        # an evaluation must load every weight (training configs check
+        # resumes only)
+        hooks.append(dict(type='CheckpointFitHook', only_on_resume=False))
+    if engine != 'torch' or precision != 'fp32':
+        hooks.append(dict(type='EngineHook', engine=engine,
+                          weights=osp.abspath(checkpoint),
+                          precision=precision, streams=streams))
+    cfg.custom_hooks = hooks
+    if tta:
+        _use_tta(cfg)
     if show_dir:
         vis = cfg.default_hooks.get('visualization')
         if vis is None:

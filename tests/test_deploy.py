@@ -69,7 +69,10 @@ def test_convert_reloads_into_deploy_config(trained, converted):
     assert osp.isfile(out) and osp.isfile(deploy_cfg)
     cfg = load_config(deploy_cfg)
     assert cfg.model.backbone.deploy is True and is_deploy_config(cfg)
-    assert any(h['type'] == 'DeployFuseHook' for h in cfg.custom_hooks)
+    # the fused model by itself: a registered type, no hook
+    assert (cfg.model.type, cfg.model.fused_type) == ('FusedModel',
+                                                      'mmseg.EncoderDecoder')
+    assert all(h['type'] != 'DeployFuseHook' for h in cfg.custom_hooks)
     meta = read_checkpoint_meta(out)
     assert meta['fused'] and meta['max_rel_diff'] < 1e-4
     assert meta['dataset_meta']['classes'] == ('road', 'car')

@@ -2,12 +2,12 @@
 
     python tools/benchmark.py CONFIG [CONFIG ...] [--fuse yes|no|both]
         [--shape H W] [--batch-size N] [--device cpu|cuda] [--threads N]
-        [--precision fp32|bf16|fp16|int8 ...] [--channels-last]
+        [--precision fp32|bf16|fp16|int8|int8-bf16 ...] [--channels-last]
         [--layout nchw|cl ...] [--compile]
-        [--engine torch|onnxruntime|openvino|winograd ...] [--warmup N]
-        [--iters N] [--rounds N] [--checkpoint CKPT ...] [--ceiling]
-        [--image IMG_OR_DIR ...] [--calib-images N] [--out-json FILE]
-        [--cfg-options k=v ...]
+        [--engine torch|winograd|onnxruntime|openvino ...] [--warmup N]
+        [--iters N] [--rounds N] [--checkpoint CKPT ...] [--ir MODEL.xml ...]
+        [--streams N] [--ceiling] [--image IMG_OR_DIR ...]
+        [--calib-images N] [--out-json FILE] [--cfg-options k=v ...]
 
 Timed: one test-mode whole-image forward pass plus the resize of the logits
 to the input size, per sample (preprocessing excluded; inputs generated).
@@ -18,12 +18,14 @@ IQR of its latencies, images/s, peak memory, GMACs, achieved GFLOP/s and its
 speed ratio to the first row (see repvgg_seg/bench/timing.py). INT8 rows
 (--engine openvino --precision int8) are quantized by NNCF on the --image
 images (or generated ones, for speed only) and report how many convs run in
-INT8.
+INT8; --ir times an IR as it is (e.g. the one tools/quantize.py wrote).
+Throughput mode: --batch-size N --streams S runs N windows per sample on S
+OpenVINO requests in flight (--streams 0: OpenVINO's THROUGHPUT hint).
 """
 import argparse
 import sys
 
-from repvgg_seg.bench import (ENGINES, BenchmarkOptions, benchmark,
+from repvgg_seg.bench import (BENCH_ENGINES, BenchmarkOptions, benchmark,
                               format_table)
 from repvgg_seg.bench.timing import PRECISIONS
 from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
@@ -58,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model (torch engine)')
     parser.add_argument('--engine', nargs='+', default=['torch'],
-                        choices=list(ENGINES),
+                        choices=list(BENCH_ENGINES),
                         help='one or more engines (rows for each); winograd '
                         '= NNPACK for the stride-1 3x3 convs, fp32 NCHW CPU')
     parser.add_argument('--warmup', type=int, default=2,
@@ -70,6 +72,12 @@ def parse_args(argv=None):
     parser.add_argument('--checkpoint', nargs='+',
                         help='one checkpoint per config (default: random '
                         'weights)')
+    parser.add_argument('--ir', nargs='+', metavar='MODEL.xml',
+                        help='one OpenVINO IR per config, timed as it is in '
+                        'a row of its own (e.g. from tools/quantize.py)')
+    parser.add_argument('--streams', type=int,
+                        help='OpenVINO infer requests in flight (throughput '
+                        'mode with --batch-size N; 0: OpenVINO chooses)')
     parser.add_argument('--ceiling', action='store_true',
                         help='measure the conv ceiling and report %% of it')
     parser.add_argument('--image', nargs='+', metavar='IMG_OR_DIR',
@@ -91,9 +99,9 @@ def main(argv=None):
         precisions=args.precision, layouts=args.layout, compile=args.compile,
         warmup=args.warmup, iters=args.iters, rounds=args.rounds,
         ceiling=args.ceiling, images=args.image,
-        calib_images=args.calib_images)
+        calib_images=args.calib_images, streams=args.streams)
     result = benchmark(args.configs, options, checkpoints=args.checkpoint,
-                       cfg_options=args.cfg_options)
+                       cfg_options=args.cfg_options, irs=args.ir)
     print(format_table(result))
     if args.out_json:
         write_json(result, args.out_json)

@@ -14,7 +14,7 @@ log_level = 'INFO'
 load_from = None
 resume = False
 # Full unpickling of checkpoints is refused unless set (see README
-# "Security"); tools' --trust-checkpoint sets it too.
+# "Reliability and security"); tools' --trust-checkpoint sets it too.
 trust_checkpoint = False
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
@@ -24,7 +24,7 @@ default_hooks = dict(
                     max_keep_ckpts=3, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
-# Crash-safe training (repvgg_seg/engine.py): RNG state in checkpoints for
+# Crash-safe training (repvgg_seg/training/hooks.py): RNG state in checkpoints for
 # exact resumes, a checkpoint on SIGTERM/SIGINT, a stop on NaN/inf loss, no
 # resume from a checkpoint that does not fit the model.
 custom_hooks = [
@@ -33,3 +33,6 @@ custom_hooks = [
     dict(type='FiniteLossHook'),
     dict(type='CheckpointFitHook'),
 ]
+# tools/test.py --tta: mmseg's test-time augmentation (averaged softmaxes of
+# the views of the data set's tta_pipeline)
+tta_model = dict(type='SegTTAModel')

@@ -4,9 +4,7 @@ yardstick for a model's achieved GFLOP/s (``% of ceiling``).
 The fp32/bf16/fp16 ceilings are PyTorch's conv; the INT8 one
 (``int8-nchw``) is the same conv quantized by NNCF and run by OpenVINO's
 CPU plugin, the engine of the INT8 rows (:func:`int8_conv_runner`)."""
-import os.path as osp
 import statistics
-import tempfile
 import time
 from typing import Callable, Dict, Optional, Sequence
 
@@ -14,9 +12,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-#: torch dtypes of the benchmark's precisions
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
-          'fp16': torch.float16}
+from ..engines.base import DTYPES
 
 
 def sync(device: str) -> None:
@@ -55,10 +51,8 @@ def int8_conv_runner(weight: torch.Tensor, bias: torch.Tensor,
     """The conv ``F.conv2d(x, weight, bias, padding=1)`` quantized to INT8
     by NNCF (calibrated on ``x`` and a few random inputs like it) and
     compiled by OpenVINO; returns a call that runs it once on ``x``."""
-    from ..deploy.export import export_onnx_file
-    from ..deploy.quantize import quantize_model
-    from ..deploy.runtimes import (openvino_compile,
-                                   openvino_conv_precisions, openvino_read)
+    from ..deploy.quantize import quantize_module
+    from ..deploy.runtimes import openvino_compile
     conv = torch.nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
     with torch.no_grad():
         conv.weight.copy_(weight)
@@ -66,12 +60,8 @@ def int8_conv_runner(weight: torch.Tensor, bias: torch.Tensor,
     gen = torch.Generator().manual_seed(1)
     calibration = [x] + [torch.randn(x.shape, generator=gen)
                          for _ in range(3)]
-    with tempfile.TemporaryDirectory(prefix='repvgg_ceiling_') as tmp:
-        path = osp.join(tmp, 'conv.onnx')
-        export_onnx_file(conv.eval(), path, tuple(x.shape))
-        quantized = quantize_model(openvino_read(path), calibration)
-    convs = openvino_conv_precisions(
-        openvino_compile(quantized, 'int8', threads, profile=True), x)
+    quantized, convs = quantize_module(conv.eval(), tuple(x.shape),
+                                       calibration, threads=threads)
     if convs['int8_convs'] != convs['convs']:
         raise RuntimeError(f'the INT8 ceiling conv runs in fp32: '
                            f'{convs["kernels"]}')

@@ -59,19 +59,23 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.utils import track_progress
 
+from ..config import as_config
 from ..deploy.build import LogitsModule, checked_shape, load_model
-from ..deploy.verify import (agreement, image_files, load_image,
-                             pooled_agreement, preprocess, synthetic_image)
+from ..deploy.inputs import ImageWindows, windows_agreement
+from ..deploy.verify import image_files
+from ..engines import ENGINES, RunOptions
+from ..engines.exported import INT8_PRECISIONS
 from ..errors import InputError, UnavailableError
 from ..models.convert import deploy_copy
 from .ceiling import (ConvCeiling, ceiling_key, reduced_precision_supported,
                       sync)
 from .complexity import model_complexity
-from .engines import ENGINES, CalibrationInputs
 from .memory import MemoryMeter
 
-PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
-#: images (or generated inputs) an INT8 row is calibrated on, at most
+PRECISIONS = ('fp32', 'bf16', 'fp16') + tuple(INT8_PRECISIONS)
+#: the benchmark's engines: fusing is its own axis (``fuse``), so the
+#: ``fused`` engine is the torch engine's fused rows
+BENCH_ENGINES = tuple(name for name in ENGINES if name != 'fused')
 LAYOUTS = ('nchw', 'cl')
 FUSE_CHOICES = ('yes', 'no', 'both')
 
@@ -89,9 +93,13 @@ class BenchmarkOptions:
     here (a single name is a list of one); ``layouts``: ``'nchw'`` and/or
     ``'cl'`` (channels-last).
     ``images``: files or folders for the agreement checks (default: one
-    synthetic image). ``ceiling``: also measure the conv ceiling and report
-    each row's achieved GFLOP/s as a percentage of it. ``calib_images``:
-    how many images INT8 rows are calibrated on.
+    synthetic image), through the config's test pipeline and cut into the
+    model's windows, resized to ``shape``. ``ceiling``: also measure the
+    conv ceiling and report each row's achieved GFLOP/s as a percentage of
+    it. ``calib_images``: how many images INT8 rows are calibrated on.
+    ``streams``: OpenVINO infer requests in flight (throughput mode: with
+    ``batch_size`` N, each sample runs N windows in parallel requests;
+    ``0`` lets OpenVINO's THROUGHPUT hint choose the streams).
     """
     fuse: str = 'both'
     shape: Tuple[int, int] = (713, 713)
@@ -108,6 +116,7 @@ class BenchmarkOptions:
     ceiling: bool = False
     images: Optional[Sequence[str]] = None
     calib_images: int = 20
+    streams: Optional[int] = None
     seed: int = 0
 
     def validated(self) -> 'BenchmarkOptions':
@@ -118,7 +127,8 @@ class BenchmarkOptions:
         if self.fuse not in FUSE_CHOICES:
             raise InputError(f'fuse must be yes, no or both, got '
                              f'{self.fuse!r}')
-        for what, values, valid in (('engine', lists['engines'], ENGINES),
+        for what, values, valid in (('engine', lists['engines'],
+                                     BENCH_ENGINES),
                                     ('precision', lists['precisions'],
                                      PRECISIONS),
                                     ('layout', lists['layouts'], LAYOUTS)):
@@ -130,6 +140,8 @@ class BenchmarkOptions:
                 or self.batch_size < 1 or self.calib_images < 1):
             raise InputError('iters, rounds, batch size and calibration '
                              'images must be >= 1, warmup >= 0')
+        if self.streams is not None and self.streams < 0:
+            raise InputError(f'--streams must be >= 0, got {self.streams}')
         if self.device.startswith('cuda') and not torch.cuda.is_available():
             raise UnavailableError('--device cuda: no CUDA device is '
                                    'available')
@@ -157,6 +169,8 @@ class Row:
     peak_mem_delta_mb: float = 0.0
     agreement: Optional[dict] = None
     info: dict = field(default_factory=dict)  # the engine's (INT8 convs)
+    ir: Optional[str] = None  # an IR file timed as it is
+    images: Optional[ImageWindows] = None  # the agreement images
 
     @property
     def name(self) -> str:
@@ -165,12 +179,14 @@ class Row:
     @property
     def label(self) -> str:
         return (f'{self.name}{"[fused]" if self.fused else ""}'
+                f'{"[ir]" if self.ir else ""}'
                 f'[{self.engine}/{self.precision}/{self.layout}]')
 
     @property
     def is_reference(self) -> bool:
         """fp32 eager torch: the rows are checked against this."""
-        return self.engine == 'torch' and self.precision == 'fp32'
+        return (self.engine == 'torch' and self.precision == 'fp32'
+                and self.layout == 'nchw')
 
 
 def build_models(configs: Sequence[str], fuse: str = 'both',
@@ -221,14 +237,25 @@ def _combinations(options: BenchmarkOptions):
 def benchmark(configs: Sequence[str],
               options: Optional[BenchmarkOptions] = None,
               checkpoints: Optional[Sequence[Optional[str]]] = None,
-              cfg_options: Optional[dict] = None) -> dict:
+              cfg_options: Optional[dict] = None,
+              irs: Optional[Sequence[Optional[str]]] = None) -> dict:
     """Measure every row interleaved; see the module docstring.
 
+    ``irs``: per config, an OpenVINO IR (e.g. from ``tools/quantize.py``)
+    timed as it is, in a row of its own beside the config's rows.
     Combinations an engine cannot run are skipped with a note when several
     were asked for, refused otherwise. Returns ``{'setup': ..., 'ceiling':
     ..., 'rows': [...]}``.
     """
     options = (options or BenchmarkOptions()).validated()
+    if irs and len(irs) > len(configs):
+        raise InputError(f'{len(irs)} IRs for {len(configs)} configs; give '
+                         'at most one per config')
+    if irs:
+        ENGINES['openvino'].require()
+        for ir in irs:
+            if ir:
+                ENGINES['openvino'].check_weights(ir)
     combos, notes = _combinations(options)
     for note in notes:
         print_log(note, logger='current', level=30)
@@ -251,49 +278,115 @@ def benchmark(configs: Sequence[str],
     try:
         with tempfile.TemporaryDirectory(prefix='repvgg_bench_') as tmp:
             rows = _make_rows(configs, options, combos, checkpoints,
-                              cfg_options, tmp, notes)
+                              cfg_options, tmp, notes, irs)
             return _measure(rows, options, notes)
     finally:
         torch.set_num_threads(previous_threads)
         torch.backends.cudnn.benchmark = previous_cudnn
 
 
+def _agreement_images(model: nn.Module, config: str, options,
+                      cfg_options, count: Optional[int] = None
+                      ) -> ImageWindows:
+    """The images rows are checked (or INT8 rows calibrated) on: the
+    first ``count`` of ``options.images`` through the config's test
+    pipeline, or generated ones."""
+    input_shape = tuple(options.shape)
+    if options.images:
+        images = options.images[:count] if count else options.images
+        return ImageWindows.from_files(
+            model, as_config(config, cfg_options), images, input_shape,
+            options.batch_size)
+    seeds = ([options.seed + 1000 + i for i in range(count)] if count
+             else [options.seed])
+    return ImageWindows.generated(model, seeds, input_shape,
+                                  options.batch_size)
+
+
+def _run_options(options: BenchmarkOptions, precision: str, layout: str,
+                 calibration=None) -> RunOptions:
+    return RunOptions(precision=precision, layout=layout,
+                      device=options.device, threads=options.threads,
+                      compile=options.compile, streams=options.streams,
+                      calibration=calibration)
+
+
+def _log_int8(row: 'Row') -> None:
+    if 'int8_convs' in row.info:
+        print_log(f'{row.label}: {row.info["int8_convs"]}/'
+                  f'{row.info["convs"]} convs run in INT8 '
+                  f'({row.info["conv_kernels"]})', logger='current',
+                  level=30 if row.info['int8_convs'] < row.info['convs']
+                  else 20)
+
+
+def _ir_row(config: str, model: nn.Module, ir: str,
+            options: BenchmarkOptions) -> 'Row':
+    """A row that times the OpenVINO IR ``ir`` as it is (e.g. the one
+    ``tools/quantize.py`` wrote and tested), checked against ``model``."""
+    from ..deploy.runtimes import (is_quantized, openvino_compile,
+                                   openvino_conv_precisions)
+    precision = 'int8' if is_quantized(ir) else 'fp32'
+    row = Row(config=config, fused=True, model=model, engine='openvino',
+              precision=precision, ir=ir)
+    row.run = ENGINES['openvino'].file_runner(
+        ir, _run_options(options, precision, 'nchw'))
+    expected = list(row.run.input_shape[2:])
+    if expected != list(options.shape):
+        raise InputError(f'{ir} takes {expected[0]}x{expected[1]} inputs: '
+                         f'benchmark it with --shape {expected[0]} '
+                         f'{expected[1]}')
+    x = torch.zeros((1, 3) + tuple(options.shape))
+    convs = openvino_conv_precisions(
+        openvino_compile(ir, 'int8', options.threads, profile=True), x)
+    row.info = dict(ir=ir, convs=convs['convs'],
+                    int8_convs=convs['int8_convs'],
+                    conv_kernels=convs['kernels'])
+    return row
+
+
 def _make_rows(configs, options, combos, checkpoints, cfg_options,
-               folder, notes: List[str]) -> List[Row]:
+               folder, notes: List[str], irs=None) -> List[Row]:
     input_shape = (options.batch_size, 3) + tuple(options.shape)
     rows = []
+    irs = list(irs or [])
     for config, fused, model in build_models(configs, options.fuse,
                                              checkpoints, cfg_options):
         cx = model_complexity(model, options.shape, batch_size=1)
         model.to(options.device)
+        images = _agreement_images(model.model, config, options, cfg_options)
         for engine, precision, layout in combos:
             row = Row(config=config, fused=fused, model=model,
                       engine=engine, precision=precision, layout=layout,
-                      gmacs=cx['flops'] / 1e9, params=cx['params'])
+                      gmacs=cx['flops'] / 1e9, params=cx['params'],
+                      images=images)
             scratch = os.path.join(folder, str(len(rows)))
             os.makedirs(scratch)
             calibration = None
-            if precision == 'int8':
-                calibration = CalibrationInputs(
-                    model.model, input_shape, options.images,
-                    options.calib_images)
-                kind = 'generated' if calibration.generated else '--image'
+            if precision in INT8_PRECISIONS:
+                calibration = _agreement_images(model.model, config, options,
+                                                cfg_options,
+                                                options.calib_images)
                 print_log(f'{row.label}: quantizing (NNCF) on '
-                          f'{len(calibration)} {kind} images',
+                          f'{len(calibration.items)} '
+                          f'{calibration.description} images',
                           logger='current')
             row.run = ENGINES[engine].runner(
-                model, input_shape, precision, layout, options.device,
-                options.threads, options.compile, scratch,
-                calibration=calibration)
+                model, input_shape,
+                _run_options(options, precision, layout, calibration),
+                scratch)
             row.info = dict(getattr(row.run, 'info', None) or {})
-            if 'int8_convs' in row.info:
-                print_log(f'{row.label}: {row.info["int8_convs"]}/'
-                          f'{row.info["convs"]} convs run in INT8 '
-                          f'({row.info["conv_kernels"]})', logger='current',
-                          level=30 if row.info['int8_convs']
-                          < row.info['convs'] else 20)
+            _log_int8(row)
             rows.append(row)
-    if any(r.precision == 'int8' for r in rows):
+        index = configs.index(config)
+        if index < len(irs) and irs[index] and (fused or options.fuse
+                                                == 'no'):
+            row = _ir_row(config, model, irs[index], options)
+            row.gmacs, row.params, row.images = (cx['flops'] / 1e9,
+                                                 cx['params'], images)
+            _log_int8(row)
+            rows.append(row)
+    if any(r.precision in INT8_PRECISIONS and not r.ir for r in rows):
         notes.append(_int8_note(options))
     return rows
 
@@ -311,31 +404,20 @@ def _int8_note(options: BenchmarkOptions) -> str:
 
 
 def _check_agreement(rows: List[Row], options: BenchmarkOptions) -> None:
-    """Each non-reference row's agreement with the fp32 torch model, on the
-    images (decoded per row, not held: a val set at 713x713 is hundreds of
-    MB)."""
-    sources = options.images or [None]
+    """Each non-reference row's agreement with the fp32 torch model, pooled
+    over the windows of its images (decoded per row, not held: a val set
+    at 713x713 is hundreds of MB)."""
     for row in rows:
         if row.is_reference and not options.compile:
             continue
-
-        def compare(path, row=row):
-            img = (load_image(path, *options.shape) if path else
-                   synthetic_image(*options.shape, seed=options.seed))
-            x = preprocess(row.model.model, img).to(options.device)
-            x = x.expand(options.batch_size, -1, -1, -1).contiguous()
-            with torch.inference_mode():
-                reference = row.model(x)
-            return agreement(reference, row.run(x))
-
-        per_image = (track_progress(compare, sources, file=sys.stderr)
-                     if len(sources) > 1 else [compare(sources[0])])
-        row.agreement = pooled_agreement(per_image)
+        row.agreement = windows_agreement(row.images, row.model, row.run,
+                                          progress=len(row.images.items) > 1)
+        count = len(row.images.items)
         print_log(f'{row.label}: max rel logit error '
                   f'{row.agreement["max_rel_error"]:.3g}, argmax agreement '
                   f'{row.agreement["argmax_agreement_pct"]:.3f}% '
-                  f'({len(sources)} image{"s" if len(sources) > 1 else ""}, '
-                  'worst '
+                  f'({count} image{"s" if count > 1 else ""}, '
+                  f'{row.agreement["images"]} windows, worst '
                   f'{row.agreement["min_image_agreement_pct"]:.3f}%)',
                   logger='current')
 
@@ -403,6 +485,7 @@ def _row_result(row: Row, options: BenchmarkOptions,
     result = dict(
         config=row.config, name=row.name, fused=row.fused,
         engine=row.engine, precision=row.precision, device=options.device,
+        ir=row.ir, streams=options.streams,
         layout=row.layout, channels_last=row.layout == 'cl',
         compile=options.compile, threads=options.threads,
         batch_size=options.batch_size, shape=list(options.shape),
@@ -413,7 +496,8 @@ def _row_result(row: Row, options: BenchmarkOptions,
         samples=len(row.latencies), peak_mem_mb=row.peak_mem_mb,
         peak_mem_delta_mb=row.peak_mem_delta_mb, params=row.params,
         gmacs=row.gmacs, gflops_per_s=2 * row.gmacs * ips,
-        agreement=row.agreement, **row.info)
+        agreement=row.agreement,
+        **{k: v for k, v in row.info.items() if k != 'ir'})
     key = ceiling_key(row.precision, row.layout)
     if ceiling_result and key in ceiling_result:
         top = ceiling_result[key]['gflops_per_s']

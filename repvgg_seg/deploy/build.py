@@ -98,11 +98,20 @@ def load_model(config: Union[str, Config, dict],
     if checkpoint is not None:
         # trust_checkpoint in the config (or --trust-checkpoint) holds for
         # this load only
-        with trusted_checkpoints(bool(cfg.get('trust_checkpoint', False))):
-            raw = load_checkpoint_file(checkpoint)
-        load_state_dict_strict(model, extract_state_dict(raw, checkpoint),
-                               source=checkpoint)
+        load_weights(model, checkpoint,
+                     trust=bool(cfg.get('trust_checkpoint', False)))
     return model.to(device).eval()
+
+
+def load_weights(model: nn.Module, checkpoint: str,
+                 trust: bool = False) -> nn.Module:
+    """Load a checkpoint file strictly into ``model`` through the safe
+    loader (``trust``: unpickle it fully, for this load only)."""
+    with trusted_checkpoints(trust):
+        raw = load_checkpoint_file(checkpoint)
+    load_state_dict_strict(model, extract_state_dict(raw, checkpoint),
+                           source=checkpoint)
+    return model
 
 
 def is_segmentor(model: nn.Module) -> bool:

@@ -10,21 +10,22 @@ The deploy config
 -----------------
 A deploy config is the original config with:
 
+* ``model.type = 'FusedModel'`` and the original type in
+  ``model.fused_type`` (:mod:`repvgg_seg.models.fused`): building it, in a
+  Runner, ``mmseg.apis.init_model``, ``MMSegInferencer`` or a plain
+  ``MODELS.build``, gives the fused structure, which the deploy checkpoint
+  loads into strictly (the fusion also folds the heads' conv+BN pairs,
+  which no config argument can express);
 * ``model.backbone.deploy = True`` (when the backbone has a ``deploy``
-  argument; RepVGG's blocks are then built as single 3x3 convs) and
+  argument: RepVGG's blocks are then built as single 3x3 convs) and
   ``model.backbone.init_cfg = None`` (the weights come from the deploy
   checkpoint);
-* ``deploy = dict(fused=True, ...)``: the flag that makes
-  :func:`repvgg_seg.deploy.build.load_model` call :func:`fuse_for_deploy`
-  on the freshly built model *before* loading the state dict. The fusion
-  also folds the conv+BN pairs of the heads (and of non-RepVGG backbones),
-  which no config argument can express; fusing a fresh model gives exactly
-  the structure the converted state dict was taken from;
-* a ``DeployFuseHook`` in ``custom_hooks`` (registered by the
-  ``custom_imports`` it adds, ``repvgg_seg.deploy``), which does the same
-  inside an mmengine Runner (``tools/test.py DEPLOY_CONFIG
-  DEPLOY_CHECKPOINT``): it fuses the model in ``before_run``, i.e. before
-  the runner loads the checkpoint.
+* ``deploy = dict(fused=True, ...)``: where it came from;
+* ``custom_imports`` of ``repvgg_seg``, which registers ``FusedModel``.
+
+Deploy configs of repvgg-seg 0.2 (no ``FusedModel``, a ``DeployFuseHook``
+instead) still work: :func:`repvgg_seg.deploy.build.load_model` and that
+hook fuse their freshly built model before loading.
 """
 import copy
 import datetime
@@ -45,6 +46,7 @@ from ..errors import ConfigError, ConversionError, InputError
 from ..io.checkpoint import load_checkpoint_file, trusted_checkpoints
 from ..io.files import check_writable, staged_outputs, write_bytes
 from ..models.convert import compare_outputs, fuse_for_deploy
+from ..models.fused import FUSED_TYPE, scoped_type
 from .build import (DEPLOY_KEY, LogitsModule, checked_shape, is_deploy_config,
                     is_segmentor, load_model)
 
@@ -72,6 +74,10 @@ def _backbone_accepts_deploy(cfg: Config) -> bool:
 def make_deploy_config(cfg: Config, info: Optional[dict] = None) -> Config:
     """The deploy config of ``cfg`` (see the module docstring)."""
     cfg = copy.deepcopy(cfg)
+    if cfg.model.get('type') != FUSED_TYPE:
+        cfg.model['fused_type'] = scoped_type(
+            cfg.model, cfg.get('default_scope', 'mmseg'))
+        cfg.model['type'] = FUSED_TYPE
     backbone = cfg.model.get('backbone')
     if isinstance(backbone, dict):
         if _backbone_accepts_deploy(cfg):
@@ -82,13 +88,14 @@ def make_deploy_config(cfg: Config, info: Optional[dict] = None) -> Config:
         cfg.model['pretrained'] = None
     cfg[DEPLOY_KEY] = dict(fused=True, **(info or {}))
     imports = cfg.get('custom_imports', dict(imports=[]))
-    names = list(imports.get('imports', []))
-    if 'repvgg_seg.deploy' not in names:
-        names.append('repvgg_seg.deploy')
+    names = [n for n in imports.get('imports', [])
+             if n != 'repvgg_seg.deploy']
+    if 'repvgg_seg' not in names:
+        names.append('repvgg_seg')
     cfg['custom_imports'] = dict(imports=names, allow_failed_imports=False)
     hooks = [h for h in cfg.get('custom_hooks', [])
              if h.get('type') != 'DeployFuseHook']
-    cfg['custom_hooks'] = hooks + [dict(type='DeployFuseHook')]
+    cfg['custom_hooks'] = hooks
     cfg.pop('load_from', None)
     return cfg
 
@@ -244,9 +251,9 @@ def _config_text(cfg: Config, checkpoint: str) -> str:
         '# Deploy config written by tools/convert.py (repvgg_seg).\n'
         f'# Weights: {osp.basename(checkpoint)} (fused: RepVGG blocks '
         're-parameterized, conv+BN folded).\n'
-        '# `deploy.fused = True` makes repvgg_seg.deploy.load_model (and the\n'
-        '# DeployFuseHook inside an mmengine Runner) fuse the freshly built\n'
-        '# model before loading the state dict, so the structures match.\n')
+        '# type=\'FusedModel\' (registered by custom_imports=[\'repvgg_seg\'])\n'
+        '# builds the fused model wherever it is built (Runner, init_model,\n'
+        '# MMSegInferencer), so the deploy checkpoint loads strictly.\n')
     return header + cfg.pretty_text + '\n'
 
 

@@ -2,74 +2,33 @@
 
 :func:`quantize_segmentor` (``tools/quantize.py``) fuses a trained model
 (:func:`repvgg_seg.models.convert.fuse_for_deploy`), exports it through the
-checked ONNX path (:func:`repvgg_seg.deploy.export.export_onnx_file`),
-quantizes it with ``nncf.quantize`` on calibration images and writes the
-INT8 OpenVINO IR, or nothing when the INT8 model does not agree with the
-fp32 torch model closely enough on held-out images.
+checked ONNX path and quantizes it with ``nncf.quantize`` on calibration
+images (:class:`repvgg_seg.deploy.inputs.ImageWindows`: the config's test
+pipeline, the model's windows), then writes the INT8 OpenVINO IR -- or
+nothing, when the INT8 model does not agree with the fp32 torch model
+closely enough on held-out images (never calibration images: the val split
+when calibrating on train, else the images after the calibration ones).
 
-Calibration and held-out inputs
--------------------------------
-Real images go through the config's own test pipeline (``LoadAnnotations``
-dropped: no labels are needed) and the model's data preprocessor, exactly as
-mmseg's test loop feeds the model, and are cut into the windows the model's
-``test_cfg`` sees: the ``crop_size`` windows of ``slide_inference`` (the
-same boxes), or the whole image. The IR has a static input shape: by default
-the slide crop, or the first image's preprocessed size for whole-image
-inference; a window of another size (an image smaller than the crop, or an
-explicit ``shape``) is resized to it, and counted in the report.
-Held-out images -- on which the agreement is measured -- are never
-calibration images: the val split when calibrating on train, else the
-images after the calibration ones. Generated inputs
-(:func:`repvgg_seg.deploy.verify.synthetic_image`) are used only when asked
-for (``generated=True``), e.g. for speed measurements without a data set.
-
-Why RepVGG's grouped convs stayed in fp32, and the fix
-------------------------------------------------------
-Quantizing the IR that ``Core().read_model('x.onnx')`` returns leaves every
-``GroupConvolution`` (the g2/g4 archs' grouped 3x3 convs) running OpenVINO's
-fp32 kernel (``brgconv_avx512_f32``) while dense convs run INT8: B1g2-fast
-gained 2.75x from INT8 where R50 gained 4.1x. The cause is one level below
-NNCF's settings: ONNX stores a grouped conv's weight as ``[Cout, Cin/g, k,
-k]`` and OpenVINO's ONNX frontend emits it as ``Constant -> Reshape`` to the
-``[g, Cout/g, Cin/g, k, k]`` layout of ``GroupConvolution``, without folding
-the Reshape. NNCF looks through that Reshape for the weight's shape and
-computes the weight quantizer's ranges for the 4-d ``[Cout, Cin/g, k, k]``
-tensor (reduced over axes 2, 3), but applies them to the 5-d weight: the
-ranges come out shaped ``[g, Cout/g, 1, 1, k]`` (per-tensor weights:
-``[k]``), varying along the kernel width. OpenVINO's CPU plugin runs a conv
-in INT8 only with per-output-channel weight scales
-(``WeightableLayerTransformation::canBeTransformed``), so it keeps the fp32
-kernel and computes the FakeQuantize on its own. Measured on the stock INT8
-model: folding the Reshape alone, keeping NNCF's ranges, stays fp32;
-per-output-channel ranges behind the Reshape run INT8. No NNCF option
-changes this (``target_device=CPU``, ``model_type=TRANSFORMER``,
-``overflow_fix`` off, per-tensor weights: all measured). Folding the model's
-constant subgraphs *before* quantizing (OpenVINO's ``ConstantFolding`` pass,
-:func:`repvgg_seg.deploy.runtimes.constant_folded`; ``ov.convert_model``
-does the same) gives NNCF a plain 5-d ``Constant`` weight, whose ranges it
-computes per output channel like any other, and every ``GroupConvolution``
-then runs ``brgconv_avx512_I8``/``jit_avx512_I8``. So the fix belongs to the
-quantization step, not to a rewrite of the model (splitting the groups into
-dense convs, or block-diagonal weights, measured slower); the folded model
-computes the same fp32 function (tested to 1e-5), and the report counts the
-convs that run in INT8 from OpenVINO's profile, so a fallback to fp32
-shows.
+:func:`quantize_module` is the one export -> read -> fold -> quantize path,
+shared by the tool, the benchmark's INT8 rows and the INT8 conv ceiling.
+It constant-folds the OpenVINO model before NNCF sees it: OpenVINO's ONNX
+frontend leaves a grouped conv's weight as ``Constant -> Reshape``, for
+which NNCF computes weight scales that OpenVINO's CPU plugin cannot run in
+INT8, so grouped convs silently stayed fp32 (the investigation is in
+docs/benchmarks.md). Every report counts the convs that run in INT8 from
+OpenVINO's profile, so such a fallback shows.
 """
 import contextlib
-import copy
 import json
 import os
 import os.path as osp
 import sys
 import tempfile
 import time
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmengine.logging import print_log
-from mmengine.registry import DefaultScope
-from mmengine.utils import ProgressBar
 
 from ..config import as_config
 from ..errors import InputError, QuantizationError, VerificationError
@@ -78,10 +37,11 @@ from ..io.files import (check_writable, staged_outputs, temp_path,
 from ..models.convert import fuse_for_deploy
 from .build import LogitsModule, checked_shape, default_input_shape, load_model
 from .export import export_onnx_file
+from .inputs import ImageWindows, build_split, test_mode, windows_agreement
 from .runtimes import (constant_folded, openvino_compile,
                        openvino_conv_precisions, openvino_infer,
                        openvino_paths, openvino_read, require)
-from .verify import agreement, pooled_agreement, preprocess, synthetic_image
+from .verify import agreement
 
 CALIB_SPLITS = ('train', 'val')
 PRESETS = ('performance', 'mixed')
@@ -91,189 +51,19 @@ FP32_TOLERANCE = 1e-4
 HELDOUT_SEED = 100000
 
 
-# --------------------------------------------------------------------------
-# the images: a split of the config's data, through its test pipeline
-
-
-def _test_pipeline(cfg, annotations: bool = False) -> list:
-    """The pipeline the test loop runs (without ``LoadAnnotations`` unless
-    ``annotations``: calibration needs no labels)."""
-    for key in ('test_dataloader', 'val_dataloader'):
-        dataset = (cfg.get(key) or {}).get('dataset') or {}
-        while 'pipeline' not in dataset and 'dataset' in dataset:
-            dataset = dataset['dataset']  # a wrapper (RepeatDataset ...)
-        if dataset.get('pipeline'):
-            pipeline = dataset['pipeline']
-            break
-    else:
-        pipeline = cfg.get('test_pipeline')
-    if not pipeline:
-        raise InputError(f'config {cfg.filename} has no test pipeline '
-                         '(test_dataloader.dataset.pipeline)')
-    return [copy.deepcopy(t) for t in pipeline
-            if annotations or t.get('type') != 'LoadAnnotations']
-
-
-def _data_folder(dataset_cfg: dict) -> str:
-    prefix = dataset_cfg.get('data_prefix') or {}
-    return osp.join(dataset_cfg.get('data_root') or '',
-                    prefix.get('img_path', ''))
-
-
-def build_split(cfg, split: str, annotations: bool = False):
-    """The ``split`` (train, val) data set of the config, with the test
-    pipeline (mmseg's ``DATASETS``; labels only with ``annotations``);
-    :class:`InputError` when it is missing or empty."""
-    from mmseg.registry import DATASETS
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    loader = cfg.get(f'{split}_dataloader')
-    if not loader or not loader.get('dataset'):
-        raise InputError(f'config {cfg.filename} has no {split}_dataloader '
-                         'to take images from')
-    dataset_cfg = copy.deepcopy(loader['dataset'])
-    inner = dataset_cfg
-    while 'pipeline' not in inner and 'dataset' in inner:
-        inner = inner['dataset']
-    inner['pipeline'] = _test_pipeline(cfg, annotations)
-    # one process reads it: no serialization (which also fails, obscurely,
-    # on an empty split)
-    inner['serialize_data'] = False
-    folder = _data_folder(inner)
-    if inner.get('data_root') is not None and not osp.isdir(folder):
-        raise InputError(f'the {split} split has no images: {folder} is '
-                         'missing')
-    try:
-        with DefaultScope.overwrite_default_scope('mmseg'):
-            dataset = DATASETS.build(dataset_cfg)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise InputError(f'the {split} split has no images: {folder} is '
-                         f'missing ({exc.strerror or exc})') from None
-    except (KeyError, TypeError, ValueError, AssertionError) as exc:
-        raise InputError(f'cannot build the {split} split of '
-                         f'{cfg.filename}: {exc}') from None
-    if len(dataset) == 0:
-        raise InputError(f'the {split} split has no images (in {folder})')
-    return dataset
-
-
-def slide_boxes(height: int, width: int, crop: Sequence[int],
-                stride: Sequence[int]) -> List[Tuple[int, int, int, int]]:
-    """The ``(y1, y2, x1, x2)`` windows of mmseg's
-    ``EncoderDecoder.slide_inference`` on an ``height x width`` input."""
-    (h_crop, w_crop), (h_stride, w_stride) = crop, stride
-    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
-    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
-    boxes = []
-    for h_idx in range(h_grids):
-        for w_idx in range(w_grids):
-            y2 = min(h_idx * h_stride + h_crop, height)
-            x2 = min(w_idx * w_stride + w_crop, width)
-            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
-    return boxes
-
-
-def test_mode(model) -> Tuple[str, Optional[tuple], Optional[tuple]]:
-    """``('slide', crop, stride)`` or ``('whole', None, None)`` from the
-    segmentor's ``test_cfg``."""
-    test_cfg = getattr(model, 'test_cfg', None) or {}
-    if test_cfg.get('mode', 'whole') == 'slide':
-        return ('slide', tuple(test_cfg['crop_size']),
-                tuple(test_cfg['stride']))
-    return 'whole', None, None
-
-
-class Windows:
-    """The model inputs of some images: each image preprocessed (test
-    pipeline, data preprocessor) and cut into the windows the model sees,
-    resized to ``shape`` where they differ. Re-iterable and lazy (images
-    are decoded when iterated: a calibration set of 713x713 windows does
-    not fit in memory), so NNCF can make several passes.
-
-    ``source``: a data set and the indices of its images, or ``None`` and
-    the seeds of generated images (of size ``shape``).
-    """
-
-    def __init__(self, model, dataset, indices: Sequence[int],
-                 shape: Optional[Tuple[int, int]] = None):
-        self.model = model
-        self.dataset = dataset
-        self.indices = list(indices)
-        self.mode, self.crop, self.stride = test_mode(model)
-        self.shape = shape
-        self.counts = None  # windows per image, known after one pass
-        self.resized = set()  # (image, window) resized to ``shape``
-
-    def image(self, index: int) -> torch.Tensor:
-        """One image as the model's data preprocessor makes it
-        (1x3xHxW)."""
-        if self.dataset is None:
-            return preprocess(self.model, synthetic_image(*self.shape,
-                                                          seed=index))
-        sample = self.dataset[index]
-        data = self.model.data_preprocessor(
-            dict(inputs=[sample['inputs']],
-                 data_samples=[sample['data_samples']]), False)
-        return data['inputs'].float()
-
-    def first_shape(self) -> Tuple[int, int]:
-        """The size of the first window (the IR's default input shape)."""
-        if self.mode == 'slide':
-            return self.crop
-        return tuple(self.image(self.indices[0]).shape[-2:])
-
-    def windows_of(self, index: int) -> Iterator[torch.Tensor]:
-        x = self.image(index)
-        if self.mode == 'slide':
-            crops = [x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in
-                     slide_boxes(*x.shape[-2:], self.crop, self.stride)]
-        else:
-            crops = [x]
-        for k, crop in enumerate(crops):
-            if tuple(crop.shape[-2:]) != tuple(self.shape):
-                self.resized.add((index, k))
-                crop = F.interpolate(crop, size=self.shape, mode='bilinear',
-                                     align_corners=False)
-            yield crop.contiguous()
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        counts = []
-        for index in self.indices:
-            n = 0
-            for window in self.windows_of(index):
-                n += 1
-                yield window
-            counts.append(n)
-        self.counts = counts
-
-    def count(self) -> int:
-        """How many windows (one pass over the images when not known)."""
-        if self.counts is None:
-            if self.mode == 'whole':
-                self.counts = [1] * len(self.indices)
-            else:
-                for _ in self:
-                    pass
-        return sum(self.counts)
-
-    def __len__(self) -> int:
-        return self.count()
-
-
 def _split_images(cfg, model, calib_images: int, calib_split: str,
                   heldout_images: int, generated: bool,
-                  shape: Optional[Tuple[int, int]]):
-    """The calibration and held-out :class:`Windows`, and a description of
-    each (split, image count)."""
+                  shape: Optional[tuple]):
+    """The calibration and held-out :class:`ImageWindows`, and where each
+    comes from (split name or ``generated``)."""
     if generated:
         if calib_images is None or heldout_images is None:
             raise InputError('with generated inputs, give the numbers of '
                              'calibration and held-out images')
-        mode, crop, _ = test_mode(model)
-        shape = shape or crop or default_input_shape(model)
-        calib = Windows(model, None, range(calib_images), shape)
-        heldout = Windows(model, None, range(HELDOUT_SEED, HELDOUT_SEED
-                                             + heldout_images), shape)
+        shape = shape or test_mode(model)[1] or default_input_shape(model)
+        calib = ImageWindows.generated(model, range(calib_images), shape)
+        heldout = ImageWindows.generated(
+            model, range(HELDOUT_SEED, HELDOUT_SEED + heldout_images), shape)
         return calib, heldout, 'generated', 'generated'
     dataset = build_split(cfg, calib_split)
     if calib_images is None:
@@ -299,9 +89,10 @@ def _split_images(cfg, model, calib_images: int, calib_split: str,
                 f'{len(dataset)} images and all are calibration images; '
                 f'use --calib-images {max(1, len(dataset) - 1)} or fewer, '
                 'or --calib-split train')
-    calib = Windows(model, dataset, calib_indices)
-    calib.shape = shape or calib.first_shape()
-    heldout = Windows(model, held, held_indices, calib.shape)
+    calib = ImageWindows.from_dataset(model, dataset, calib_indices)
+    calib.shape = tuple(shape or calib.first_shape())
+    heldout = ImageWindows.from_dataset(model, held, held_indices,
+                                        calib.shape)
     return calib, heldout, calib_split, heldout_split
 
 
@@ -331,12 +122,13 @@ def _check_arguments(out, calib_images, calib_split, preset, min_agreement,
                          f'{min_agreement:g}')
 
 
-def quantize_model(ov_model, calibration: Windows,
+def quantize_model(ov_model, calibration: Iterable[torch.Tensor],
                    preset: str = 'performance'):
-    """``nncf.quantize`` of an ``openvino.Model`` on the calibration
-    windows, after the constant folding that lets NNCF quantize grouped
-    convs (see the module docstring). NNCF's progress bars go to stderr
-    (stdout is for the tools' results)."""
+    """``nncf.quantize`` of an ``openvino.Model`` on the calibration inputs
+    (an iterable of model inputs with ``len``, re-iterable), after the
+    constant folding that lets NNCF quantize grouped convs (see the module
+    docstring). NNCF's progress bars go to stderr (stdout is for the tools'
+    results)."""
     import nncf
     dataset = nncf.Dataset(calibration, lambda x: x.numpy())
     preset = {'performance': nncf.QuantizationPreset.PERFORMANCE,
@@ -346,19 +138,48 @@ def quantize_model(ov_model, calibration: Windows,
                              preset=preset, subset_size=len(calibration))
 
 
-def _heldout_agreement(module, run, heldout: Windows) -> dict:
-    """The INT8 model's agreement with fp32 torch, pooled over every window
-    of the held-out images (progress on stderr)."""
-    per_window = []
-    progress = ProgressBar(len(heldout.indices), file=sys.stderr)
-    for index in heldout.indices:
-        for x in heldout.windows_of(index):
+def quantize_module(module: torch.nn.Module, input_shape: Sequence[int],
+                    calibration: Iterable[torch.Tensor],
+                    preset: str = 'performance',
+                    check_input: Optional[torch.Tensor] = None,
+                    threads: Optional[int] = None) -> tuple:
+    """The one export -> quantize path: ``module`` (a fused
+    :class:`LogitsModule`, or any exportable module) exported to ONNX at
+    ``input_shape`` through the checked export, read by OpenVINO and
+    quantized by :func:`quantize_model`.
+
+    With ``check_input``, the fp32 OpenVINO model must match torch on it
+    within :data:`FP32_TOLERANCE` first (:class:`VerificationError`).
+    Returns ``(quantized openvino.Model, profile)``; the profile is
+    :func:`~.runtimes.openvino_conv_precisions` on the first calibration
+    input (how many convs run in INT8, their kernels) plus
+    ``fp32_max_rel_error`` when checked.
+    """
+    profile = {}
+    with tempfile.TemporaryDirectory(prefix='repvgg_int8_') as tmp:
+        onnx_path = osp.join(tmp, 'model.onnx')
+        export_onnx_file(module, onnx_path, tuple(input_shape))
+        fp32_model = openvino_read(onnx_path)
+        if check_input is not None:
             with torch.no_grad():
-                reference = module(x)
-            per_window.append(agreement(reference, run(x)))
-        progress.update()
-    sys.stderr.write('\n')
-    return pooled_agreement(per_window)
+                reference = module(check_input)
+            error = agreement(reference, openvino_infer(
+                constant_folded(fp32_model.clone()))(check_input))[
+                    'max_rel_error']
+            if error > FP32_TOLERANCE:
+                raise VerificationError(
+                    f'the exported fp32 model differs from torch: max '
+                    f'relative logit error {error:.3g} > '
+                    f'{FP32_TOLERANCE:g}; nothing was written')
+            profile['fp32_max_rel_error'] = error
+        quantized = quantize_model(fp32_model, calibration, preset)
+    first = check_input if check_input is not None else next(
+        iter(calibration))
+    # the profile from a separate compilation: the timed ones run without
+    # the per-node counters
+    profile.update(openvino_conv_precisions(
+        openvino_compile(quantized, 'int8', threads, profile=True), first))
+    return quantized, profile
 
 
 def quantize_segmentor(config, checkpoint: Optional[str], out: str,
@@ -409,38 +230,22 @@ def quantize_segmentor(config, checkpoint: Optional[str], out: str,
         shape)
     shape = tuple(calib.shape)
     checked_shape(shape, None)
-    print_log(f'calibrating on {len(calib.indices)} {calib_from} images '
+    print_log(f'calibrating on {len(calib.items)} {calib_from} images '
               f'({calib.count()} windows of {shape[0]}x{shape[1]}); '
-              f'agreement on {len(heldout.indices)} held-out {heldout_from}'
+              f'agreement on {len(heldout.items)} held-out {heldout_from}'
               ' images', logger='current')
 
-    with tempfile.TemporaryDirectory(prefix='repvgg_int8_') as tmp:
-        onnx_path = osp.join(tmp, 'model.onnx')
-        export_onnx_file(module, onnx_path, (1, 3) + shape)
-        fp32_model = openvino_read(onnx_path)
-        first = next(heldout.windows_of(heldout.indices[0]))
-        heldout.resized.clear()  # counted when the held-out set is run
-        with torch.no_grad():
-            reference = module(first)
-        fp32_error = agreement(reference, openvino_infer(
-            constant_folded(fp32_model.clone()))(first))['max_rel_error']
-        if fp32_error > FP32_TOLERANCE:
-            raise VerificationError(
-                f'the exported fp32 model differs from torch: max relative '
-                f'logit error {fp32_error:.3g} > {FP32_TOLERANCE:g}; '
-                'nothing was written')
-        quantized = quantize_model(fp32_model, calib, preset)
-
-    compiled = openvino_compile(quantized, 'int8', profile=True)
-    convs = openvino_conv_precisions(compiled, first)
-    result = _heldout_agreement(module, openvino_infer(None,
-                                                       compiled=compiled),
-                                heldout)
+    first = heldout.first()
+    quantized, convs = quantize_module(module, (1, 3) + shape, calib,
+                                       preset, check_input=first)
+    fp32_error = convs['fp32_max_rel_error']
+    result = windows_agreement(heldout, module, openvino_infer(quantized,
+                                                               'int8'))
     report = dict(
         config=cfg.filename, checkpoint=checkpoint, ir=xml,
         shape=list(shape), preset=preset, calib_split=calib_from,
-        calib_images=len(calib.indices), calib_windows=calib.count(),
-        heldout_split=heldout_from, heldout_images=len(heldout.indices),
+        calib_images=len(calib.items), calib_windows=calib.count(),
+        heldout_split=heldout_from, heldout_images=len(heldout.items),
         heldout_windows=result['images'],
         windows_resized=len(calib.resized) + len(heldout.resized),
         argmax_agreement_pct=result['argmax_agreement_pct'],

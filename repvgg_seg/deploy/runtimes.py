@@ -1,8 +1,7 @@
 """The inference runtimes a deployed model runs on besides PyTorch:
 onnxruntime and OpenVINO's CPU plugin. One session helper each, shared by
-the export check (:mod:`.export`), quantization (:mod:`.quantize`), the test
-loop (:mod:`.openvino_model`) and the benchmark's engines
-(:mod:`repvgg_seg.bench.engines`); both are optional packages (the
+the export check (:mod:`.export`), quantization (:mod:`.quantize`) and the
+engines (:mod:`repvgg_seg.engines`); both are optional packages (the
 ``deploy`` extra)."""
 import os.path as osp
 from typing import Optional, Sequence, Tuple
@@ -47,6 +46,7 @@ def onnxruntime_infer(path: str, threads: Optional[int] = None,
         out = session.run(None, {name: x.detach().cpu().numpy()})[0]
         return torch.from_numpy(out)
 
+    run.session = session
     return run
 
 
@@ -58,17 +58,25 @@ def openvino_paths(out: str) -> Tuple[str, str]:
 
 def openvino_compile(path_or_model, precision: str = 'fp32',
                      threads: Optional[int] = None,
-                     profile: bool = False):
+                     profile: bool = False,
+                     streams: Optional[int] = None):
     """Compile an ONNX file, an OpenVINO IR or an ``openvino.Model`` for
     OpenVINO's CPU plugin. The precision hint is always set: the plugin's
     default on CPUs with AVX512-BF16/AMX is bf16, not fp32 (an INT8 model
     keeps its quantized layers in INT8 whatever the hint; ``'int8'`` means
     such a model, with its other layers in fp32). ``profile``: per-node
-    counters (see :func:`openvino_conv_precisions`)."""
+    counters (see :func:`openvino_conv_precisions`). ``streams``: ``None``
+    or 1 compiles for latency (one request at a time); more compiles for
+    throughput with that many CPU streams, ``0`` lets the THROUGHPUT hint
+    choose."""
     require('openvino', 'the OpenVINO runtime')
     import openvino as ov
     options = {'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION_HINTS[precision],
                'PERFORMANCE_HINT': 'LATENCY'}
+    if streams is not None and streams != 1:
+        options['PERFORMANCE_HINT'] = 'THROUGHPUT'
+        if streams > 1:
+            options['NUM_STREAMS'] = streams
     if threads:
         options['INFERENCE_NUM_THREADS'] = threads
     if profile:
@@ -138,6 +146,15 @@ def openvino_conv_precisions(compiled, x: torch.Tensor) -> dict:
         per_type = kernels.setdefault(node.node_type, {})
         per_type[node.exec_type] = per_type.get(node.exec_type, 0) + 1
     return dict(convs=convs, int8_convs=int8, kernels=kernels)
+
+
+def is_quantized(path_or_model) -> bool:
+    """Whether an OpenVINO model (or IR file) holds quantized layers
+    (NNCF's ``FakeQuantize`` nodes)."""
+    model = (openvino_read(path_or_model) if isinstance(path_or_model, str)
+             else path_or_model)
+    return any(op.get_type_name() == 'FakeQuantize'
+               for op in model.get_ops())
 
 
 def openvino_io_shapes(compiled) -> Tuple[list, list]:

@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmseg.registry import MODELS
 
 from ..errors import ConfigError
+from .fused import refuse_deploy_weights
 from .pretrained import load_pretrained_backbone
 from .reparam import BNParams, fuse_branches, fuse_qa_branches
 
@@ -552,6 +553,9 @@ class RepVGG(BaseModule):
             self.add_module(f'stage{stage}', nn.Sequential(*layers))
             self.out_channels.append(width)
         self._freeze_stages()
+        # mmengine loads non-strictly: fused weights into this training-time
+        # structure would leave it random with a warning, refused instead
+        self.register_load_state_dict_pre_hook(refuse_deploy_weights)
 
     @property
     def stages(self):

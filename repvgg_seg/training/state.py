@@ -13,10 +13,14 @@ from mmengine.logging import print_log
 
 
 def bare_model(runner) -> torch.nn.Module:
-    """The runner's model, outside its DDP wrapper if it has one."""
-    from mmengine.model import is_model_wrapper
-    return runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
+    """The runner's model, outside its DDP wrapper and its test-time
+    augmentation wrapper (``tools/test.py --tta``) if it has them: the
+    model whose weights a checkpoint holds."""
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    model = runner.model
+    if is_model_wrapper(model):
+        model = model.module
+    return model.module if isinstance(model, BaseTTAModel) else model
 
 
 def get_rng_state() -> dict:

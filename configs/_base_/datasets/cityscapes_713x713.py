@@ -20,6 +20,18 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
+# tools/test.py --tta: mmseg's Cityscapes multi-scale (0.5-1.75) and flip
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True)
+         for r in img_ratios],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackSegInputs')]])
+]
 # Global batch 16 = 2 images per GPU x 8 GPUs (the paper's setting); with
 # fewer GPUs raise batch_size so that the product stays 16, or scale the LR.
 train_dataloader = dict(

@@ -13,7 +13,7 @@ param_scheduler = [
     dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40,
          by_epoch=True, convert_to_iter_based=True)
 ]
-# Resumes mid-epoch at the next batch (repvgg_seg/engine.py); mmengine's
+# Resumes mid-epoch at the next batch (repvgg_seg/training/loops.py); mmengine's
 # EpochBasedTrainLoop would restart an interrupted epoch.
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=40,
                  val_interval=5)

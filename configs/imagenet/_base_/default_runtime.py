@@ -22,8 +22,9 @@ env_cfg = dict(
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
 
-# Crash-safe training, as for segmentation (repvgg_seg/engine.py; the hooks
-# sit in mmengine's root registry, so this mmpretrain scope finds them).
+# Crash-safe training, as for segmentation (repvgg_seg/training/hooks.py;
+# the hooks sit in mmengine's root registry, so this mmpretrain scope finds
+# them).
 custom_hooks = [
     dict(type='RandomStateHook'),
     dict(type='SignalCheckpointHook'),
@@ -35,6 +36,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=None, deterministic=False)
-# Full unpickling of checkpoints is refused unless set (README "Security");
-# tools' --trust-checkpoint sets it too.
+# Full unpickling of checkpoints is refused unless set (README "Reliability
+# and security"); tools' --trust-checkpoint sets it too.
 trust_checkpoint = False

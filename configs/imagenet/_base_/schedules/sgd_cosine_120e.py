@@ -23,7 +23,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=0.0,
          by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True)
 ]
-# resumes mid-epoch at the next batch (repvgg_seg/engine.py)
+# resumes mid-epoch at the next batch (repvgg_seg/training/loops.py)
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
                  val_interval=1)
 val_cfg = dict()

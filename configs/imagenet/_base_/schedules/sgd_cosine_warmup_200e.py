@@ -13,6 +13,6 @@ param_scheduler = [
          eta_min=0.0, by_epoch=True, begin=warmup_epochs, end=max_epochs,
          convert_to_iter_based=True)
 ]
-# resumes mid-epoch at the next batch (repvgg_seg/engine.py)
+# resumes mid-epoch at the next batch (repvgg_seg/training/loops.py)
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
                  val_interval=1)

@@ -1,0 +1,191 @@
+"""The engines that run the model exported to ONNX: onnxruntime and
+OpenVINO's CPU plugin (fp32, bf16, fp16, and INT8: an IR quantized by
+``tools/quantize.py``, or the model quantized on the fly by NNCF for the
+benchmark).
+
+A model from a checkpoint is exported through the checked export
+(:func:`repvgg_seg.deploy.export.export_onnx_file`) at the shape of its
+first input; an ``.onnx``/``.xml`` file runs as it is.
+
+OpenVINO keeps ``streams`` infer requests in flight
+(``openvino.AsyncInferQueue``): the windows of a batch run in parallel,
+which is what its THROUGHPUT hint is for. One window at a time (the
+latency setting) runs on one request with the input shared, not copied.
+"""
+import os.path as osp
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..deploy import runtimes
+from ..deploy.export import export_onnx_file
+from ..errors import InputError, UnavailableError
+from .base import Engine, RunOptions
+
+#: OpenVINO's inference precision for the layers an INT8 model leaves in
+#: float: ``int8`` keeps them in f32 (the default on every CPU), and
+#: ``int8-bf16`` runs them in bf16 (native on CPUs with AVX512-BF16/AMX)
+INT8_PRECISIONS = {'int8': 'fp32', 'int8-bf16': 'bf16'}
+
+
+def _shape_text(shape) -> str:
+    return 'x'.join(str(d) if d >= 0 else '?' for d in shape)
+
+
+class ExportedEngine(Engine):
+    """An engine that runs the model exported to ONNX."""
+
+    weight_kinds = ('checkpoint', 'onnx')
+    batches = False
+
+    def require(self):
+        runtimes.require(self.package, f'the {self.name} engine')
+
+    def onnx_file(self, module, input_shape, folder) -> str:
+        path = osp.join(folder, 'model.onnx')
+        export_onnx_file(module, path, tuple(input_shape))
+        return path
+
+    def runner(self, module, input_shape, options, folder):
+        return self.file_runner(self.onnx_file(module, input_shape, folder),
+                                options)
+
+
+class OnnxRuntimeEngine(ExportedEngine):
+    name = package = 'onnxruntime'
+    devices = ('cpu', 'cuda')
+
+    def file_runner(self, path, options):
+        import onnxruntime as ort
+        providers = ['CPUExecutionProvider']
+        if options.device.startswith('cuda'):
+            if 'CUDAExecutionProvider' not in ort.get_available_providers():
+                raise UnavailableError(
+                    'this onnxruntime has no CUDA provider')
+            providers = ['CUDAExecutionProvider']
+        run = runtimes.onnxruntime_infer(path, options.threads, providers)
+        def dims(port):
+            return [d if isinstance(d, int) else -1 for d in port.shape]
+        run.input_shape = dims(run.session.get_inputs()[0])
+        run.output_shape = dims(run.session.get_outputs()[0])
+        run.info = {}
+        return run
+
+
+class OpenVINORunner:
+    """A compiled OpenVINO model as ``run(x) -> logits`` for a batch of
+    windows: one request, or ``streams`` requests in flight (see the module
+    docstring). ``info``: the engine's facts; ``input_shape``: the model's
+    static input shape (``-1`` where dynamic)."""
+
+    def __init__(self, compiled, streams: Optional[int] = None,
+                 info: Optional[dict] = None):
+        import openvino as ov
+        self.compiled = compiled
+        self.input_shape, self.output_shape = runtimes.openvino_io_shapes(
+            compiled)
+        self.request = compiled.create_infer_request()
+        self.streams = streams
+        self.queue = None
+        if streams is not None and streams != 1:
+            jobs = compiled.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS')
+            self.queue = ov.AsyncInferQueue(compiled, int(jobs))
+            self.queue.set_callback(self._collect)
+        self.outputs = {}
+        self.info = dict(info or {})
+
+    def _collect(self, request, index) -> None:
+        # a copy: the request reuses its output buffer
+        self.outputs[index] = np.array(request.get_output_tensor(0).data)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        device = x.device
+        x = x.detach().to('cpu', torch.float32).contiguous()
+        if self.queue is None or x.shape[0] == 1:
+            outs = []
+            for window in x.split(1):
+                self.request.infer({0: window.numpy()}, share_inputs=True)
+                outs.append(np.array(self.request.get_output_tensor(0).data))
+            out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+            return torch.from_numpy(out).to(device)
+        self.outputs = {}
+        arrays = x.numpy()
+        for i in range(arrays.shape[0]):
+            self.queue.start_async({0: arrays[i:i + 1]}, userdata=i,
+                                   share_inputs=True)
+        self.queue.wait_all()
+        out = np.concatenate([self.outputs[i] for i in range(len(arrays))])
+        return torch.from_numpy(out).to(device)
+
+
+class OpenVINOEngine(ExportedEngine):
+    """OpenVINO's CPU plugin at an explicit inference precision, or an INT8
+    model: an IR from ``tools/quantize.py``, or (from a checkpoint) the
+    exported model quantized by NNCF on the calibration inputs of the run
+    options (:func:`repvgg_seg.deploy.quantize.quantize_module`)."""
+
+    name = package = 'openvino'
+    precisions = ('fp32', 'bf16', 'fp16') + tuple(INT8_PRECISIONS)
+    weight_kinds = ('checkpoint', 'onnx', 'ir')
+    batches = True
+
+    def weights_hint(self, kind):
+        return ''
+
+    def require_precision(self, precision):
+        if precision in INT8_PRECISIONS:
+            runtimes.require('nncf', 'INT8 rows (--precision int8)')
+        if 'bf16' in precision:
+            runtimes.require('openvino', 'the openvino engine')
+            import openvino as ov
+            caps = ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
+            if 'BF16' not in caps:
+                raise UnavailableError(
+                    f'--precision {precision} runs layers in bf16, which '
+                    'this CPU has no native kernels for (OpenVINO: '
+                    f'{", ".join(caps)}); use fp32 or int8')
+
+    @staticmethod
+    def hint(precision: str) -> str:
+        """The compile precision of an ``int8``/``int8-bf16``/float run."""
+        if precision in INT8_PRECISIONS:
+            return 'int8' if INT8_PRECISIONS[precision] == 'fp32' \
+                else 'bf16'
+        return precision
+
+    def compiled_runner(self, model, options: RunOptions,
+                        info: Optional[dict] = None) -> OpenVINORunner:
+        compiled = runtimes.openvino_compile(
+            model, self.hint(options.precision), options.threads,
+            streams=options.streams)
+        return OpenVINORunner(compiled, options.streams, info)
+
+    def file_runner(self, path, options):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'model file not found: {path}')
+        if path.endswith('.xml'):
+            binary = runtimes.openvino_paths(path)[1]
+            if not osp.isfile(binary):
+                raise FileNotFoundError(
+                    f'the weights of the OpenVINO IR {path} are missing: '
+                    f'{binary} not found')
+        return self.compiled_runner(path, options, dict(weights=path))
+
+    def runner(self, module, input_shape, options, folder):
+        if options.precision not in INT8_PRECISIONS:
+            return super().runner(module, input_shape, options, folder)
+        from ..deploy.quantize import quantize_module
+        calibration = options.calibration
+        if calibration is None:
+            raise InputError('INT8 from a checkpoint needs calibration '
+                             'inputs (an INT8 IR from tools/quantize.py '
+                             'needs none)')
+        quantized, profile = quantize_module(module, input_shape,
+                                             calibration,
+                                             threads=options.threads)
+        return self.compiled_runner(quantized, options, dict(
+            convs=profile['convs'], int8_convs=profile['int8_convs'],
+            conv_kernels=profile['kernels'],
+            calibration_images=len(calibration.items),
+            calibration_generated=calibration.is_generated))

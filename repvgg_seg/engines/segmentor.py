@@ -1,0 +1,204 @@
+"""An mmseg segmentor whose ``encode_decode`` runs on an engine.
+
+mmseg's ``EncoderDecoder.slide_inference`` and ``whole_inference`` call
+``encode_decode(window, metas)`` once per window (or image); an engine's
+runner computes exactly that, the logits resized to the window's size
+(:class:`repvgg_seg.deploy.build.LogitsModule`, exported or not). So
+:func:`attach_engine` swaps that one method and everything around it -- the
+test pipeline, data preprocessor, slide/whole inference, post-processing,
+``IoUMetric``, ``MMSegInferencer``'s visualisation -- stays mmseg's:
+``tools/test.py --engine``, ``tools/infer.py`` and
+:class:`repvgg_seg.inference.RepVGGSegInferencer` all use it.
+
+The torch engines run the model itself (``fused`` after
+:func:`repvgg_seg.fuse_for_deploy`). The others get a runner per window
+shape: made from the model at the first window of a shape (Winograd's
+plan is tuned for it; ONNX is exported at it) or, for an ``.onnx``/``.xml``
+file, the file itself, whose static input shape every window must have.
+"""
+import os
+import tempfile
+import types
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+from ..deploy.build import LogitsModule, build_model, load_model, load_weights
+from ..errors import ConfigError, InputError, UnavailableError
+from ..models.convert import fuse_for_deploy
+from .base import RunOptions
+from .registry import ENGINES, get_engine
+
+
+def _shape_text(shape) -> str:
+    return 'x'.join(str(d) if d >= 0 else '?' for d in shape)
+
+
+class EngineForward:
+    """The ``encode_decode`` of a segmentor on an engine (see the module
+    docstring); ``info`` collects the engine's facts."""
+
+    def __init__(self, model: nn.Module, engine: str, weights: Optional[str],
+                 kind: str, options: RunOptions):
+        self.model = model
+        self.engine = get_engine(engine)
+        self.weights = weights
+        self.kind = kind
+        self.options = options
+        self.mode = (getattr(model, 'test_cfg', None) or {}).get('mode',
+                                                                  'whole')
+        self.runners = {}
+        self.info = dict(engine=engine, precision=options.precision,
+                         weights=weights)
+        self.folder = None
+        self.padded = False
+        if kind != 'checkpoint':
+            run = self.engine.file_runner(weights, options)
+            self._check_classes(run)
+            self.file_run = run
+            self.info.update(run.info)
+
+    def _check_classes(self, run) -> None:
+        out = getattr(run, 'output_shape', None)
+        classes = self.model.out_channels
+        if out is not None and len(out) == 4 and out[1] not in (-1, classes):
+            raise ConfigError(
+                f'{self.weights} outputs {out[1]} classes but the config\'s '
+                f'model has {classes} (decode_head.num_classes): a model of '
+                'another config? Run it with the config it was made from')
+        shape = getattr(run, 'input_shape', None)
+        if shape is not None and len(shape) != 4:
+            raise InputError(f'{self.weights} is not a segmentation model '
+                             f'(input {_shape_text(shape)})')
+
+    def _check_shape(self, run, x: torch.Tensor) -> bool:
+        """Whether ``x`` fits the file's static input shape as it is
+        (``False``: a slide window smaller than it, to be padded)."""
+        expected = (getattr(run, 'input_shape', None) or [])[2:]
+        if all(e in (-1, d) for e, d in zip(expected, x.shape[2:])):
+            return True
+        if self.mode == 'slide' and all(
+                e == -1 or d <= e for e, d in zip(expected, x.shape[2:])):
+            # an image smaller than the crop (e.g. a downscaled --tta view)
+            # gives mmseg a smaller window: padded to the IR's size and its
+            # logits cropped back, as mmseg pads images to the crop size
+            if not self.padded:
+                print_log(f'{self.weights}: windows smaller than its '
+                          f'{_shape_text(expected)} input are padded to it',
+                          logger='current')
+            self.padded = True
+            return False
+        what = 'window' if self.mode == 'slide' else 'image'
+        raise InputError(
+            f'{self.weights} takes {_shape_text(expected)} inputs, but it is '
+            f'given a {x.shape[2]}x{x.shape[3]} {what} ({self.mode} '
+            'inference): quantize/export it with --shape '
+            f'{x.shape[2]} {x.shape[3]}, or run it with the config it was '
+            'made for')
+
+    def _padded_run(self, x: torch.Tensor) -> torch.Tensor:
+        expected = self.file_run.input_shape[2:]
+        h, w = x.shape[2:]
+        padded = F.pad(x, (0, max(expected[1], w) - w,
+                           0, max(expected[0], h) - h))
+        return self.file_run(padded)[:, :, :h, :w]
+
+    def runner_for(self, x: torch.Tensor):
+        if self.kind != 'checkpoint':
+            return (self.file_run if self._check_shape(self.file_run, x)
+                    else self._padded_run)
+        shape = tuple(x.shape[2:])
+        run = self.runners.get(shape) or (
+            next(iter(self.runners.values()))
+            if self.runners and self.engine.name == 'winograd' else None)
+        if run is None:
+            if self.folder is None:
+                self.folder = tempfile.TemporaryDirectory(
+                    prefix=f'repvgg_{self.engine.name}_')
+            folder = os.path.join(self.folder.name, str(len(self.runners)))
+            os.makedirs(folder)
+            print_log(f'{self.engine.name} engine: preparing for '
+                      f'{shape[0]}x{shape[1]} inputs', logger='current')
+            module = LogitsModule(self.model).eval()
+            run = self.engine.runner(module, (1, 3) + shape, self.options,
+                                     folder)
+            self.info.update(getattr(run, 'info', None) or {})
+        self.runners[shape] = run
+        return run
+
+    def __call__(self, inputs: torch.Tensor, batch_img_metas=None):
+        run = self.runner_for(inputs)
+        if self.engine.batches or inputs.shape[0] == 1:
+            return run(inputs).to(inputs.device)
+        return torch.cat([run(x) for x in inputs.split(1)]).to(inputs.device)
+
+
+def attach_engine(model: nn.Module, engine: str = 'torch',
+                  weights: Optional[str] = None,
+                  options: Optional[RunOptions] = None,
+                  load: bool = True) -> nn.Module:
+    """Make ``model`` (an mmseg segmentor, built from its config) compute
+    ``encode_decode`` on ``engine``; returns it (changed in place).
+
+    ``weights``: a checkpoint (``.pth``/``.safetensors``, training or
+    deploy; loaded strictly into ``model`` unless ``load`` is False, e.g.
+    when a Runner loaded it), an ``.onnx`` file or an OpenVINO IR
+    (``.xml``), whichever the engine takes. ``model.engine_info`` holds the
+    engine's facts (INT8 conv counts ...).
+    """
+    options = options or RunOptions()
+    eng = get_engine(engine)
+    why = eng.unsupported(options.precision, options.layout, options.device,
+                          options.compile)
+    if why:
+        raise UnavailableError(why)
+    eng.require()
+    eng.require_precision(options.precision)
+    if not hasattr(model, 'encode_decode'):
+        raise ConfigError(f'--engine {engine} runs segmentors (mmseg '
+                          'EncoderDecoder models)')
+    kind = eng.check_weights(weights)
+    if kind == 'checkpoint' and load and weights is not None:
+        load_weights(model, weights)
+    if eng.devices == ('cpu', ) and any(p.is_cuda
+                                        for p in model.parameters()):
+        raise UnavailableError(
+            f'--engine {engine} runs on the CPU; the model is on a GPU: run '
+            'with CUDA_VISIBLE_DEVICES= to use the CPU')
+    if kind == 'checkpoint' and eng.fuses:
+        fuse_for_deploy(model)
+    model.eval()
+    if engine in ('torch', 'fused') and options.precision == 'fp32' \
+            and options.layout == 'nchw' and not options.compile:
+        # the model's own encode_decode: exactly mmseg's
+        model.engine_info = dict(engine=engine, precision='fp32',
+                                 weights=weights)
+        return model
+    forward = EngineForward(model, engine, weights, kind, options)
+    model.encode_decode = types.MethodType(
+        lambda self, inputs, metas: forward(inputs, metas), model)
+    model.engine_forward = forward
+    model.engine_info = forward.info
+    return model
+
+
+def load_engine(config: Union[str, Config], weights: Optional[str] = None,
+                engine: str = 'torch',
+                options: Optional[RunOptions] = None,
+                cfg_options: Optional[dict] = None) -> nn.Module:
+    """The config's segmentor, its weights loaded (a checkpoint) or given to
+    the engine (an exported file), computing ``encode_decode`` on
+    ``engine`` (:func:`attach_engine`)."""
+    kind = get_engine(engine).check_weights(weights)
+    if kind == 'checkpoint':
+        model = load_model(config, weights, cfg_options=cfg_options)
+    else:
+        model = build_model(config, cfg_options=cfg_options)
+    return attach_engine(model, engine, weights, options, load=False)
+
+
+__all__ = ['ENGINES', 'EngineForward', 'attach_engine', 'load_engine']

@@ -1,0 +1,177 @@
+"""What inference writes for an image: an overlay of the prediction on the
+image (mmseg's ``SegLocalVisualizer`` colours, optionally the class names
+and a legend of the classes present) and a label map PNG: train ids,
+Cityscapes label ids (the official evaluation server's format, mapped
+with cityscapesscripts' label table as mmseg's ``CityscapesDataset``
+does), or the palette colours. Files are written atomically
+(:func:`repvgg_seg.io.files.atomic_write_bytes`): a killed run leaves no
+half-written output, so a rerun can trust every file it finds.
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.files import atomic_write_bytes
+
+#: the label map formats of ``--save-pred``
+PRED_FORMATS = ('trainid', 'labelid', 'color')
+
+
+def encode_image(image: np.ndarray, suffix: str = '.png') -> bytes:
+    """A BGR (or single-channel) image encoded as ``suffix`` by OpenCV."""
+    import cv2
+    ok, data = cv2.imencode(suffix, np.ascontiguousarray(image))
+    if not ok:
+        raise OSError(f'cannot encode a {suffix} image')
+    return data.tobytes()
+
+
+def cityscapes_label_ids(num_classes: int) -> np.ndarray:
+    """The 256-entry lookup table train id -> Cityscapes label id
+    (cityscapesscripts' ``trainId2label``); train ids the table lacks map
+    to 0 (unlabeled)."""
+    from cityscapesscripts.helpers.labels import trainId2label
+    lut = np.zeros(256, np.uint8)
+    for train_id, label in trainId2label.items():
+        if 0 <= train_id < 255 and label.id >= 0:
+            lut[train_id] = label.id
+    missing = [t for t in range(num_classes) if t not in trainId2label]
+    if missing:
+        raise InputError(f'--save-pred labelid is the Cityscapes label ids; '
+                         f'this model has {num_classes} classes and train ids '
+                         f'{missing} are not Cityscapes train ids')
+    return lut
+
+
+class OutputWriter:
+    """Draws and writes the outputs of one image (see the module
+    docstring)."""
+
+    def __init__(self, out_dir: str, dataset_meta: dict,
+                 save_vis: bool = True, save_pred: Optional[str] = None,
+                 opacity: float = 0.5, with_labels: bool = False,
+                 legend: bool = False, vis_suffix: str = '.png'):
+        if save_pred is not None and save_pred not in PRED_FORMATS:
+            raise InputError(f'unknown --save-pred {save_pred!r}; valid: '
+                             + ', '.join(PRED_FORMATS))
+        if not 0 <= opacity <= 1:
+            raise InputError(f'--opacity is between 0 and 1, got {opacity}')
+        self.out_dir = out_dir
+        self.classes = list(dataset_meta['classes'])
+        self.palette = np.array(dataset_meta['palette'], np.uint8)
+        self.save_vis = save_vis
+        self.save_pred = save_pred
+        self.opacity = opacity
+        self.with_labels = with_labels
+        self.legend = legend
+        self.vis_suffix = vis_suffix
+        self.label_ids = (cityscapes_label_ids(len(self.classes))
+                          if save_pred == 'labelid' else None)
+        self._visualizer = None
+
+    # where things go
+
+    def vis_path(self, name: str) -> str:
+        return osp.join(self.out_dir, 'vis', name + self.vis_suffix)
+
+    def pred_path(self, name: str) -> str:
+        return osp.join(self.out_dir, 'pred', name + '.png')
+
+    def paths(self, name: str) -> List[str]:
+        """The files written for the image called ``name``."""
+        return ([self.vis_path(name)] if self.save_vis else []) + \
+            ([self.pred_path(name)] if self.save_pred else [])
+
+    def done(self, name: str) -> bool:
+        """Whether every output of ``name`` exists (a rerun skips it)."""
+        return all(osp.isfile(p) for p in self.paths(name))
+
+    # drawing
+
+    @property
+    def visualizer(self):
+        if self._visualizer is None:
+            from mmseg.visualization import SegLocalVisualizer
+            self._visualizer = SegLocalVisualizer(
+                name=f'repvgg_infer_{id(self)}', alpha=self.opacity)
+            self._visualizer.set_dataset_meta(self.classes,
+                                              self.palette.tolist())
+        return self._visualizer
+
+    def overlay(self, image_bgr: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The prediction drawn over the image (BGR), as mmseg's
+        visualizer draws it, with a legend strip below when asked."""
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        sample = SegDataSample()
+        sample.pred_sem_seg = PixelData(data=labels[None].astype(np.int64))
+        self.visualizer.add_datasample(
+            'image', image_bgr[..., ::-1], sample, draw_gt=False,
+            draw_pred=True, show=False, with_labels=self.with_labels)
+        drawn = self.visualizer.get_image()[..., ::-1]
+        if self.legend:
+            drawn = np.concatenate([drawn, self.legend_strip(
+                labels, drawn.shape[1])])
+        return np.ascontiguousarray(drawn)
+
+    def legend_strip(self, labels: np.ndarray, width: int) -> np.ndarray:
+        """A white strip naming the classes present, each with its colour
+        (BGR)."""
+        import cv2
+        present = [int(c) for c in np.unique(labels) if c < len(self.classes)]
+        font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1
+        row_h, pad, box = 20, 6, 12
+        x, rows, entries = pad, 0, []
+        for c in present:
+            text = self.classes[c]
+            w = box + 4 + cv2.getTextSize(text, font, scale, thick)[0][0] + 12
+            if x + w > width and x > pad:
+                x, rows = pad, rows + 1
+            entries.append((c, text, x, rows))
+            x += w
+        strip = np.full(((rows + 1) * row_h + pad, width, 3), 255, np.uint8)
+        for c, text, x, r in entries:
+            y = pad + r * row_h
+            colour = tuple(int(v) for v in self.palette[c][::-1])
+            cv2.rectangle(strip, (x, y), (x + box, y + box), colour, -1)
+            cv2.putText(strip, text, (x + box + 4, y + box - 1), font, scale,
+                        (0, 0, 0), thick, cv2.LINE_AA)
+        return strip
+
+    def label_map(self, labels: np.ndarray) -> np.ndarray:
+        """The label PNG's pixels in the ``save_pred`` format."""
+        labels = labels.astype(np.uint8)
+        if self.save_pred == 'labelid':
+            return self.label_ids[labels]
+        if self.save_pred == 'color':
+            return self.palette[labels][..., ::-1]
+        return labels
+
+    # writing
+
+    def write(self, name: str, image_bgr: Optional[np.ndarray],
+              labels: np.ndarray) -> Dict[str, str]:
+        """Write the outputs of one image; returns ``{kind: path}``."""
+        written = {}
+        if self.save_vis:
+            path = self.vis_path(name)
+            atomic_write_bytes(encode_image(self.overlay(image_bgr, labels),
+                                            self.vis_suffix), path)
+            written['vis'] = path
+        if self.save_pred:
+            path = self.pred_path(name)
+            atomic_write_bytes(encode_image(self.label_map(labels)), path)
+            written['pred'] = path
+        return written
+
+
+def check_out_dir(out_dir: str) -> None:
+    """``--out-dir`` must be a folder (or not exist yet)."""
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise InputError(f'--out-dir {out_dir} is a file, not a folder')
+
+
+def present_classes(labels: Sequence[np.ndarray]) -> List[int]:
+    return sorted({int(c) for lab in labels for c in np.unique(lab)})

@@ -1,0 +1,270 @@
+"""tools/infer.py and the inferencer (issue: inference): images, folders,
+lists and videos on the engines; outputs, resume, sharding, bad input.
+
+The tiny trained model of the suite (``tiny_trained``) on 64x128 synthetic
+images; the OpenVINO engine runs from the checkpoint, exported on the
+fly."""
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from .conftest import REPO
+from .helpers import run_tool
+
+
+@pytest.fixture(scope='module')
+def photos(synthetic_root, tmp_path_factory):
+    """A user's folder: the 6 train and 2 val synthetic images in nested
+    folders, and a notes file that is no image."""
+    folder = tmp_path_factory.mktemp('photos')
+    images = sorted(
+        osp.join(root, name)
+        for root, _, names in os.walk(osp.join(synthetic_root,
+                                               'leftImg8bit'))
+        for name in names if name.endswith('.png'))
+    for k, path in enumerate(images):
+        sub = folder / ('day' if k % 2 else 'night') / f'trip{k // 4}'
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, sub / f'frame{k:02d}.png')
+    (folder / 'notes.txt.md').write_text('not an image')
+    return str(folder)
+
+
+def infer(tiny_trained, source, out_dir, *extra, capsys=None):
+    return run_tool('infer', source, tiny_trained['config'],
+                    tiny_trained['checkpoint'], '--out-dir', str(out_dir),
+                    *extra, '--cfg-options',
+                    *[f'{k}={v}' for k, v in tiny_trained['options'].items()],
+                    capsys=capsys)
+
+
+def outputs(folder):
+    return sorted(osp.relpath(osp.join(root, name), folder)
+                  for root, _, names in os.walk(folder) for name in names)
+
+
+def read_png(path):
+    import cv2
+    return cv2.imread(path, cv2.IMREAD_UNCHANGED)
+
+
+def test_folder_mirrored_outputs_equal_the_inferencer(tiny_trained, photos,
+                                                      tmp_path, capsys):
+    from repvgg_seg.config import as_config
+    from repvgg_seg.inference import RepVGGSegInferencer
+    from repvgg_seg.inference.sources import folder_items
+    code, err = infer(tiny_trained, photos, tmp_path, '--save-pred',
+                      'trainid', '--legend', capsys=capsys)
+    assert code == 0, err
+    items = folder_items(photos)
+    assert len(items) == 8
+    assert outputs(tmp_path) == sorted(
+        [f'vis/{i.name}.png' for i in items]
+        + [f'pred/{i.name}.png' for i in items])
+    inferencer = RepVGGSegInferencer(
+        model=as_config(tiny_trained['config'], tiny_trained['options']),
+        weights=tiny_trained['checkpoint'])
+    expected = inferencer([i.path for i in items])['predictions']
+    for item, labels in zip(items, expected):
+        written = read_png(str(tmp_path / 'pred' / f'{item.name}.png'))
+        assert written.dtype == np.uint8 and written.shape == (64, 128)
+        assert np.array_equal(written, labels)
+    # the overlay: the image's size plus the legend strip below it
+    vis = read_png(str(tmp_path / 'vis' / f'{items[0].name}.png'))
+    assert vis.shape[1] == 128 and vis.shape[0] > 64
+
+
+def test_label_ids_and_colours(tiny_trained, tmp_path):
+    """--save-pred labelid maps train ids to Cityscapes label ids with
+    cityscapesscripts' table (road 0 -> 7, sidewalk 1 -> 8, car 13 -> 26);
+    color uses the palette."""
+    from repvgg_seg.inference.outputs import OutputWriter
+    from mmseg.datasets import CityscapesDataset
+    meta = dict(classes=CityscapesDataset.METAINFO['classes'],
+                palette=CityscapesDataset.METAINFO['palette'])
+    labels = np.array([[0, 1], [13, 18]], np.uint8)
+    ids = OutputWriter(str(tmp_path), meta, save_pred='labelid')
+    assert ids.label_map(labels).tolist() == [[7, 8], [26, 33]]
+    colours = OutputWriter(str(tmp_path), meta, save_pred='color')
+    bgr = colours.label_map(labels)
+    assert bgr[0, 0].tolist() == [128, 64, 128][::-1]  # road
+    assert bgr[1, 0].tolist() == [0, 0, 142][::-1]  # car
+
+
+def test_resume_writes_only_the_missing_outputs(tiny_trained, photos,
+                                                tmp_path, capsys):
+    from repvgg_seg.inference.sources import folder_items
+    items = folder_items(photos)
+    first = tmp_path / 'first.txt'
+    first.write_text(''.join(f'{osp.relpath(i.path, photos)}\n'
+                             for i in items[:3]))
+    # a list file beside the photos: the same names as the folder run
+    listed = osp.join(photos, 'first3.txt')
+    shutil.copy(first, listed)
+    out = tmp_path / 'out'
+    try:
+        code, err = infer(tiny_trained, listed, out, '--out-json',
+                          str(tmp_path / 'a.json'), capsys=capsys)
+    finally:
+        os.remove(listed)
+    assert code == 0, err
+    done = {p: os.stat(out / p).st_mtime_ns for p in outputs(out)}
+    assert len(done) == 3
+    code, err = infer(tiny_trained, photos, out, '--out-json',
+                      str(tmp_path / 'b.json'), capsys=capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / 'b.json').read_text())
+    assert (report['done'], report['existing']) == (5, 3)
+    assert len(outputs(out)) == 8
+    # the first three were not rewritten
+    assert all(os.stat(out / p).st_mtime_ns == t for p, t in done.items())
+    # --force redoes them all
+    code, err = infer(tiny_trained, photos, out, '--force', '--out-json',
+                      str(tmp_path / 'c.json'), capsys=capsys)
+    assert json.loads((tmp_path / 'c.json').read_text())['done'] == 8
+
+
+def test_two_ranks_write_every_output_once(tiny_trained, photos, tmp_path):
+    out = tmp_path / 'out'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    cmd = [sys.executable, '-m', 'torch.distributed.run',
+           '--nproc_per_node', '2', '--master_port', '29517',
+           osp.join(REPO, 'tools', 'infer.py'), photos,
+           tiny_trained['config'], tiny_trained['checkpoint'], '--out-dir',
+           str(out), '--threads', '1', '--out-json', str(tmp_path / 'r.json'),
+           '--cfg-options'] + [f'{k}={v}' for k, v in
+                               tiny_trained['options'].items()]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(outputs(out)) == 8
+    reports = [json.loads((tmp_path / f'r.rank{r}.json').read_text())
+               for r in (0, 1)]
+    assert [r['done'] for r in reports] == [4, 4]
+    assert [r['rank'] for r in reports] == [0, 1]
+
+
+def test_video_round_trip(tiny_trained, synthetic_root, tmp_path, capsys):
+    import cv2
+    from repvgg_seg.inference.sources import folder_items
+    frames = [cv2.imread(i.path) for i in folder_items(
+        osp.join(synthetic_root, 'leftImg8bit'))][:5]
+    video = str(tmp_path / 'drive.mp4')
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'mp4v'), 7.0,
+                             (128, 64))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / 'out'
+    code, err = infer(tiny_trained, video, out, '--save-pred', 'trainid',
+                      '--batch-size', '2', capsys=capsys)
+    assert code == 0, err
+    result = cv2.VideoCapture(str(out / 'drive.mp4'))
+    assert result.isOpened()
+    assert int(result.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert result.get(cv2.CAP_PROP_FPS) == pytest.approx(7.0)
+    assert (int(result.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(result.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (128, 64)
+    result.release()
+    assert outputs(out / 'pred' / 'drive') == [f'{k:06d}.png'
+                                               for k in range(5)]
+    # a rerun finds the video done
+    code, err = infer(tiny_trained, video, out, capsys=capsys)
+    assert code == 0 and 'exists: skipped (--force redoes it)' in err
+
+
+def test_openvino_engine_with_streams_on_a_folder(tiny_trained, photos,
+                                                  tmp_path, capsys):
+    pytest.importorskip('openvino')
+    torch_out, ov_out = tmp_path / 'torch', tmp_path / 'ov'
+    code, err = infer(tiny_trained, photos, torch_out, '--save-pred',
+                      'trainid', '--no-vis', capsys=capsys)
+    assert code == 0, err
+    code, err = infer(tiny_trained, photos, ov_out, '--save-pred',
+                      'trainid', '--no-vis', '--engine', 'openvino',
+                      '--batch-size', '4', '--streams', '2', capsys=capsys)
+    assert code == 0, err
+    names = outputs(torch_out)
+    assert names == outputs(ov_out) and len(names) == 8
+    same = np.mean([np.mean(read_png(str(torch_out / n))
+                            == read_png(str(ov_out / n))) for n in names])
+    assert same >= 0.999
+
+
+# --------------------------------------------------------------------------
+# bad input: one clear line each; the job goes on where it can
+
+
+def test_bad_images_are_skipped_and_listed(tiny_trained, photos, tmp_path,
+                                           capsys):
+    folder = tmp_path / 'in'
+    shutil.copytree(photos, folder)
+    good = sorted(p for p in outputs(folder) if p.endswith('.png'))
+    (folder / 'broken.png').write_bytes(b'this is no picture' * 4)
+    data = (folder / good[0]).read_bytes()
+    (folder / 'cut.png').write_bytes(data[:len(data) // 2])
+    out = tmp_path / 'out'
+    code, err = infer(tiny_trained, str(folder), out, capsys=capsys)
+    assert code == 1
+    assert '2 inputs skipped:' in err
+    assert 'broken.png is not a readable image' in err
+    assert 'cut.png is truncated' in err
+    assert len(outputs(out)) == 8  # every good image written
+
+
+@pytest.mark.parametrize('case', ['empty', 'not_an_image', 'video',
+                                  'out_is_file', 'list_with_missing'])
+def test_bad_input_one_line(case, tiny_trained, tmp_path, capsys):
+    out = tmp_path / 'out'
+    if case == 'empty':
+        (tmp_path / 'empty').mkdir()
+        source, expected, status = str(tmp_path / 'empty'), 'no images', 2
+    elif case == 'not_an_image':
+        source = str(tmp_path / 'model.pth')
+        open(source, 'w').close()
+        expected, status = 'not an image, a folder, a list of paths', 2
+    elif case == 'video':
+        source = str(tmp_path / 'clip.mp4')
+        with open(source, 'wb') as f:
+            f.write(b'not a video')
+        expected, status = 'clip.mp4: cannot be opened as a video', 1
+    elif case == 'out_is_file':
+        source = str(tmp_path / 'x.png')
+        out.write_text('a file')
+        expected, status = 'is a file, not a folder', 2
+    else:
+        source = str(tmp_path / 'list.txt')
+        with open(source, 'w') as f:
+            f.write('missing.png\n')
+        expected, status = 'missing.png', 1
+    code, err = infer(tiny_trained, source, out, capsys=capsys)
+    assert code == status, err
+    assert expected in err
+
+
+def test_weights_that_do_not_fit_the_config(tiny_trained, tmp_path,
+                                            capsys):
+    """A checkpoint of another model: the loader's list of what does not fit,
+    one line."""
+    import torch
+    ckpt = torch.load(tiny_trained['checkpoint'], weights_only=False)
+    state = ckpt['state_dict']
+    key = next(k for k in state if k.endswith('conv_seg.weight'))
+    state[key] = state[key][:5]
+    other = tmp_path / 'other.pth'
+    torch.save({'state_dict': state}, other)
+    code, err = run_tool('infer', str(tmp_path), tiny_trained['config'],
+                         str(other), '--out-dir', str(tmp_path / 'o'),
+                         '--cfg-options', *[f'{k}={v}' for k, v in
+                                            tiny_trained['options'].items()],
+                         capsys=capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1 and 'does not fit the model' in lines[0]
+    assert 'shape mismatches' in lines[0]
