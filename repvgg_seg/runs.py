@@ -118,9 +118,29 @@ def build_runner(cfg: Config) -> Runner:
                           f'{message}') from exc
 
 
+def _cpu_distributed(cfg: Config) -> None:
+    """A ``--launcher pytorch`` run on a machine without a GPU: mmengine's
+    ``init_dist`` calls ``torch.cuda.set_device`` and its DDP wrapper
+    passes ``device_ids``, which fail there. So the process group is made
+    here, with gloo (torchrun's environment), and DDP wraps the model with
+    ``device_ids=None``, as PyTorch does for CPU modules; mmengine then
+    uses the group as it finds it."""
+    import torch
+    import torch.distributed as dist
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group('gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False)
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
+
+
 def run_train(cfg: Config):
     """Build the Runner and train, trusting checkpoints fully only if the
     config says so (``trust_checkpoint``), and only for this run."""
+    _cpu_distributed(cfg)
     with trusted_checkpoints(bool(cfg.get('trust_checkpoint', False))):
         return build_runner(cfg).train()
 
@@ -128,6 +148,7 @@ def run_train(cfg: Config):
 def run_test(cfg: Config) -> dict:
     """Build the Runner and test (see :func:`run_train` for the trust);
     returns the metrics."""
+    _cpu_distributed(cfg)
     with trusted_checkpoints(bool(cfg.get('trust_checkpoint', False))):
         return build_runner(cfg).test()
 

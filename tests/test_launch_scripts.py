@@ -134,11 +134,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.xfail(
-    strict=True, reason='mmengine cannot launch on a CPU: init_dist calls '
-    'torch.cuda.set_device, and its default DDP wrapper passes device_ids; '
-    'repvgg_seg/runs.py has to init the gloo group itself and wrap with '
-    'device_ids=None (remove this mark then)')
 def test_dist_test_on_two_cpu_ranks_gives_the_mIoU_of_one(
         tiny_trained, tmp_path, capsys):
     """Each rank tests one of the 2 val images (gloo); the metric gathers
