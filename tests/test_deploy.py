@@ -430,11 +430,11 @@ def test_winograd_plan_cache_and_dilated_run_tuning(tmp_path, monkeypatch):
     with torch.no_grad():
         reference = model(x)
     cache = tmp_path / 'plan.json'
-    monkeypatch.setattr(winograd, '_PLAN_CACHE', {})
+    monkeypatch.setattr(winograd.tuning, '_PLAN_CACHE', {})
     timed = []
-    real_time = winograd._time
-    monkeypatch.setattr(winograd, '_time', lambda fn, inp, reps: (
-        timed.append(fn), real_time(fn, inp, reps))[1])
+    real_time = winograd.tuning._time_once
+    monkeypatch.setattr(winograd.tuning, '_time_once', lambda fn, inp: (
+        timed.append(fn), real_time(fn, inp))[1])
     first = copy.deepcopy(model)
     report = winograd.convert_to_winograd(first, x.shape, tune=True, reps=1,
                                           cache_file=str(cache))
@@ -447,7 +447,7 @@ def test_winograd_plan_cache_and_dilated_run_tuning(tmp_path, monkeypatch):
     assert run_keys and all(plan[k] in ('plan', ) + winograd.RUN_CHOICES
                             for k in run_keys)
     # the second conversion reads the file: no timing, the same plan
-    monkeypatch.setattr(winograd, '_PLAN_CACHE', {})
+    monkeypatch.setattr(winograd.tuning, '_PLAN_CACHE', {})
     timed.clear()
     second = copy.deepcopy(model)
     again = winograd.convert_to_winograd(second, x.shape, tune=True, reps=1,
