@@ -36,6 +36,7 @@ def main(argv=None):
         raise DatasetError(f'{len(problems)} problem(s) in {args.root}:\n'
                            + '\n'.join(f'- {line}' for line in problems))
     print('layout OK')
+    return 0
 
 
 if __name__ == '__main__':
