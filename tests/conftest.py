@@ -28,7 +28,21 @@ def official_keys():
         return json.load(f)
 
 
+# The demo config (configs/demo/): the one path every test module uses.
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
+
+
+@pytest.fixture
+def restore_default_scope():
+    """mmengine's current default scope is global state (a Runner or
+    ``register_all_modules`` sets it): put it back after the test, so that
+    other test modules see theirs."""
+    import copy
+
+    from mmengine.registry import DefaultScope
+    saved = copy.copy(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict = saved
 # The demo's model and pipeline shrunk to seconds per run: 64x64 crops, a
 # quarter-width 5-block RepVGG, deterministic CPU settings.
 TINY_CONFIG = """

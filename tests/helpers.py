@@ -1,4 +1,6 @@
 """Helpers shared by the tests."""
+import contextlib
+import logging
 from collections import OrderedDict
 
 import torch
@@ -16,6 +18,51 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
                 m.weight.copy_(torch.rand(n, generator=gen) * 1.5 + 0.25)
                 m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+
+
+def load_backbone(arch, path, **kwargs):
+    """A RepVGG backbone (``out_indices=(4,)`` unless given) whose weights
+    all come from the checkpoint at ``path`` through its ``init_cfg``, in
+    eval mode. Built on the meta device: the strict load replaces every
+    parameter and buffer, so no time goes into a random init."""
+    from repvgg_seg.models import RepVGG
+    kwargs.setdefault('out_indices', (4,))
+    with torch.device('meta'):
+        model = RepVGG(arch, init_cfg=dict(type='Pretrained',
+                                           checkpoint=str(path)), **kwargs)
+    model.to_empty(device='cpu')
+    model.init_weights()
+    return model.eval()
+
+
+class _ListHandler(logging.Handler):
+
+    def __init__(self):
+        super().__init__(level=logging.NOTSET)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    @property
+    def messages(self):
+        return [r.getMessage() for r in self.records]
+
+
+@contextlib.contextmanager
+def captured_log():
+    """The records mmengine's current logger (what ``print_log(...,
+    logger='current')`` writes to) receives within the block: a real
+    handler on the real logger, so the level and message are what a user's
+    log gets. Yields the handler (``.records``, ``.messages``)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    handler = _ListHandler()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
 
 
 def relative_error(reference, candidate) -> float:

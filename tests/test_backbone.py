@@ -6,11 +6,13 @@ import torch
 import torch.nn as nn
 
 from repvgg_seg import reparameterize
-from repvgg_seg.models import PAPER_ARCHS, RepVGG, RepVGGBlock
+from repvgg_seg.models import (BLOCK_TYPES, PAPER_ARCHS, QARepVGGBlock,
+                               RepVGG, RepVGGBlock)
 from repvgg_seg.models.reparam import identity_kernel
-from tests.helpers import randomize_bn, relative_error
+from tests.helpers import captured_log, randomize_bn, relative_error
 
 MODES = (None, 'last_two_stages', 'fast')
+BLOCK_CLASSES = {'repvgg': RepVGGBlock, 'qarepvgg': QARepVGGBlock}
 # Not a multiple of 32, and not square: exercises padding and odd sizes.
 INPUT = (1, 3, 37, 45)
 
@@ -29,22 +31,34 @@ def _official_param_count(keys: dict) -> int:
     return total
 
 
+GEOMETRY = ('stride', 'padding', 'dilation', 'groups')
+
+
+@pytest.mark.parametrize('block', BLOCK_TYPES)
 @pytest.mark.parametrize('arch', PAPER_ARCHS)
-def test_reparam_equivalence_every_arch_and_dilation(arch):
-    """Fused output == training-time output (eval mode) within 1e-5 rel."""
+def test_reparam_equivalence_every_arch_and_dilation(arch, block):
+    """Fused output == training-time output (eval mode, random BN
+    statistics) within 1e-5 rel, for both blocks, every arch and dilation
+    mode. Fusion does not depend on the mode (the same fused weights), and
+    each mode's converted geometry is its deploy=True geometry, so the
+    fused weights of any mode run in a deploy model of every mode."""
     torch.manual_seed(0)
     x = torch.randn(*INPUT)
-    base_state = None
+    outs = (0, 1, 2, 3, 4)
+    base_state = fused_state = None
     for mode in MODES:
         if base_state is None:
-            model = RepVGG(arch, out_indices=(0, 1, 2, 3, 4), dilation=mode)
+            model = RepVGG(arch, block=block, out_indices=outs,
+                           dilation=mode)
             randomize_bn(model)
             base_state = model.state_dict()
         else:  # dilation never changes parameters: the same weights load
             with torch.device('meta'):  # (and no time spent on init)
-                model = RepVGG(arch, out_indices=(0, 1, 2, 3, 4),
+                model = RepVGG(arch, block=block, out_indices=outs,
                                dilation=mode)
             model.load_state_dict(base_state, assign=True)
+        assert all(type(b) is BLOCK_CLASSES[block]
+                   for _, b in model.blocks())
         model.eval()
         with torch.no_grad():
             ref = model(x)
@@ -54,10 +68,26 @@ def test_reparam_equivalence_every_arch_and_dilation(arch):
                    for _, m in model.blocks())
         assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
         err = relative_error(ref, fused)
-        assert err < 1e-5, f'{arch} {mode}: rel err {err}'
+        assert err < 1e-5, f'{arch} {block} {mode}: rel err {err}'
+        if fused_state is None:
+            fused_state = model.state_dict()
+        else:
+            state = model.state_dict()
+            assert list(state) == list(fused_state)
+            assert all(torch.equal(v, fused_state[k])
+                       for k, v in state.items()), mode
+        with torch.device('meta'):
+            deploy = RepVGG(arch, block=block, out_indices=outs,
+                            dilation=mode, deploy=True)
+        assert {k: v.shape for k, v in deploy.state_dict().items()} == {
+            k: v.shape for k, v in fused_state.items()}
+        for (_, a), (_, b) in zip(model.blocks(), deploy.blocks()):
+            for attr in GEOMETRY:
+                assert getattr(a.rbr_reparam, attr) == getattr(
+                    b.rbr_reparam, attr), (mode, attr)
 
 
-@pytest.mark.parametrize('arch', PAPER_ARCHS)
+@pytest.mark.parametrize('arch', PAPER_ARCHS + ('D2se',))
 def test_state_dict_matches_official_keys_and_shapes(arch, official_keys):
     """Training-time and deploy state dicts have the official checkpoint's
     names and shapes exactly (heads excluded), which also pins where the
@@ -79,35 +109,59 @@ def test_state_dict_matches_official_keys_and_shapes(arch, official_keys):
 PAPER_PARAMS_M = {'A0': 8.30, 'A1': 12.78, 'A2': 25.49, 'B0': 14.33,
                   'B1': 51.82, 'B1g2': 41.36, 'B1g4': 36.12, 'B2': 80.31,
                   'B2g4': 55.77, 'B3': 110.96, 'B3g4': 75.62}
+# Exact parameter counts with the 1000-class head (the paper truncates
+# them; README and docs/backbone.md state them in millions), so that a
+# change of one layer's bias or width shows: RepVGG training-time,
+# QARepVGG training-time, and deploy (the same plain geometry for both
+# blocks).
+EXACT_PARAMS = {
+    'A0': (9_108_968, 9_103_304, 8_309_384),
+    'A1': (14_092_264, 14_084_712, 12_789_864),
+    'A2': (28_210_600, 28_199_272, 25_499_944),
+    'B0': (15_817_960, 15_808_616, 14_339_048),
+    'B1': (57_415_016, 57_396_328, 51_829_480),
+    'B1g2': (45_782_376, 45_763_688, 41_360_104),
+    'B1g4': (39_966_056, 39_947_368, 36_125_416),
+    'B2': (89_022_376, 88_999_016, 80_315_112),
+    'B2g2': (70_846_376, 70_823_016, 63_956_712),
+    'B2g4': (61_758_376, 61_735_016, 55_777_512),
+    'B3': (123_085_288, 123_057_256, 110_960_872),
+    'B3g2': (96_911_848, 96_883_816, 87_404_776),
+    'B3g4': (83_825_128, 83_797_096, 75_626_728),
+    'D2se': (133_334_836, 133_294_836, 120_387_572),
+}
 
 
-@pytest.mark.parametrize('arch', PAPER_ARCHS)
-def test_parameter_counts(arch, official_keys):
-    table = official_keys[f'RepVGG-{arch}']
-    for deploy in (False, True):
-        with torch.device('meta'):
-            backbone = RepVGG(arch, deploy=deploy)
-        head = nn.Linear(backbone.out_channels[-1], 1000)
-        count = sum(p.numel() for p in backbone.parameters()) + sum(
-            p.numel() for p in head.parameters())
-        official = _official_param_count(table['deploy' if deploy else
-                                               'train'])
-        assert count == official
-        if deploy and arch in PAPER_PARAMS_M:
-            assert abs(count / 1e6 - PAPER_PARAMS_M[arch]) < 0.015
+def _with_head(backbone) -> int:
+    """Parameters with the 1000-class linear head, as in Table 4."""
+    head = nn.Linear(backbone.out_channels[-1], 1000, device='meta')
+    return sum(p.numel() for m in (backbone, head) for p in m.parameters())
 
 
-def test_known_deploy_counts():
-    """Exact deploy parameter counts with the 1000-class head (the paper's
-    Table 4 truncates them: A0 8.30 M, B1g2 41.36 M, B3 110.96 M), so that
-    a change of one layer's bias or width shows."""
-    for arch, expected in (('A0', 8_309_384), ('B1g2', 41_360_104),
-                           ('B3', 110_960_872)):
-        with torch.device('meta'):
-            backbone = RepVGG(arch, deploy=True)
-        count = sum(p.numel() for p in backbone.parameters()) + \
-            backbone.out_channels[-1] * 1000 + 1000
-        assert count == expected, (arch, count)
+@pytest.mark.parametrize('block', BLOCK_TYPES)
+@pytest.mark.parametrize('arch', PAPER_ARCHS + ('D2se',))
+def test_parameter_counts(arch, block, official_keys):
+    """Exact counts of both blocks, training-time and deploy; RepVGG's equal
+    the official checkpoints' key tables and the paper's Table 4/5. QA has
+    no identity BN (2C fewer parameters per identity block) and trades the
+    1x1 BN for the post-sum BN (same count)."""
+    rep_train, qa_train, deploy_count = EXACT_PARAMS[arch]
+    with torch.device('meta'):
+        train = RepVGG(arch, block=block)
+        deploy = RepVGG(arch, block=block, deploy=True)
+    assert _with_head(deploy) == deploy_count
+    if block == 'repvgg':
+        assert _with_head(train) == rep_train
+        table = official_keys[f'RepVGG-{arch}']
+        assert rep_train == _official_param_count(table['train'])
+        assert deploy_count == _official_param_count(table['deploy'])
+        if arch in PAPER_PARAMS_M:
+            assert abs(deploy_count / 1e6 - PAPER_PARAMS_M[arch]) < 0.015
+    else:
+        assert _with_head(train) == qa_train
+        identity = sum(2 * b.out_channels for _, b in train.blocks()
+                       if b.rbr_identity is not None)
+        assert qa_train == rep_train - identity
 
 
 @pytest.mark.parametrize('mode,stride', [(None, 32), ('last_two_stages', 8),
@@ -131,9 +185,10 @@ def _dilations(model):
 def test_dilation_placement():
     """B1g2: 'last_two_stages' dilates all 16+1 blocks of stages 3-4, 'fast'
     the last 5 layers; strides, padding and the 1x1 branch as specified."""
-    full = RepVGG('B1g2', dilation='last_two_stages')
-    fast = RepVGG('B1g2', dilation='fast')
-    plain = RepVGG('B1g2')
+    with torch.device('meta'):  # structure only: no weights needed
+        full = RepVGG('B1g2', dilation='last_two_stages')
+        fast = RepVGG('B1g2', dilation='fast')
+        plain = RepVGG('B1g2')
     count = lambda m: sum(d > 1 for _, d in _dilations(m))  # noqa: E731
     assert (count(full), count(fast), count(plain)) == (17, 5, 0)
     assert [d for n, d in _dilations(fast) if d > 1] == [2, 2, 2, 2, 4]
@@ -192,16 +247,25 @@ def test_converted_state_dict_loads_into_deploy_model(mode):
             assert torch.equal(a, b)
 
 
-def test_conversion_idempotent_train_mode_and_syncbn():
+# Per block: the BN layers of stage1.1 (a block with an identity branch).
+BLOCK_BNS = {'repvgg': ('rbr_dense.bn', 'rbr_1x1.bn', 'rbr_identity'),
+             'qarepvgg': ('rbr_dense.bn', 'bn')}
+
+
+@pytest.mark.parametrize('block', BLOCK_TYPES)
+def test_conversion_idempotent_train_mode_and_syncbn(block):
     """Conversion uses running statistics in train mode too, works with
     SyncBN layers, and a second call changes nothing."""
     torch.manual_seed(2)
-    model = RepVGG('A0', norm_cfg=dict(type='SyncBN'), out_indices=(4,))
-    assert isinstance(model.stage1[1].rbr_identity, nn.SyncBatchNorm)
+    model = RepVGG('A0', block=block, norm_cfg=dict(type='SyncBN'),
+                   out_indices=(4,))
+    for name in BLOCK_BNS[block]:
+        assert isinstance(model.stage1[1].get_submodule(name),
+                          nn.SyncBatchNorm), name
     randomize_bn(model)
     # reference computed in eval mode on an equivalent BN model (SyncBN
     # cannot run forward without a process group)
-    ref_model = RepVGG('A0', out_indices=(4,)).eval()
+    ref_model = RepVGG('A0', block=block, out_indices=(4,)).eval()
     ref_model.load_state_dict(model.state_dict())
     x = torch.randn(1, 3, 37, 29)
     with torch.no_grad():
@@ -266,18 +330,46 @@ def test_dilated_block_padding_keeps_size_and_1x1_exact():
     assert relative_error(ref, out) < 1e-6
 
 
-def test_equivalent_kernel_is_differentiable():
-    block = RepVGGBlock(4, 4).train()
-    kernel, bias = block.get_equivalent_kernel_bias()
+# Per block: every learnable tensor the fused kernel and bias depend on.
+BLOCK_PARAMS = {
+    'repvgg': ('rbr_dense.conv.weight', 'rbr_dense.bn.weight',
+               'rbr_dense.bn.bias', 'rbr_1x1.conv.weight',
+               'rbr_1x1.bn.weight', 'rbr_1x1.bn.bias',
+               'rbr_identity.weight', 'rbr_identity.bias'),
+    'qarepvgg': ('rbr_dense.conv.weight', 'rbr_dense.bn.weight',
+                 'rbr_dense.bn.bias', 'rbr_1x1.weight', 'bn.weight',
+                 'bn.bias')}
+
+
+@pytest.mark.parametrize('block', BLOCK_TYPES)
+def test_equivalent_kernel_is_differentiable(block):
+    module = BLOCK_CLASSES[block](4, 4).train()
+    randomize_bn(module, seed=10)  # (beta = 0 would give zero gradients)
+    kernel, bias = module.get_equivalent_kernel_bias()
     (kernel.square().sum() + bias.square().sum()).backward()
-    assert block.rbr_dense.conv.weight.grad.abs().sum() > 0
-    assert block.rbr_1x1.conv.weight.grad.abs().sum() > 0
-    assert block.rbr_identity.weight.grad.abs().sum() > 0
+    params = dict(module.named_parameters())
+    assert set(params) == set(BLOCK_PARAMS[block])
+    for name in BLOCK_PARAMS[block]:
+        assert params[name].grad.abs().sum() > 0, name
 
 
-def test_d2se_se_runs_after_conversion():
+@pytest.mark.parametrize('block', BLOCK_TYPES)
+def test_d2se_se_runs_after_conversion(block):
+    """D2se's SE layers (after the branch sum, or after QARepVGG's post-sum
+    BN) survive fusion and still act. The output checked is stage 1's, so
+    stages 2-4 are shrunk: stages 0-1 are D2se's own (8 SE blocks of
+    width 160), the rest is not built at full size for nothing."""
+    from repvgg_seg.models import ARCH_SETTINGS
+    arch = dict(ARCH_SETTINGS['D2se'], num_blocks=(8, 1, 1, 1),
+                width_factor=(2.5, 0.25, 0.25, 0.25))
     torch.manual_seed(6)
-    model = RepVGG('D2se', out_indices=(1,)).eval()
+    model = RepVGG(arch, block=block, out_indices=(1,)).eval()
+    with torch.device('meta'):
+        d2se = RepVGG('D2se', block=block)
+    assert {k: v.shape for k, v in model.state_dict().items()
+            if k.startswith(('stage0.', 'stage1.'))} == {
+        k: v.shape for k, v in d2se.state_dict().items()
+        if k.startswith(('stage0.', 'stage1.'))}
     randomize_bn(model)
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
@@ -338,16 +430,19 @@ def test_with_cp_gives_same_gradients():
 
 
 def test_training_a_deploy_model_warns():
-    from unittest import mock
-    with mock.patch('repvgg_seg.models.repvgg.print_log') as log:
+    import logging
+    with captured_log() as log:
         model = RepVGG('A0', deploy=True)
         model.train()
         model.eval()
         model.train()  # warned once, not on every call
         RepVGG('A0').train()  # a training-time model does not warn
-    assert log.call_count == 1
-    assert 'deploy-mode RepVGG' in log.call_args.args[0]
-    assert log.call_args.kwargs['level'] == 30  # logging.WARNING
+    warnings = [(r.levelno, r.getMessage()) for r in log.records
+                if r.levelno >= logging.WARNING]
+    assert warnings == [(logging.WARNING, (
+        'train() was called on a deploy-mode RepVGG (plain 3x3 convs, no '
+        'BN): training a fused model is almost always a mistake; train the '
+        'multi-branch model and convert it afterwards.'))]
 
 
 def test_reparameterize_verify_reports_differences():

@@ -21,23 +21,11 @@ from repvgg_seg.models import (BLOCK_TYPES, PAPER_ARCHS, QARepVGGBlock,
 from repvgg_seg.models.reparam import (BNParams, fuse_block_state_dict,
                                        fuse_qa_branches)
 from tests.conftest import REPO
-from tests.helpers import (official_state, randomize_bn, relative_error,
-                           seg_batch)
+from tests.helpers import (captured_log, official_state, randomize_bn,
+                           relative_error, seg_batch)
+from tests.helpers import load_backbone as _load
 
-MODES = (None, 'last_two_stages', 'fast')
 TOL = 1e-5
-
-
-def _load(arch, path, **kwargs):
-    kwargs.setdefault('out_indices', (4,))
-    # built on the meta device: every weight comes from the checkpoint, so
-    # no time goes into a random init
-    with torch.device('meta'):
-        model = RepVGG(arch, init_cfg=dict(type='Pretrained',
-                                           checkpoint=str(path)), **kwargs)
-    model.to_empty(device='cpu')
-    model.init_weights()
-    return model.eval()
 
 
 # ---------------------------------------------------------------- timm
@@ -100,17 +88,17 @@ def test_timm_checkpoint_formats_and_head_dropped(tmp_path):
     """A0 from timm: bare, under state_dict and as safetensors; the
     classifier (head.fc) is dropped with the usual log line; a training-time
     timm checkpoint into deploy=True is fused on load."""
-    from unittest import mock
     theirs = _timm_model('A0', seed=1)
     x = torch.randn(1, 3, 29, 35)
     with torch.no_grad():
         ref = theirs.forward_features(x)
     for fmt in ('bare', 'state_dict', 'safetensors'):
         path = _save(theirs.state_dict(), tmp_path / f'a0_{fmt}.pth', fmt)
-        with mock.patch('repvgg_seg.models.pretrained.print_log') as log:
+        with captured_log() as log:
             ours = _load('A0', path)
-        messages = [c.args[0] for c in log.call_args_list]
-        assert any('ignored 2 keys of head' in m for m in messages), messages
+        assert [m for m in log.messages if 'ignored' in m] == [
+            f'{path}: ignored 2 keys of head (not part of the backbone)'], \
+            log.messages
         with torch.no_grad():
             assert relative_error(ref, ours(x)[0]) <= TOL
     fused = _load('A0', path, deploy=True)
@@ -155,40 +143,6 @@ def test_mmpretrain_d2se_se_keys(tmp_path):
 
 
 # ------------------------------------------------------------- QARepVGG
-@pytest.mark.parametrize('arch', PAPER_ARCHS)
-def test_qa_fused_equals_unfused_every_arch_and_mode(arch):
-    """block='qarepvgg': fused == unfused (eval, random BN statistics)
-    within 1e-5 for every arch and dilation mode."""
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 29, 35)
-    outs = (0, 1, 2, 3, 4)
-    model = RepVGG(arch, block='qarepvgg', out_indices=outs).eval()
-    assert all(type(b) is QARepVGGBlock for _, b in model.blocks())
-    randomize_bn(model)
-    state = model.state_dict()
-    with torch.no_grad():
-        ref = model(x)
-        reparameterize(model)
-        assert not any(isinstance(m, nn.BatchNorm2d)
-                       for m in model.modules())
-        assert relative_error(ref, model(x)) <= TOL
-    fused_state = model.state_dict()
-    # fusion does not depend on the mode: the same fused weights in a
-    # deploy model of each dilation mode equal that mode's unfused model
-    # (deploy geometry == converted geometry is tested below)
-    for mode in MODES[1:]:
-        unfused = RepVGG(arch, block='qarepvgg', dilation=mode,
-                         out_indices=outs)
-        with torch.device('meta'):  # (cheap for a deploy model only)
-            fused = RepVGG(arch, block='qarepvgg', dilation=mode,
-                           out_indices=outs, deploy=True)
-        unfused.load_state_dict(state)
-        fused.load_state_dict(fused_state, assign=True)
-        with torch.no_grad():
-            err = relative_error(unfused.eval()(x), fused.eval()(x))
-        assert err <= TOL, f'{arch} {mode}: rel err {err}'
-
-
 def test_qa_block_structure():
     """3x3 conv+BN; a plain 1x1 conv; a plain identity; one BN after the
     sum, before the ReLU; the stem and first blocks have no identity."""
@@ -233,33 +187,41 @@ def test_qa_deploy_geometry_equals_repvgg_deploy(arch):
                                                            attr)
 
 
-def test_qa_checkpoints_fuse_on_load_and_load_into_both_blocks(tmp_path):
-    """A training-time QA checkpoint loads into a deploy QA backbone (fused
-    on load through reparam.fuse_block_state_dict); the fused weights load
-    into a deploy model of either block with identical outputs."""
+@pytest.mark.parametrize('block', BLOCK_TYPES)
+def test_training_checkpoint_fuses_on_load_and_loads_into_both_blocks(
+        tmp_path, block):
+    """A training-time checkpoint (of either block, in a segmentor's
+    ``backbone.`` wrapper) loads as it is, and into a deploy backbone
+    (fused on load through reparam.fuse_block_state_dict); the fused
+    weights load into a deploy model of either block with identical
+    outputs."""
+    from repvgg_seg.models import ARCH_SETTINGS
     torch.manual_seed(3)
-    source = RepVGG('B1g4', block='qarepvgg', dilation='fast',
-                    out_indices=(2, 4)).eval()
+    # B1g4's layout (depths, groups 4 on every other layer, 'fast'
+    # dilation) at a quarter of its widths: the same blocks, 1/16 the size
+    arch = dict(ARCH_SETTINGS['B1g4'], width_factor=(0.5, 0.5, 0.5, 1))
+    kwargs = dict(dilation='fast', out_indices=(2, 4))
+    source = RepVGG(arch, block=block, **kwargs).eval()
+    assert [b.groups for _, b in source.blocks()][1:5] == [1, 4, 1, 4]
     randomize_bn(source)
-    path = tmp_path / 'qa_train.pth'
+    path = tmp_path / f'{block}_train.pth'
     torch.save({'meta': {}, 'state_dict': OrderedDict(
         ('backbone.' + k, v) for k, v in source.state_dict().items())}, path)
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         ref = source(x)
-        unfused = _load('B1g4', path, block='qarepvgg', dilation='fast',
-                        out_indices=(2, 4))
+        unfused = _load(arch, path, block=block, **kwargs)
         assert all(torch.equal(a, b) for a, b in zip(ref, unfused(x)))
-        on_load = _load('B1g4', path, block='qarepvgg', dilation='fast',
-                        out_indices=(2, 4), deploy=True)
+        on_load = _load(arch, path, block=block, deploy=True, **kwargs)
         assert relative_error(ref, on_load(x)) <= TOL
         reparameterize(source)
-        fused_path = tmp_path / 'qa_deploy.pth'
+        fused_path = tmp_path / f'{block}_deploy.pth'
         torch.save(source.state_dict(), fused_path)
         fused = source(x)
-        for block in BLOCK_TYPES:
-            model = _load('B1g4', fused_path, block=block, deploy=True,
-                          dilation='fast', out_indices=(2, 4))
+        assert relative_error(ref, fused) <= TOL
+        for other in BLOCK_TYPES:
+            model = _load(arch, fused_path, block=other, deploy=True,
+                          **kwargs)
             assert all(torch.equal(a, b) for a, b in zip(fused, model(x)))
 
 
@@ -290,35 +252,26 @@ def test_qa_missing_checkpoint_says_how_to_get_one(tmp_path):
         _load('A0', tmp_path / 'QARepVGG-A0-train.pth', block='qarepvgg')
 
 
-def test_qa_syncbn_converts_in_train_mode():
-    torch.manual_seed(4)
-    model = RepVGG('A0', block='qarepvgg', norm_cfg=dict(type='SyncBN'),
-                   out_indices=(4,))
-    assert isinstance(model.stage1[1].bn, nn.SyncBatchNorm)
-    assert isinstance(model.stage1[1].rbr_dense.bn, nn.SyncBatchNorm)
-    randomize_bn(model)
-    ref_model = RepVGG('A0', block='qarepvgg', out_indices=(4,)).eval()
-    ref_model.load_state_dict(model.state_dict())
-    x = torch.randn(1, 3, 37, 29)
-    with torch.no_grad():
-        ref = ref_model(x)
-    model.train()
-    reparameterize(model)
-    model.eval()
-    with torch.no_grad():
-        assert relative_error(ref, model(x)) <= TOL
-
-
 def test_qa_reparam_function_matches_state_dict_path():
     """The block (module path) and fuse_block_state_dict (checkpoint path)
-    give the same kernel: both call reparam.fuse_qa_branches; a 1x1 bias is
-    folded too."""
+    give the kernel and bias of the unfused block's own forward (eval mode:
+    bn(dense + 1x1 + x) before the ReLU); a 1x1 bias is folded too."""
     block = QARepVGGBlock(8, 8, groups=2, dilation=2)
     randomize_bn(block, seed=5)
-    kernel, bias = block.get_equivalent_kernel_bias()
-    k2, b2 = fuse_block_state_dict(block.state_dict(), '', 2,
-                                   has_identity=True)
-    assert torch.equal(kernel, k2) and torch.equal(bias, b2)
+    block.eval()
+    x = torch.randn(1, 8, 9, 9)
+    module_path = block.get_equivalent_kernel_bias()
+    checkpoint_path = fuse_block_state_dict(block.state_dict(), '', 2,
+                                            has_identity=True)
+    with torch.no_grad():
+        pre_act = block.bn(block.rbr_dense(x) + block.rbr_1x1(x) + x)
+        assert torch.equal(block(x), torch.relu(pre_act))
+        for kernel, bias in (module_path, checkpoint_path):
+            out = nn.functional.conv2d(x, kernel, bias, padding=2,
+                                       dilation=2, groups=2)
+            assert relative_error(pre_act, out) <= 1e-6
+    assert torch.equal(module_path[0], checkpoint_path[0])
+    assert torch.equal(module_path[1], checkpoint_path[1])
     with pytest.raises(ConfigError, match='needs has_identity'):
         fuse_block_state_dict(block.state_dict(), '', 2)
     # with a 1x1 bias: fused conv == bn(dense + conv1x1_with_bias + x)
@@ -327,69 +280,12 @@ def test_qa_reparam_function_matches_state_dict_path():
              BNParams.from_module(block.rbr_dense.bn))
     k3, b3 = fuse_qa_branches(dense, (block.rbr_1x1.weight, one_bias), True,
                               BNParams.from_module(block.bn), 2)
-    block.eval()
-    x = torch.randn(1, 8, 9, 9)
     with torch.no_grad():
         ref = block.bn(block.rbr_dense(x) + block.rbr_1x1(x)
                        + one_bias.reshape(1, -1, 1, 1) + x)
         out = nn.functional.conv2d(x, k3, b3, padding=2, dilation=2,
                                    groups=2)
     assert relative_error(ref, out) <= 1e-6
-
-
-def test_qa_equivalent_kernel_is_differentiable():
-    block = QARepVGGBlock(4, 4).train()
-    randomize_bn(block, seed=10)  # (beta = 0 would give zero gradients)
-    kernel, bias = block.get_equivalent_kernel_bias()
-    (kernel.square().sum() + bias.square().sum()).backward()
-    for p in (block.rbr_dense.conv.weight, block.rbr_dense.bn.weight,
-              block.rbr_1x1.weight, block.bn.weight, block.bn.bias):
-        assert p.grad.abs().sum() > 0
-
-
-def test_qa_with_se_fuses():
-    """SE after the post-sum BN (custom arch with use_se)."""
-    arch = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.5, 0.5, 0.5, 0.5),
-                use_se=True)
-    model = RepVGG(arch, block='qarepvgg', out_indices=(4,)).eval()
-    randomize_bn(model, seed=6)
-    x = torch.randn(1, 3, 32, 40)
-    with torch.no_grad():
-        ref = model(x)
-        reparameterize(model)
-        assert model.stage2[1].se is not None
-        assert relative_error(ref, model(x)) <= TOL
-
-
-def _count(backbone):
-    """Parameters with the 1000-class linear head, as in Table 4."""
-    return (sum(p.numel() for p in backbone.parameters())
-            + backbone.out_channels[-1] * 1000 + 1000)
-
-
-# QARepVGG training-time parameter counts (with the 1000-class head),
-# stated in docs/backbone.md in millions; deploy counts equal RepVGG's.
-QA_TRAIN_PARAMS = {
-    'A0': 9103304, 'A1': 14084712, 'A2': 28199272, 'B0': 15808616,
-    'B1': 57396328, 'B1g2': 45763688, 'B1g4': 39947368, 'B2': 88999016,
-    'B2g2': 70823016, 'B2g4': 61735016, 'B3': 123057256, 'B3g2': 96883816,
-    'B3g4': 83797096}
-
-
-@pytest.mark.parametrize('arch', PAPER_ARCHS)
-def test_qa_parameter_counts(arch):
-    """QA has no identity BN (2C fewer parameters per identity block) and
-    trades the 1x1 BN for the post-sum BN (same count)."""
-    with torch.device('meta'):
-        qa = RepVGG(arch, block='qarepvgg')
-        rep = RepVGG(arch)
-        qa_deploy = RepVGG(arch, block='qarepvgg', deploy=True)
-        rep_deploy = RepVGG(arch, deploy=True)
-    identity = sum(2 * b.out_channels for _, b in rep.blocks()
-                   if b.rbr_identity is not None)
-    assert _count(qa) == _count(rep) - identity
-    assert _count(qa_deploy) == _count(rep_deploy)
-    assert _count(qa) == QA_TRAIN_PARAMS[arch]
 
 
 def test_plain_conv_qa_and_act_cfg():
@@ -411,85 +307,9 @@ def test_unknown_block_refused():
         RepVGG('A0', block='qa')
 
 
-# --------------------------------------------------------------- configs
-QA_SEG = {'pspnet_qarepvgg_b1g2_fast': ('B1g2', 'fast', 5),
-          'pspnet_qarepvgg_b1g2': ('B1g2', 'last_two_stages', 17),
-          'pspnet_qarepvgg_b2_fast': ('B2', 'fast', 5),
-          'pspnet_qarepvgg_b2': ('B2', 'last_two_stages', 17)}
-CLS_ARCHS = ('a0', 'a1', 'a2', 'b0', 'b1', 'b1g2', 'b1g4', 'b2', 'b2g2',
-             'b2g4', 'b3', 'b3g2', 'b3g4')
-
-
-@pytest.fixture
-def _mmseg_scope():
-    """mmengine's default scope is global state; restore it after."""
-    from mmengine.registry import DefaultScope
-    saved = copy.copy(DefaultScope._instance_dict)
-    yield
-    DefaultScope._instance_dict = saved
-
-
-@pytest.mark.parametrize('name', sorted(QA_SEG))
-def test_qa_table8_configs_build(name, _mmseg_scope):
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    from repvgg_seg.config import load_config
-    register_all_modules()
-    arch, mode, dilated = QA_SEG[name]
-    cfg = load_config(osp.join(REPO, 'configs', name + '.py'))
-    backbone_cfg = cfg.model.backbone
-    assert (backbone_cfg.arch, backbone_cfg.dilation,
-            backbone_cfg.block) == (arch, mode, 'qarepvgg')
-    assert backbone_cfg.init_cfg.checkpoint == \
-        f'checkpoints/QARepVGG-{arch}-train.pth'
-    assert backbone_cfg.norm_cfg.type == 'SyncBN'
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.init_cfg = None
-    with torch.device('meta'):
-        model = MODELS.build(model_cfg)
-        feats = model.backbone(torch.empty(1, 3, 713, 713))
-    assert all(type(b) is QARepVGGBlock for _, b in model.backbone.blocks())
-    convs = [m for m in model.backbone.modules()
-             if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
-    assert sum(m.dilation != (1, 1) for m in convs) == dilated
-    assert [f.shape[-1] for f in feats] == [179, 90, 90, 90]
-    widths = [model.backbone.out_channels[i]
-              for i in model.backbone.out_indices]
-    assert cfg.model.decode_head.in_channels == widths[3]
-    assert cfg.model.auxiliary_head.in_channels == widths[2]
-    # the recipe is the RepVGG Table 8 one
-    ref = load_config(osp.join(REPO, 'configs',
-                               name.replace('qarepvgg', 'repvgg') + '.py'))
-    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
-                'train_dataloader'):
-        assert cfg[key] == ref[key], key
-
-
-@pytest.mark.parametrize('arch', CLS_ARCHS)
-def test_qa_imagenet_configs_build(arch, _mmseg_scope):
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-
-    from repvgg_seg.config import load_config
-    path = osp.join(REPO, 'configs', 'imagenet', f'qarepvgg_{arch}_120e.py')
-    cfg = load_config(path)
-    ref = load_config(path.replace('qarepvgg_', 'repvgg_'))
-    assert cfg.model.backbone.block == 'qarepvgg'
-    ref.model.backbone.block = 'qarepvgg'
-    assert cfg.model == ref.model  # the same model but the block
-    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
-                'train_dataloader', 'custom_imports', 'default_scope'):
-        assert cfg[key] == ref[key], key
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        with torch.device('meta'):
-            model = MODELS.build(copy.deepcopy(cfg.model))
-    assert type(model.backbone) is RepVGG
-    assert model.backbone.arch_name.lower() == arch
-    assert model.head.fc.in_features == model.backbone.out_channels[4]
-    assert all(type(b) is QARepVGGBlock for _, b in model.backbone.blocks())
-
-
+# ------------------------------------------------------ training steps
+# (the QA configs themselves: test_pspnet.py::test_table8_configs and
+# test_imagenet.py::test_config_builds, parametrized over the block)
 _TINY_ARCH = dict(num_blocks=(1, 2, 2, 1),
                   width_factor=(0.25, 0.25, 0.25, 0.25))
 
@@ -517,7 +337,7 @@ def _one_step(model, data, scope):
     return loss
 
 
-def test_qa_classification_training_step(_mmseg_scope):
+def test_qa_classification_training_step(restore_default_scope):
     """The QA ImageNet config's classifier (tiny arch) takes an optimizer
     step."""
     from mmengine.registry import DefaultScope
@@ -543,7 +363,7 @@ def test_qa_classification_training_step(_mmseg_scope):
     _one_step(model, data, 'mmpretrain')
 
 
-def test_qa_segmentation_training_step(_mmseg_scope):
+def test_qa_segmentation_training_step(restore_default_scope):
     """The Table 8 QA config's PSPNet (tiny arch, BN instead of SyncBN on
     the CPU) takes an optimizer step."""
     from mmengine.model import revert_sync_batchnorm

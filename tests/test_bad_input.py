@@ -23,6 +23,7 @@ from PIL import Image
 from repvgg_seg import CheckpointError, ConfigError, NonFiniteLossError
 from repvgg_seg.models import RepVGG
 from tests.conftest import REPO
+from tests.helpers import load_backbone as _load_backbone
 from tests.helpers import official_state, run_tool
 
 IMG = '_leftImg8bit.png'
@@ -55,13 +56,6 @@ def _weights(folder) -> list:
 
 
 # ------------------------------------------------------------ checkpoints
-def _load_backbone(arch, path):
-    model = RepVGG(arch, out_indices=(4,), init_cfg=dict(
-        type='Pretrained', checkpoint=str(path)))
-    model.init_weights()
-    return model
-
-
 def test_checkpoint_of_another_arch_names_the_arch(tmp_path, official_keys):
     path = tmp_path / 'RepVGG-B1-train.pth'
     torch.save(official_state(official_keys['RepVGG-B1']['train']), path)
@@ -214,45 +208,51 @@ def test_invalid_backbone_arguments_list_valid_values():
 
 
 # --------------------------------------------------------------- datasets
-def _first(root, split, suffix):
+# Each kind of damage once, through tools/train.py (the check's own cases,
+# one by one, are tests/test_data.py's): every damage of a split at once,
+# each on a file of its own, so that one run shows that every finding is
+# reported together and names its file.
+def _nth(root, split, suffix, n):
     folder = 'leftImg8bit' if suffix == IMG else 'gtFine'
+    found = []
     for dirpath, _, names in sorted(os.walk(osp.join(root, folder, split))):
-        for name in sorted(names):
-            if name.endswith(suffix):
-                return osp.join(dirpath, name)
-    raise AssertionError(f'no {suffix} under {root}')
+        found += [osp.join(dirpath, name) for name in sorted(names)
+                  if name.endswith(suffix)]
+    assert len(found) > n, f'no {n + 1} {suffix} under {root}'
+    return found[n]
 
 
-def _delete_label(root):
-    path = _first(root, 'train', SEG)
+def _delete_label(root, split, n):
+    path = _nth(root, split, SEG, n)
     os.remove(path)
-    return ['1 images without a label file',
+    return ['images without a label file',
             osp.basename(path).replace(SEG, IMG)]
 
 
-def _delete_image(root):
-    path = _first(root, 'val', IMG)
+def _delete_image(root, split, n):
+    path = _nth(root, split, IMG, n)
     os.remove(path)
-    return ['1 label files without an image',
+    return ['label files without an image',
             osp.basename(path).replace(IMG, SEG)]
 
 
-def _unpaired_names(root):
-    path = _first(root, 'train', SEG)
+def _unpaired_names(root, split, n):
+    path = _nth(root, split, SEG, n)
     os.rename(path, path.replace('_000019_', '_000099_'))
     return ['images without a label file', 'label files without an image',
+            osp.basename(path).replace(SEG, IMG),
             osp.basename(path).replace('_000019_', '_000099_')]
 
 
-def _label_size_differs(root):
-    path = _first(root, 'train', SEG)
+def _label_size_differs(root, split, n):
+    path = _nth(root, split, SEG, n)
     Image.fromarray(np.zeros((32, 64), np.uint8)).save(path)
     return ['label files whose size differs from their image',
             f'{osp.basename(path)}: 32x64, image 64x128']
 
 
-def _label_values_out_of_range(root):
-    path = _first(root, 'train', SEG)
+def _label_values_out_of_range(root, split, n):
+    path = _nth(root, split, SEG, n)
     label = np.array(Image.open(path))
     label[0, :3] = (19, 40, 254)
     Image.fromarray(label).save(path)
@@ -260,16 +260,16 @@ def _label_values_out_of_range(root):
             f'{osp.basename(path)}: values 19, 40, 254']
 
 
-def _image_16bit_low_range(root):
-    path = _first(root, 'train', IMG)
+def _image_16bit_low_range(root, split, n):
+    path = _nth(root, split, IMG, n)
     rgb = np.array(Image.open(path).convert('L')).astype(np.uint16)
     Image.fromarray(rgb).save(path)  # 8-bit values stored in 16 bits
     return ['images that mmseg does not load correctly',
             f'{osp.basename(path)} (16-bit with values up to']
 
 
-def _corrupt_image(root):
-    path = _first(root, 'val', IMG)
+def _corrupt_image(root, split, n):
+    path = _nth(root, split, IMG, n)
     with open(path, 'rb') as f:
         data = f.read()
     with open(path, 'wb') as f:
@@ -277,16 +277,33 @@ def _corrupt_image(root):
     return ['unreadable or corrupt files', osp.basename(path)]
 
 
-@pytest.mark.parametrize('damage', [
-    _delete_label, _delete_image, _unpaired_names, _label_size_differs,
-    _label_values_out_of_range, _image_16bit_low_range, _corrupt_image])
-def test_train_refuses_a_broken_data_set(damage, synthetic_root, tiny_config,
+# per split: the damages (the n-th file of the split each) and the counts
+# the report then gives. The val split (2 images) is checked after the
+# train split, so its run keeps the train split intact.
+DAMAGES = {
+    'train': ((_delete_label, _unpaired_names, _label_size_differs,
+               _label_values_out_of_range, _image_16bit_low_range),
+              ['2 images without a label file',
+               '1 label files without an image',
+               '1 label files whose size differs', '1 label files with values',
+               '1 images that mmseg does not load correctly']),
+    'val': ((_delete_image, _corrupt_image),
+            ['1 label files without an image',
+             '1 unreadable or corrupt files']),
+}
+
+
+@pytest.mark.parametrize('split', sorted(DAMAGES))
+def test_train_refuses_a_broken_data_set(split, synthetic_root, tiny_config,
                                          tmp_path, capsys):
     """tools/train.py checks the train and val sets before it builds
     anything and names every offending file."""
     root = str(tmp_path / 'data')
     shutil.copytree(synthetic_root, root)
-    expected = damage(root)
+    damages, expected = DAMAGES[split]
+    # the last file first: a damage moves no file that is still to come
+    for n, damage in reversed(list(enumerate(damages))):
+        expected = expected + damage(root, split, n)
     work = tmp_path / 'work'
     code, err = run_tool('train', tiny_config, '--work-dir', str(work),
                          '--cfg-options', *NO_WORKERS,
@@ -295,13 +312,14 @@ def test_train_refuses_a_broken_data_set(damage, synthetic_root, tiny_config,
                          capsys=capsys)
     assert code == 2, err
     report = _error_report(err)
+    assert f'error: {split} data: ' in report
     assert 'data set check failed' in report
     for text in expected:
         assert text in report, (text, err)
     assert _weights(work) == []
-    if (work / 'data_check.json').exists():  # only the undamaged split
-        assert len(json.loads((work / 'data_check.json').read_text())[
-            'passed']) == 1
+    passed = (json.loads((work / 'data_check.json').read_text())['passed']
+              if (work / 'data_check.json').exists() else [])
+    assert len(passed) == {'train': 0, 'val': 1}[split]  # the intact split
 
 
 def test_missing_data_root(tiny_config, tmp_path, capsys):

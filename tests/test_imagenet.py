@@ -3,7 +3,6 @@ project's RepVGG backbone, and the hand-off of their checkpoints to the
 segmentation configs."""
 import copy
 import glob
-import logging
 import math
 import os.path as osp
 from collections import OrderedDict
@@ -16,32 +15,29 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from repvgg_seg.models import RepVGG
+from repvgg_seg.models import QARepVGGBlock, RepVGG, RepVGGBlock
 from repvgg_seg.config import load_config
 from repvgg_seg.runs import build_runner, setup_train_cfg
-from tests.conftest import REPO
-from tests.helpers import randomize_bn, relative_error, seg_batch
+from tests.conftest import DEMO_CONFIG, REPO
+from tests.helpers import (captured_log, randomize_bn, relative_error,
+                           seg_batch)
+
+# the Runner of the hand-off sets mmengine's default scope to 'mmpretrain';
+# the other test modules expect theirs
+pytestmark = pytest.mark.usefixtures('restore_default_scope')
 
 CFG_DIR = osp.join(REPO, 'configs', 'imagenet')
 ARCHS = ('a0', 'a1', 'a2', 'b0', 'b1', 'b1g2', 'b1g4', 'b2', 'b2g2', 'b2g4',
          'b3', 'b3g2', 'b3g4')
 ARCHS_200E = ('b2', 'b2g2', 'b2g4', 'b3', 'b3g2', 'b3g4')
 CONFIGS = sorted(glob.glob(osp.join(CFG_DIR, 'repvgg_*.py')))
+# the QARepVGG block's configs: the RepVGG 120-epoch ones but the block
+QA_CONFIGS = sorted(glob.glob(osp.join(CFG_DIR, 'qarepvgg_*.py')))
 CLASSES = ('n01440764', 'n01443537')  # two wnids: a tiny ImageNet
-SEG_DEMO = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
 
 
 def _name(path):
     return osp.splitext(osp.basename(path))[0]
-
-
-@pytest.fixture(autouse=True)
-def _restore_default_scope():
-    """mmengine's current default scope is global state: the Runner of the
-    hand-off sets 'mmpretrain'; the other test modules expect theirs."""
-    saved = copy.copy(DefaultScope._instance_dict)
-    yield
-    DefaultScope._instance_dict = saved
 
 
 @pytest.fixture(scope='module')
@@ -114,27 +110,62 @@ def test_every_arch_has_its_configs():
                      | {f'repvgg_{a}_200e' for a in ARCHS_200E})
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=_name)
-def test_config_builds(path, tiny_imagenet):
-    from mmpretrain.models.backbones import RepVGG as MMPretrainRepVGG
+@pytest.fixture(scope='module')
+def built_dataset(tiny_imagenet):
+    """``built_dataset(dataset_cfg)``: what a data set config gives on the
+    tiny ImageNet (its length and first sample), built once per distinct
+    config whatever the order of the tests."""
     from mmpretrain.registry import DATASETS
+    cache = {}
+
+    def build(dataset_cfg):
+        key = repr(dataset_cfg)
+        if key not in cache:
+            dataset_cfg = copy.deepcopy(dataset_cfg)
+            dataset_cfg.data_root = tiny_imagenet
+            dataset_cfg.metainfo = dict(classes=CLASSES)
+            with DefaultScope.overwrite_default_scope('mmpretrain'):
+                dataset = DATASETS.build(dataset_cfg)
+                cache[key] = (len(dataset), dataset[0])
+        return cache[key]
+    return build
+
+
+def test_every_qa_arch_has_its_config():
+    assert {_name(p) for p in QA_CONFIGS} == {f'qarepvgg_{a}_120e'
+                                              for a in ARCHS}
+
+
+@pytest.mark.parametrize('path', CONFIGS + QA_CONFIGS, ids=_name)
+def test_config_builds(path, built_dataset):
+    from mmpretrain.models.backbones import RepVGG as MMPretrainRepVGG
     cfg = load_config(path)
     assert cfg.default_scope == 'mmpretrain'
     assert cfg.custom_imports.imports == ['repvgg_seg']
-    arch = _name(path).split('_')[1]
+    block, arch = _name(path).split('_')[:2]
     model = _build_classifier(cfg.model, meta=True)
     # this project's backbone, not mmpretrain's RepVGG
     assert type(model.backbone) is RepVGG
     assert not isinstance(model.backbone, MMPretrainRepVGG)
     assert model.backbone.arch_name.lower() == arch
     assert model.backbone.out_indices == (4, )
+    assert all(type(b) is {'repvgg': RepVGGBlock,
+                           'qarepvgg': QARepVGGBlock}[block]
+               for _, b in model.backbone.blocks())
     assert model.head.fc.in_features == model.backbone.out_channels[4]
     assert model.head.fc.out_features == 1000
     assert all(k.startswith(('backbone.stage', 'head.fc.'))
                for k in model.state_dict())
+    if block == 'qarepvgg':  # the same model but the block, same recipe
+        ref = load_config(path.replace('qarepvgg_', 'repvgg_'))
+        assert cfg.model.backbone.block == 'qarepvgg'
+        ref.model.backbone.block = 'qarepvgg'
+        assert cfg.model == ref.model
+        for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                    'train_dataloader', 'custom_imports', 'default_scope'):
+            assert cfg[key] == ref[key], key
 
-    # the train and val pipelines (mmpretrain TRANSFORMS) on a tiny ImageNet;
-    # the data set itself is built once per distinct dataset config
+    # the train and val pipelines (mmpretrain TRANSFORMS) on a tiny ImageNet
     from mmengine.dataset import Compose
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         for loader, split, size in (('train_dataloader', 'train', 6),
@@ -146,20 +177,10 @@ def test_config_builds(path, tiny_imagenet):
             assert dataset_cfg.data_root == 'data/imagenet'
             pipeline = Compose(dataset_cfg.pipeline)
             assert len(pipeline.transforms) == len(dataset_cfg.pipeline)
-            key = repr(dataset_cfg)
-            if key in _BUILT_DATASETS:
-                continue
-            _BUILT_DATASETS.add(key)
-            dataset_cfg.data_root = tiny_imagenet
-            dataset_cfg.metainfo = dict(classes=CLASSES)
-            dataset = DATASETS.build(dataset_cfg)
-            assert len(dataset) == size
-            sample = dataset[0]
+            length, sample = built_dataset(dataset_cfg)
+            assert length == size
             assert tuple(sample['inputs'].shape) == (3, 224, 224)
             assert int(sample['data_samples'].gt_label) in (0, 1)
-
-
-_BUILT_DATASETS = set()
 
 
 # ---------------------------------------------------------------------------
@@ -288,18 +309,7 @@ def test_recipe_200e():
 # ---------------------------------------------------------------------------
 # hand-off: an ImageNet checkpoint of this project initialises PSPNet
 
-class _ListHandler(logging.Handler):
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def test_classifier_checkpoint_initialises_pspnet(tiny_imagenet, tmp_path):
-    from mmengine.logging import MMLogger
     from mmengine.optim import OptimWrapper
     from mmseg.registry import MODELS as SEG_MODELS
 
@@ -339,19 +349,14 @@ def test_classifier_checkpoint_initialises_pspnet(tiny_imagenet, tmp_path):
         if k.startswith('backbone.'))
 
     # 2. PSPNet (the demo config, BN) initialised from that checkpoint
-    seg_cfg = Config.fromfile(SEG_DEMO)
+    seg_cfg = Config.fromfile(DEMO_CONFIG)
     seg_cfg.model.backbone.init_cfg = dict(type='Pretrained',
                                            checkpoint=str(ckpt))
     seg_cfg.model.data_preprocessor.size = (64, 64)
     with DefaultScope.overwrite_default_scope('mmseg'):
         segmentor = SEG_MODELS.build(seg_cfg.model)
-        logger = MMLogger.get_current_instance()
-        handler = _ListHandler()
-        logger.addHandler(handler)
-        try:
+        with captured_log() as handler:
             segmentor.init_weights()
-        finally:
-            logger.removeHandler(handler)
     assert type(segmentor.backbone) is RepVGG
     assert segmentor.backbone.arch_name == 'A0'
     seg_state = segmentor.backbone.state_dict()

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from repvgg_seg.config import load_config
 from repvgg_seg.runs import build_runner, setup_test_cfg, setup_train_cfg
+from tests.conftest import DEMO_CONFIG as DEMO
 from tests.conftest import REPO, TINY_OPTIONS
 from tests.helpers import run_tool
 
@@ -76,16 +77,26 @@ def test_config_builds_model_and_pipelines(path, synthetic_root):
             assert set(labels.tolist()) <= set(range(19)) | {255}
 
 
+@pytest.mark.parametrize('block', ['repvgg', 'qarepvgg'])
 @pytest.mark.parametrize('name', sorted(TABLE8))
-def test_table8_configs(name):
+def test_table8_configs(name, block, restore_default_scope):
+    """The Table 8 configs, and their QARepVGG twins
+    (``pspnet_qarepvgg_*``: the same recipe, the other block)."""
+    from repvgg_seg.models import QARepVGGBlock, RepVGGBlock
     arch, mode, dilated = TABLE8[name]
-    cfg = load_config(osp.join(REPO, 'configs', name + '.py'))
+    cfg = load_config(osp.join(REPO, 'configs',
+                               name.replace('repvgg', block) + '.py'))
     backbone_cfg = cfg.model.backbone
-    assert (backbone_cfg.arch, backbone_cfg.dilation) == (arch, mode)
+    assert (backbone_cfg.arch, backbone_cfg.dilation,
+            backbone_cfg.get('block', 'repvgg')) == (arch, mode, block)
     assert backbone_cfg.init_cfg.checkpoint == \
-        f'checkpoints/RepVGG-{arch}-train.pth'
+        f'checkpoints/{"QARepVGG" if block == "qarepvgg" else "RepVGG"}-' \
+        f'{arch}-train.pth'
     assert backbone_cfg.norm_cfg.type == 'SyncBN'
     model = _meta_model(cfg)
+    assert all(type(b) is {'repvgg': RepVGGBlock,
+                           'qarepvgg': QARepVGGBlock}[block]
+               for _, b in model.backbone.blocks())
     convs = [m for m in model.backbone.modules()
              if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     assert sum(m.dilation != (1, 1) for m in convs) == dilated
@@ -93,6 +104,15 @@ def test_table8_configs(name):
         feats = model.backbone(torch.empty(1, 3, 713, 713))
     # output stride 8 for the last two stages (713 -> 90 with padding)
     assert [f.shape[-1] for f in feats] == [179, 90, 90, 90]
+    widths = [model.backbone.out_channels[i]
+              for i in model.backbone.out_indices]
+    assert cfg.model.decode_head.in_channels == widths[3]
+    assert cfg.model.auxiliary_head.in_channels == widths[2]
+    if block == 'qarepvgg':  # the recipe is the RepVGG one
+        ref = load_config(osp.join(REPO, 'configs', name + '.py'))
+        for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                    'train_dataloader'):
+            assert cfg[key] == ref[key], key
     head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
     assert head.type == 'PSPHead' and head.pool_scales == (1, 2, 3, 6)
     assert head.in_index == 3 and model.backbone.out_indices[3] == 4
@@ -146,40 +166,53 @@ def test_resnet_baselines_share_the_recipe():
     assert r50.model.test_cfg == b1g2.model.test_cfg
 
 
-def test_iou_metric_known_answers():
-    """mmseg's IoUMetric as the configs use it: a perfect prediction scores
-    100, a designed one the value computed by hand."""
-    from mmseg.evaluation import IoUMetric
-    from mmseg.structures import SegDataSample
+def test_test_run_scores_known_answers(tiny_trained, tmp_path,
+                                       restore_default_scope):
+    """The evaluator of a tools/test.py run (the demo's test config through
+    setup_test_cfg and the Runner's test loop: IoUMetric over the Cityscapes
+    data set's 19 classes, label 255 ignored) on designed predictions: a
+    perfect one scores 100, the designed one the values computed by
+    hand."""
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    cfg = setup_test_cfg(DEMO, tiny_trained['checkpoint'],
+                         work_dir=str(tmp_path),
+                         cfg_options=tiny_trained['options'])
+    evaluator = build_runner(cfg).test_loop.evaluator
+    assert len(evaluator.dataset_meta['classes']) == 19
+    assert [m.ignore_index for m in evaluator.metrics] == [255]
 
     label = torch.tensor([[0, 0, 1, 1],
                           [0, 0, 1, 1],
                           [2, 2, 2, 255]])
+    # class 18 (absent from the label) once on a labelled pixel; class 2 on
+    # the ignored one
     designed = torch.tensor([[0, 1, 1, 1],
                              [0, 0, 1, 1],
-                             [2, 2, 1, 0]])
+                             [2, 2, 18, 2]])
 
     def score(pred):
-        metric = IoUMetric(iou_metrics=['mIoU'])
-        metric.dataset_meta = dict(classes=('a', 'b', 'c'))
-        sample = SegDataSample()
-        sample.pred_sem_seg = PixelData(data=pred[None])
-        sample.gt_sem_seg = PixelData(data=label[None])
-        metric.process([], [sample.to_dict()])
-        return metric.compute_metrics(metric.results)
+        sample = SegDataSample(pred_sem_seg=PixelData(data=pred[None]),
+                               gt_sem_seg=PixelData(data=label[None]))
+        evaluator.process(data_samples=[sample], data_batch={})
+        return evaluator.evaluate(1)
 
-    assert score(label.clone())['mIoU'] == 100.0
-    # by hand, ignoring the 255 pixel: class 0: tp 3, pred 3, gt 4 -> 3/4;
-    # class 1: tp 4, pred 6, gt 4 -> 4/6; class 2: tp 2, pred 2, gt 3 -> 2/3
-    expected = (3 / 4 + 4 / 6 + 2 / 3) / 3 * 100
+    perfect = score(torch.where(label == 255, 0, label))
+    assert (perfect['mIoU'], perfect['mAcc'], perfect['aAcc']) == (
+        100.0, 100.0, 100.0)
+    # by hand, over the 11 labelled pixels: class 0: tp 3, pred 3, gt 4 ->
+    # IoU 3/4, acc 3/4; class 1: tp 4, pred 5, gt 4 -> 4/5, 1; class 2:
+    # tp 2, pred 2 (the third is on the ignored pixel), gt 3 -> 2/3, 2/3;
+    # class 18: pred 1, gt 0 -> IoU 0, acc undefined; 15 classes absent
     result = score(designed)
-    assert result['mIoU'] == pytest.approx(round(expected, 2), abs=0.01)
-    assert result['aAcc'] == pytest.approx(round(9 / 11 * 100, 2), abs=0.01)
+    assert result['mIoU'] == pytest.approx(
+        round((3 / 4 + 4 / 5 + 2 / 3 + 0) / 4 * 100, 2), abs=1e-4)
+    assert result['mAcc'] == pytest.approx(
+        round((3 / 4 + 1 + 2 / 3) / 3 * 100, 2), abs=1e-4)
+    assert result['aAcc'] == pytest.approx(round(9 / 11 * 100, 2), abs=1e-4)
 
 
 TINY = TINY_OPTIONS
-DEMO = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
 
 
 def _run_test_tool(trained, tmp_path, capsys, *extra, config=None,
@@ -223,10 +256,9 @@ def test_test_tool_with_and_without_fuse(tiny_trained, tmp_path, capsys):
 def test_deploy_checkpoint_through_a_real_runner(tiny_trained, tmp_path,
                                                  capsys):
     """tools/convert.py, then tools/test.py X_deploy.py X.pth: a real
-    Runner builds the deploy config's model, its DeployFuseHook fuses it
-    before the runner loads the fused weights (CheckpointFitHook would
-    refuse them otherwise), and the metrics equal the training
-    checkpoint's."""
+    Runner builds the deploy config's model, fused by itself (FusedModel),
+    loads the fused weights (CheckpointFitHook would refuse them
+    otherwise), and the metrics equal the training checkpoint's."""
     out = str(tmp_path / 'tiny.pth')
     code, err = run_tool('convert', DEMO, tiny_trained['checkpoint'], out,
                          '--shape', '64', '64', '--cfg-options', *[
@@ -289,11 +321,13 @@ def test_winograd_engine_gives_the_same_metrics(tiny_trained, tmp_path,
                          cfg_options=tiny_trained['options'],
                          engine='winograd')
     hook = cfg.custom_hooks[-1]
-    assert hook['type'] == 'WinogradEngineHook'
+    assert (hook['type'], hook['engine']) == ('EngineHook', 'winograd')
     hook['tune'] = False
     runner = build_runner(cfg)
     metrics = runner.test()
-    convs = [m for m in runner.model.modules()
+    # the converted copy the engine runs, one per window shape
+    runs = list(runner.model.engine_forward.runners.values())
+    convs = [m for m in runs[0].module.modules()
              if isinstance(m, WinogradConv2d)]
     assert convs and all(m.method.startswith('nnpack') for m in convs)
     assert metrics['mIoU'] == pytest.approx(unfused['mIoU'], abs=0.01)
@@ -311,8 +345,11 @@ def test_missing_pretrained_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_demo_writes_a_json_summary(tmp_path):
-    """``make demo``'s code path end to end, shrunk to 2 iterations on a
-    4-image data set: the summary is valid JSON with plain numbers."""
+    """``make demo``'s code path (train, test unfused and fused, summary),
+    shrunk to 2 iterations on a 4-image data set: the summary is valid JSON
+    with plain numbers. Without its INT8 step, whose parts (quantization,
+    the INT8 test loop, the predictions picture, the INT8 benchmark rows)
+    are tested in test_int8.py."""
     from repvgg_seg.demo import run_demo
     options = {k: v for k, v in TINY.items()
                if not k.startswith(('train_cfg', 'param_scheduler',
@@ -321,7 +358,7 @@ def test_demo_writes_a_json_summary(tmp_path):
     summary = run_demo(work_dir=str(tmp_path / 'work'),
                        data_root=str(tmp_path / 'data'), max_iters=2,
                        synthetic=dict(num_train=2, num_val=2, size=(64, 128)),
-                       cfg_options=options)
+                       cfg_options=options, int8=False)
     with open(tmp_path / 'work' / 'summary.json') as f:
         written = json.load(f)
     assert written == summary
@@ -329,6 +366,8 @@ def test_demo_writes_a_json_summary(tmp_path):
     for key in ('mIoU', 'mIoU_fused', 'mAcc', 'aAcc', 'train_seconds'):
         assert type(written[key]) is float
     assert written['mIoU_fused'] == pytest.approx(written['mIoU'], abs=0.01)
+    assert not any(k.startswith('int8') or k.endswith('int8')
+                   for k in written)
 
 
 def test_amp_flag_selects_mmengine_amp_wrapper(tmp_path, monkeypatch):
