@@ -61,14 +61,17 @@ class RunOptions:
     ``int8``), memory layout (``nchw``, ``cl``), device, CPU threads
     (``None``: the runtime's default), ``torch.compile``, OpenVINO's
     parallel infer requests (``streams``: ``None`` is one, ``0`` lets
-    OpenVINO's throughput hint choose) and, for INT8 made on the fly, the
-    calibration inputs."""
+    OpenVINO's throughput hint choose), whether the Winograd engine
+    measures its per-layer plan (``tune``; ``False`` puts every eligible
+    conv on NNPACK) and, for INT8 made on the fly, the calibration
+    inputs."""
     precision: str = 'fp32'
     layout: str = 'nchw'
     device: str = 'cpu'
     threads: Optional[int] = None
     compile: bool = False
     streams: Optional[int] = None
+    tune: bool = True
     calibration: Optional[object] = None
 
 

@@ -28,11 +28,11 @@ class EngineHook(Hook):
 
     def __init__(self, engine: str = 'torch', weights: Optional[str] = None,
                  precision: str = 'fp32', streams: Optional[int] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, tune: bool = True):
         self.engine = engine
         self.weights = weights
         self.options = RunOptions(precision=precision, streams=streams,
-                                  threads=threads)
+                                  threads=threads, tune=tune)
 
     def before_test(self, runner) -> None:
         attach_engine(bare_model(runner), self.engine, self.weights,

@@ -74,7 +74,8 @@ class WinogradEngine(Engine):
         require_nnpack()
 
     def runner(self, module, input_shape, options, folder):
-        run = winograd_runner(deploy_copy(module), input_shape)
+        run = winograd_runner(deploy_copy(module), input_shape,
+                              tune=options.tune)
         run.info = dict(getattr(run, 'info', None) or {})
         run.input_shape = None
         return run

@@ -190,4 +190,5 @@ def winograd_runner(module: nn.Module, input_shape: Sequence[int],
     run.info = dict(winograd_convs=report['convs'],
                     winograd_nnpack_convs=report['nnpack'],
                     winograd_plan=report['plan'])
+    run.module = converted
     return run
