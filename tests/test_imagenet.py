@@ -408,17 +408,22 @@ def test_fused_classifier_gives_the_same_logits():
 # tools/prepare_imagenet.py
 
 def test_prepare_imagenet(tiny_imagenet, tmp_path, capsys):
-    import importlib.util
+    """The layout check, through the tool as a user runs it: problems are
+    one ``error:`` report on stderr with exit status 2, as every tool's."""
     import shutil
-    spec = importlib.util.spec_from_file_location(
-        'prepare_imagenet', osp.join(REPO, 'tools', 'prepare_imagenet.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    main = tool.main
-    assert main([tiny_imagenet, '--classes', '2']) == 0
+
+    from tests.helpers import run_tool
+
+    def prepare(*args):
+        code, err = run_tool('prepare_imagenet', *args, capsys=capsys)
+        return code, err
+
+    assert run_tool('prepare_imagenet', tiny_imagenet, '--classes', '2')[0] \
+        == 0
     assert 'layout OK' in capsys.readouterr().out
-    assert main([tiny_imagenet]) == 1  # 2 classes, not 1000
-    assert 'expected 1000' in capsys.readouterr().out
+    code, err = prepare(tiny_imagenet)  # 2 classes, not 1000
+    assert code == 2 and 'error: 1 problem(s) in ' in err
+    assert 'has 2 class folders, expected 1000' in err
 
     # a flat val/ with a label file, installed as meta/val.txt
     root = tmp_path / 'flat'
@@ -427,13 +432,14 @@ def test_prepare_imagenet(tiny_imagenet, tmp_path, capsys):
     for i, cls in enumerate(CLASSES):
         shutil.copy(osp.join(tiny_imagenet, 'val', cls, f'{cls}_0.png'),
                     root / 'val' / f'v{i}.png')
-    assert main([str(root), '--classes', '2']) == 1
-    assert '--val-ann' in capsys.readouterr().out
+    code, err = prepare(str(root), '--classes', '2')
+    assert code == 2 and '--val-ann' in err
     ann = tmp_path / 'val_labels.txt'
     ann.write_text('v0.png 0\nv1.png 7\n')
-    assert main([str(root), '--classes', '2', '--val-ann', str(ann)]) == 1
-    assert 'out of range' in capsys.readouterr().out
+    code, err = prepare(str(root), '--classes', '2', '--val-ann', str(ann))
+    assert code == 2 and 'out of range' in err
     ann.write_text('v0.png 0\nv1.png 1\n')
-    assert main([str(root), '--classes', '2', '--val-ann', str(ann)]) == 0
+    assert prepare(str(root), '--classes', '2', '--val-ann',
+                   str(ann))[0] == 0
     assert (root / 'meta' / 'val.txt').read_text() == ann.read_text()
-    assert main([str(root), '--classes', '2']) == 0
+    assert prepare(str(root), '--classes', '2')[0] == 0
