@@ -9,11 +9,14 @@ mmengine read local checkpoints through the project's safe loader
 
 Layout: :mod:`.models` (backbone, re-parameterization, pretrained weights),
 :mod:`.io` (safe checkpoints, atomic files, state dicts), :mod:`.training`
-(crash-safe training), :mod:`.deploy` (conversion, export, engines),
-:mod:`.bench` (speed and complexity), :mod:`.datasets`, and the plumbing of
+(crash-safe training), :mod:`.deploy` (conversion, export, INT8),
+:mod:`.engines` (every way a segmentor runs), :mod:`.inference` (your own
+images and videos), :mod:`.bench` (speed and complexity),
+:mod:`.datasets`, and the plumbing of
 the tools: :mod:`.config`, :mod:`.runs`, :mod:`.cli`, :mod:`.errors`.
 """
 from .deploy import hooks as _deploy_hooks  # noqa: F401 (registers them)
+from .engines import hooks as _engine_hooks  # noqa: F401 (EngineHook)
 from .errors import (CheckpointError, ConfigError, RepVGGSegError,
                      UnsafeCheckpointError)
 from .io.checkpoint import (load_checkpoint_file, register_safe_loader,

@@ -33,6 +33,7 @@ from ..errors import ConfigError, InputError
 from ..io.checkpoint import load_checkpoint_file, trusted_checkpoints
 from ..io.state_dict import extract_state_dict, load_state_dict_strict
 from ..models.convert import fuse_for_deploy
+from ..models.describe import mismatch_hint
 
 #: top-level key of a deploy config (see :mod:`repvgg_seg.deploy.convert`)
 DEPLOY_KEY = 'deploy'
@@ -110,7 +111,7 @@ def load_weights(model: nn.Module, checkpoint: str,
     with trusted_checkpoints(trust):
         raw = load_checkpoint_file(checkpoint)
     load_state_dict_strict(model, extract_state_dict(raw, checkpoint),
-                           source=checkpoint)
+                           source=checkpoint, hint=mismatch_hint)
     return model
 
 

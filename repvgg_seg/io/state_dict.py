@@ -3,7 +3,7 @@ them strictly with a readable error. Used by every path that loads weights
 (pretrained backbones, tools, resume checks)."""
 import re
 from collections import OrderedDict
-from typing import Dict, List, Mapping
+from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -108,35 +108,18 @@ def is_fused_form(training: Mapping[str, torch.Tensor],
     return all(tuple(a) == tuple(b) for a, b in shapes)
 
 
-def mismatch_hint(target: Mapping[str, torch.Tensor],
-                  state: Mapping[str, torch.Tensor]) -> str:
-    """What to do about a checkpoint ``state`` that does not fit a model
-    with the state dict ``target``, when its keys tell: the other form
-    (deploy or training) of this model, or another model; else ``''``."""
-    if is_fused_form(target, state):
-        return ('it is the deploy (fused) form of this model: use the '
-                'deploy config written next to it by tools/convert.py')
-    if is_fused_form(state, target):
-        return ('it is the training form of this model: use the training '
-                'config, not a deploy config')
-    from ..models.pretrained import describe_state_dict  # (models use io)
-    seen, model = describe_state_dict(state), describe_state_dict(target)
-    if seen is None or seen == model:
-        return ''
-    return f'the checkpoint looks like {seen}' + (
-        f', the model is {model}' if model else '')
-
-
 def load_state_dict_strict(model: nn.Module, state: Dict[str, torch.Tensor],
-                           source: str = 'checkpoint') -> None:
+                           source: str = 'checkpoint',
+                           hint: Optional[Callable] = None) -> None:
     """``model.load_state_dict(state, strict=True)`` with an error that
-    lists what does not fit and, when the keys tell, what the checkpoint is
-    (:func:`mismatch_hint`)."""
+    lists what does not fit and, with ``hint(target, state) -> str`` (e.g.
+    :func:`repvgg_seg.models.describe.mismatch_hint`, which knows the
+    models), what the checkpoint is."""
     target = model.state_dict()
     problems = state_dict_differences(target, state)
     if problems:
-        hint = mismatch_hint(target, state)
+        told = hint(target, state) if hint else ''
         raise CheckpointError(f'{source} does not fit the model: '
                               + '; '.join(problems)
-                              + (f'; {hint}' if hint else ''))
+                              + (f'; {told}' if told else ''))
     model.load_state_dict(state, strict=True)

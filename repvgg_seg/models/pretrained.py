@@ -215,34 +215,6 @@ def guess_arch(state: Mapping[str, torch.Tensor],
     return None
 
 
-# ResNet depths by (bottleneck blocks, blocks in layer3), as torchvision's
-# and mmseg's ResNets (ResNetV1c included) name them.
-_RESNET_LAYER = re.compile(r'^layer([1-4])\.(\d+)\.conv(\d)\.weight$')
-_RESNET_DEPTHS = {(False, 2): 18, (False, 6): 34, (True, 6): 50,
-                  (True, 23): 101, (True, 36): 152}
-
-
-def describe_state_dict(state: Mapping[str, torch.Tensor]
-                        ) -> Optional[str]:
-    """What backbone a state dict (a model's or a checkpoint's, segmentor
-    or bare backbone) holds, told from its key names and shapes alone:
-    ``'RepVGG-A0 (training-time)'``, ``'a RepVGG (custom arch)'``,
-    ``'ResNet-50'``, ``'a ResNet'``; ``None`` when the keys do not say."""
-    from .repvgg import RepVGG
-    backbone, _ = extract_backbone_state(state)
-    if any(k.startswith('stage0.rbr_') for k in backbone):
-        arch = guess_arch(backbone, RepVGG)
-        return f'RepVGG-{arch}' if arch else 'a RepVGG (custom arch)'
-    layers = [_RESNET_LAYER.match(k) for k in backbone]
-    layers = [m for m in layers if m]
-    if layers:
-        bottleneck = any(m.group(3) == '3' for m in layers)
-        layer3 = {m.group(2) for m in layers if m.group(1) == '3'}
-        depth = _RESNET_DEPTHS.get((bottleneck, len(layer3)))
-        return f'ResNet-{depth}' if depth else 'a ResNet'
-    return None
-
-
 def match_state_dict(backbone, state: Mapping[str, torch.Tensor],
                      source: str) -> Dict[str, torch.Tensor]:
     """Check a backbone state dict against the model; fuse it if needed.
