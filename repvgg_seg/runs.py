@@ -7,6 +7,7 @@ import os.path as osp
 from typing import Optional, Sequence
 
 from mmengine.config import Config
+from mmengine.dist import master_only
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -99,6 +100,21 @@ def setup_train_cfg(config: str,
     splits = ['train'] + (['val'] if cfg.get('val_dataloader') else [])
     check_data(cfg, splits, data_check)
     return cfg
+
+
+@RUNNERS.register_module()
+class TestRunner(Runner):
+    """mmengine's Runner for ``tools/test.py``. mmengine dumps the config it
+    runs into the work dir, under the config's file name: a test run in a
+    training work dir would replace the config that trained the model (the
+    one users pass to every tool) with the test's (no train pieces). This
+    one dumps it into the run's timestamped log folder instead."""
+
+    @master_only
+    def dump_config(self) -> None:
+        name = (osp.basename(self.cfg.filename) if self.cfg.filename
+                else f'{self.timestamp}.py')
+        self.cfg.dump(osp.join(self.log_dir, name))
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -210,6 +226,8 @@ def setup_test_cfg(config: str,
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
     cfg = _runner_config(config, cfg_options, work_dir, launcher,
                          trust_checkpoint)
+    if 'runner_type' not in cfg:
+        cfg.runner_type = 'TestRunner'  # keeps the work dir's config
     cfg.load_from = checkpoint if kind == 'checkpoint' else None
     cfg.resume = False
     # A test builds nothing of training. mmseg's visualization hook reads

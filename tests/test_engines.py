@@ -328,3 +328,28 @@ def test_engine_hook_is_the_one_test_hook(tiny_trained, tmp_path):
                          work_dir=str(tmp_path), fuse=True,
                          cfg_options=tiny_trained['options'])
     assert cfg.custom_hooks[-1]['engine'] == 'fused'
+
+
+def test_a_test_run_keeps_the_work_dirs_training_config(tiny_trained,
+                                                        capsys):
+    """tools/test.py in the training work dir: the config there stays the
+    one that trained the model (tools take it as is); the test run's own
+    config goes to its timestamped folder."""
+    import glob
+
+    from repvgg_seg.config import load_config
+    work_dir = tiny_trained['work_dir']
+    saved = osp.join(work_dir, osp.basename(tiny_trained['config']))
+    before = open(saved).read()
+    assert load_config(saved).train_dataloader is not None
+    runs_before = set(glob.glob(osp.join(work_dir, '2*')))
+    code, err = run_tool(
+        'test', saved, tiny_trained['checkpoint'], '--work-dir', work_dir,
+        '--cfg-options', *[f'{k}={v}' for k, v in
+                           tiny_trained['options'].items()], capsys=capsys)
+    assert code == 0, err
+    assert open(saved).read() == before
+    new_runs = set(glob.glob(osp.join(work_dir, '2*'))) - runs_before
+    assert len(new_runs) == 1
+    dumped = osp.join(new_runs.pop(), osp.basename(saved))
+    assert load_config(dumped).train_dataloader is None
