@@ -43,7 +43,10 @@ def run_demo(config: str = DEMO_CONFIG,
         block: the RepVGG block type to train (``model.backbone.block``,
             e.g. ``'qarepvgg'``); ``None``: the config's.
     """
-    make_synthetic_cityscapes(data_root, seed=seed, **(synthetic or {}))
+    # the demo's own data folder: made again when its parameters or the
+    # generator changed (a folder that is not a synthetic set is refused)
+    make_synthetic_cityscapes(data_root, seed=seed,
+                              **dict(dict(overwrite=True), **(synthetic or {})))
     options = {'train_dataloader.dataset.data_root': data_root,
                'val_dataloader.dataset.data_root': data_root,
                'test_dataloader.dataset.data_root': data_root,
