@@ -99,15 +99,22 @@ class OpenVINORunner:
         # a copy: the request reuses its output buffer
         self.outputs[index] = np.array(request.get_output_tensor(0).data)
 
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: x}, share_inputs=True)
+        # a copy: the request reuses its output buffer
+        return np.array(self.request.get_output_tensor(0).data)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device
         x = x.detach().to('cpu', torch.float32).contiguous()
-        if self.queue is None or x.shape[0] == 1:
-            outs = []
-            for window in x.split(1):
-                self.request.infer({0: window.numpy()}, share_inputs=True)
-                outs.append(np.array(self.request.get_output_tensor(0).data))
-            out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        batch = self.input_shape[0] if self.input_shape else 1
+        if batch == x.shape[0] or (batch == -1 and self.queue is None):
+            return torch.from_numpy(self._infer(x.numpy())).to(device)
+        if batch != 1:
+            raise InputError(f'the model takes batches of {batch}, given '
+                             f'{x.shape[0]}')
+        if self.queue is None:
+            out = np.concatenate([self._infer(w.numpy()) for w in x.split(1)])
             return torch.from_numpy(out).to(device)
         self.outputs = {}
         arrays = x.numpy()

@@ -336,12 +336,20 @@ class InferenceJob:
 
     def run(self, source: str) -> InferenceReport:
         report = InferenceReport(rank=self.rank, world_size=self.world_size)
-        if is_video(source):
-            if not osp.isfile(source):
-                raise FileNotFoundError(f'input not found: {source}')
-            self.run_video(source, report)
-        else:
-            self.run_images(resolve_inputs(source), report)
+        threads = torch.get_num_threads()
+        if self.options.engine in ('onnxruntime', 'openvino'):
+            # the runtime has its own threads on every core; torch's, for
+            # the pre- and post-processing around it, would only contend
+            torch.set_num_threads(1)
+        try:
+            if is_video(source):
+                if not osp.isfile(source):
+                    raise FileNotFoundError(f'input not found: {source}')
+                self.run_video(source, report)
+            else:
+                self.run_images(resolve_inputs(source), report)
+        finally:
+            torch.set_num_threads(threads)
         return report
 
 
