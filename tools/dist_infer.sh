@@ -13,18 +13,6 @@ INPUT=$1
 CONFIG=$2
 WEIGHTS=$3
 PROCS=$4
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS=$(dirname "$0")
-ROOT=$(cd "$TOOLS/.." && pwd)
 
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-python -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$PROCS" \
-    --master_port="$PORT" \
-    "$TOOLS/infer.py" "$INPUT" "$CONFIG" "$WEIGHTS" "${@:5}"
+exec "$TOOLS/torchrun.sh" "$PROCS" "$TOOLS/infer.py" "$INPUT" "$CONFIG" "$WEIGHTS" "${@:5}"
