@@ -268,3 +268,29 @@ def test_weights_that_do_not_fit_the_config(tiny_trained, tmp_path,
     lines = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'does not fit the model' in lines[0]
     assert 'shape mismatches' in lines[0]
+
+
+@pytest.mark.parametrize('opacity', [0.5, 0.8])
+def test_fast_overlay_is_mmseg_visualizers(opacity):
+    """The colour-table overlay equals mmseg's SegLocalVisualizer drawing
+    to the byte (the labels include an ignore value, 255)."""
+    from mmengine.structures import PixelData
+    from mmseg.datasets import CityscapesDataset
+    from mmseg.structures import SegDataSample
+    from mmseg.visualization import SegLocalVisualizer
+
+    from repvgg_seg.inference.outputs import OutputWriter
+    meta = dict(classes=CityscapesDataset.METAINFO['classes'],
+                palette=CityscapesDataset.METAINFO['palette'])
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    labels = rng.integers(0, 19, (24, 40)).astype(np.uint8)
+    labels[:3] = 255
+    ours = OutputWriter('', meta, opacity=opacity).overlay(image, labels)
+    visualizer = SegLocalVisualizer(name=f'check_{opacity}', alpha=opacity)
+    visualizer.set_dataset_meta(meta['classes'], meta['palette'])
+    sample = SegDataSample()
+    sample.pred_sem_seg = PixelData(data=labels[None].astype(np.int64))
+    visualizer.add_datasample('x', image[..., ::-1], sample, draw_gt=False,
+                              with_labels=False)
+    assert np.array_equal(ours, visualizer.get_image()[..., ::-1])

@@ -69,6 +69,11 @@ class OutputWriter:
         self.vis_suffix = vis_suffix
         self.label_ids = (cityscapes_label_ids(len(self.classes))
                           if save_pred == 'labelid' else None)
+        # BGR colour of every label value; values that are no class (255:
+        # ignore) stay black, as mmseg's visualizer leaves them
+        self.colour_table = np.zeros((256, 3), np.uint8)
+        self.colour_table[:len(self.classes)] = self.palette[
+            :len(self.classes), ::-1]
         self._visualizer = None
 
     # where things go
@@ -101,16 +106,25 @@ class OutputWriter:
         return self._visualizer
 
     def overlay(self, image_bgr: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """The prediction drawn over the image (BGR), as mmseg's
-        visualizer draws it, with a legend strip below when asked."""
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
-        sample = SegDataSample()
-        sample.pred_sem_seg = PixelData(data=labels[None].astype(np.int64))
-        self.visualizer.add_datasample(
-            'image', image_bgr[..., ::-1], sample, draw_gt=False,
-            draw_pred=True, show=False, with_labels=self.with_labels)
-        drawn = self.visualizer.get_image()[..., ::-1]
+        """The prediction drawn over the image (BGR) as mmseg's
+        ``SegLocalVisualizer`` draws it, with a legend strip below when
+        asked. Without class names the same blend is computed here with a
+        colour lookup table (the visualizer paints one mask per class,
+        several times slower; the result is the same to the byte, tested)."""
+        if self.with_labels:
+            from mmengine.structures import PixelData
+            from mmseg.structures import SegDataSample
+            sample = SegDataSample()
+            sample.pred_sem_seg = PixelData(
+                data=labels[None].astype(np.int64))
+            self.visualizer.add_datasample(
+                'image', image_bgr[..., ::-1], sample, draw_gt=False,
+                draw_pred=True, show=False, with_labels=True)
+            drawn = self.visualizer.get_image()[..., ::-1]
+        else:
+            mask = self.colour_table[labels]
+            drawn = (image_bgr * (1 - self.opacity)
+                     + mask * self.opacity).astype(np.uint8)
         if self.legend:
             drawn = np.concatenate([drawn, self.legend_strip(
                 labels, drawn.shape[1])])
