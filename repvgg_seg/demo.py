@@ -46,7 +46,7 @@ def run_demo(config: str = DEMO_CONFIG,
     # the demo's own data folder: made again when its parameters or the
     # generator changed (a folder that is not a synthetic set is refused)
     make_synthetic_cityscapes(data_root, seed=seed,
-                              **dict(dict(overwrite=True), **(synthetic or {})))
+                              **{'overwrite': True, **(synthetic or {})})
     options = {'train_dataloader.dataset.data_root': data_root,
                'val_dataloader.dataset.data_root': data_root,
                'test_dataloader.dataset.data_root': data_root,

@@ -2,7 +2,6 @@
 and the command-line options turned into the config an mmengine Runner
 executes (work dir, resume, AMP, data checks, fusing and engine hooks for
 testing), and the Runner built and run."""
-import os
 import os.path as osp
 from typing import Optional, Sequence
 

@@ -182,3 +182,13 @@ def tiny_trained(synthetic_root, tmp_path_factory):
     return dict(config=DEMO_CONFIG, work_dir=work_dir,
                 checkpoint=osp.join(work_dir, 'iter_10.pth'),
                 losses=list(losses), options=tiny_test_options(synthetic_root))
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(tmp_path_factory, tiny_config):
+    """An (untrained) checkpoint of the tiny test segmentor."""
+    from repvgg_seg.deploy import build_model
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
+    torch.save({'state_dict': build_model(tiny_config).state_dict(),
+                'meta': {}}, path)
+    return str(path)

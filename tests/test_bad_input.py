@@ -98,16 +98,6 @@ def test_truncated_and_non_checkpoint_files(tmp_path, official_keys):
         _load_backbone('A0', tmp_path / 'missing.pth')
 
 
-@pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory, tiny_config):
-    """An (untrained) checkpoint of the tiny test segmentor."""
-    from repvgg_seg.deploy import build_model
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
-    torch.save({'state_dict': build_model(tiny_config).state_dict(),
-                'meta': {}}, path)
-    return str(path)
-
-
 def test_tools_refuse_unreadable_checkpoints(tmp_path, tiny_config,
                                              tiny_checkpoint, capsys):
     truncated = tmp_path / 'truncated.pth'

@@ -125,16 +125,6 @@ def test_pretrained_is_deprecated_as_in_mmseg_and_still_loads(tmp_path):
 
 # ---------------------------------------------- tools: outputs, 'none'
 @pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory, tiny_config):
-    """An (untrained) checkpoint of the tiny test segmentor."""
-    from repvgg_seg.deploy import build_model
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
-    torch.save({'state_dict': build_model(tiny_config).state_dict(),
-                'meta': {}}, path)
-    return str(path)
-
-
-@pytest.fixture(scope='module')
 def deploy_files(tiny_config, tiny_checkpoint, tmp_path_factory):
     """tools/convert.py to OUT in folders that do not exist yet, as in the
     README (``deploy/b1g2_fast.pth``)."""

@@ -47,7 +47,6 @@ includes them all); on CUDA ``torch.cuda.max_memory_allocated``.
 """
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -57,7 +56,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.utils import track_progress
 
 from ..config import as_config
 from ..deploy.build import LogitsModule, checked_shape, load_model

@@ -251,7 +251,7 @@ def _config_text(cfg: Config, checkpoint: str) -> str:
         '# Deploy config written by tools/convert.py (repvgg_seg).\n'
         f'# Weights: {osp.basename(checkpoint)} (fused: RepVGG blocks '
         're-parameterized, conv+BN folded).\n'
-        '# type=\'FusedModel\' (registered by custom_imports=[\'repvgg_seg\'])\n'
+        "# type='FusedModel' (registered by custom_imports=['repvgg_seg'])\n"
         '# builds the fused model wherever it is built (Runner, init_model,\n'
         '# MMSegInferencer), so the deploy checkpoint loads strictly.\n')
     return header + cfg.pretty_text + '\n'
