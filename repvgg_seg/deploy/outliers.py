@@ -56,6 +56,9 @@ def plant_outliers(model: torch.nn.Module, k: float = 100.0, pairs: int = 4,
 
     Args:
         k: the factor (> 0); 50-200 reproduces the RepVGG INT8 collapse.
+            A power of two (64, 256) plants bit-exactly (it only changes
+            the floats' exponents); others move the logits by float
+            rounding (~5e-7 relative).
         pairs: how many producers (each with all its consumers) to change,
             drawn with ``seed`` among the candidates.
         channels: output channels per producer, drawn with ``seed``.
