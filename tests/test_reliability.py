@@ -235,10 +235,12 @@ def test_trust_flag_loads_a_trusted_pickle(tmp_path):
 
 # What refusing the numpy Generator of _untrusted_pickle says (format with
 # the escaped path).
+# the reason names the class that is not allowed (the numpy Generator)
 _REFUSED = (r'refused to load {}: it needs objects outside the allow-list '
-            r'of safe types \(.*\)\. Unpickling such a file can run '
-            r'arbitrary code\. If you trust where the file comes from, pass '
-            r'--trust-checkpoint to the tool')
+            r'of safe types \(Unsupported global: GLOBAL '
+            r'numpy\.random\._pickle\.__generator_ctor\)\. Unpickling such a '
+            r'file can run arbitrary code\. If you trust where the file comes '
+            r'from, pass --trust-checkpoint to the tool')
 
 
 def _same_generator(rng) -> bool:

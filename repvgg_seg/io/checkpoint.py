@@ -171,9 +171,14 @@ def _first_line(exc) -> str:
 def _unsafe_message(filename: str, exc: Exception) -> str:
     # torch's own explanation is the line after "WeightsUnpickler error:"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # torch 2.6-2.14 put the "WeightsUnpickler error: " prefix on that line
+    lines = [line.split('WeightsUnpickler error:', 1)[-1].strip()
+             for line in lines]
     reason = next((line for line in lines if line.startswith(
         ('Unsupported global', 'Can only build', 'Trying to', 'refused'))),
         lines[-1] if lines else '')
+    # torch's advice to allow-list the global follows on the same line
+    reason = reason.split(' was not an allowed global')[0]
     return (f'refused to load {filename}: it needs objects outside the '
             f'allow-list of safe types ({reason}). Unpickling such a file '
             'can run arbitrary code. If you trust where the file comes from, '
