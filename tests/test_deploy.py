@@ -18,10 +18,9 @@ from repvgg_seg.deploy import (LogitsModule, build_model, is_deploy_config,
                                load_model)
 from repvgg_seg.deploy.convert import read_checkpoint_meta
 
+from .conftest import DEMO_CONFIG as DEMO
 from .helpers import load_tool, randomize_bn, relative_error
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
 SMALL = ['--shape', '64', '64']
 
 
