@@ -8,7 +8,7 @@ does), or the palette colours. Files are written atomically
 half-written output, so a rerun can trust every file it finds.
 """
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -185,7 +185,3 @@ def check_out_dir(out_dir: str) -> None:
     """``--out-dir`` must be a folder (or not exist yet)."""
     if osp.exists(out_dir) and not osp.isdir(out_dir):
         raise InputError(f'--out-dir {out_dir} is a file, not a folder')
-
-
-def present_classes(labels: Sequence[np.ndarray]) -> List[int]:
-    return sorted({int(c) for lab in labels for c in np.unique(lab)})
