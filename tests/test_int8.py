@@ -307,18 +307,17 @@ def test_predictions_picture(int8_ir, tiny_trained, tmp_path):
 # benchmark rows
 
 
-def test_benchmark_int8_rows_and_ceiling(monkeypatch):
-    import functools
-
+def test_benchmark_int8_rows_and_peak(monkeypatch):
     from repvgg_seg.bench import BenchmarkOptions, benchmark, format_table
-    from repvgg_seg.bench import timing
-    # the ceiling's conv shrunk from 512->512 at 90x90 (seconds to quantize)
-    monkeypatch.setattr(timing, 'ConvCeiling', functools.partial(
-        timing.ConvCeiling, channels=64, size=16))
+    from repvgg_seg.bench import peak
+    # the peak's kernels shrunk from 1536^3 / 512->512 at 90x90 (seconds to
+    # quantize)
+    monkeypatch.setattr(peak, 'PEAK_SIZES', peak.KernelSizes(
+        matmul=64, conv1x1=(64, 16), conv3x3=(64, 16)))
     result = benchmark([DEMO], BenchmarkOptions(
         fuse='yes', shape=(64, 64), engines=('torch', 'openvino'),
         precisions=('fp32', 'int8'), warmup=0, iters=1, rounds=1,
-        threads=1, ceiling=True))
+        threads=1, peak=True))
     rows = {(r['engine'], r['precision']): r for r in result['rows']}
     assert set(rows) == {('torch', 'fp32'), ('openvino', 'fp32'),
                          ('openvino', 'int8')}
@@ -326,14 +325,25 @@ def test_benchmark_int8_rows_and_ceiling(monkeypatch):
     assert int8['convs'] > 20 and int8['int8_convs'] == int8['convs']
     assert int8['calibration_generated'] is True
     assert int8['agreement']['max_rel_error'] < 0.5
-    assert int8['ceiling_key'] == 'int8-nchw' and int8['ceiling_pct'] > 0
-    assert result['ceiling']['int8-nchw']['gflops_per_s'] > 0
+    # the INT8 peak: the fastest of the quantized matmul, 1x1 and 3x3 conv
+    peak8 = result['peak']['int8']
+    assert set(peak8['kernels']) == {'matmul', 'conv1x1', 'conv3x3'}
+    assert peak8['gflops_per_s'] == max(
+        k['gflops_per_s'] for k in peak8['kernels'].values())
+    assert int8['peak_kernel'] == peak8['kernel']
+    assert int8['peak_pct'] == pytest.approx(
+        100 * int8['gflops_per_s'] / peak8['gflops_per_s'])
+    assert int8['ref_conv_key'] == 'int8-nchw' and int8['ref_conv_pct'] > 0
+    assert set(result['reference_conv']) == {'fp32-nchw', 'int8-nchw'}
+    assert rows[('openvino', 'fp32')]['peak_kernel'] == \
+        result['peak']['fp32']['kernel']
     notes = result['setup']['notes']
     assert any('skipped torch/int8' in n for n in notes)
     assert any('generated images' in n for n in notes)
     table = format_table(result)
     assert 'INT8 convs' in table and f'{int8["convs"]}/{int8["convs"]}' \
         in table
+    assert 'peak kernel' in table and peak8['kernel'] in table
 
 
 # --------------------------------------------------------------------------

@@ -6,7 +6,7 @@
         [--layout nchw|cl ...] [--compile]
         [--engine torch|winograd|onnxruntime|openvino ...] [--warmup N]
         [--iters N] [--rounds N] [--checkpoint CKPT ...] [--ir MODEL.xml ...]
-        [--streams N] [--ceiling] [--image IMG_OR_DIR ...]
+        [--streams N] [--peak] [--image IMG_OR_DIR ...]
         [--calib-images N] [--out-json FILE] [--cfg-options k=v ...]
 
 Timed: one test-mode whole-image forward pass plus the resize of the logits
@@ -15,7 +15,12 @@ Default: the paper's setting, 713x713, batch 1, all cores, random weights.
 One row per config x fused x engine x precision x layout; all rows are
 measured round-robin in one process; each reports the median and
 IQR of its latencies, images/s, peak memory, GMACs, achieved GFLOP/s and its
-speed ratio to the first row (see repvgg_seg/bench/timing.py). INT8 rows
+speed ratio to the first row (see repvgg_seg/bench/timing.py). --peak also
+times, in the same rounds, a large matmul, a 1x1 conv and the reference conv
+(512->512 3x3 at 90x90) per precision the rows use (INT8: quantized, on
+OpenVINO) and reports each row's GFLOP/s as % of its precision's measured
+peak (the fastest of those kernels, named) and % of the reference conv
+(--ceiling: the deprecated name of --peak). INT8 rows
 (--engine openvino --precision int8) are quantized by NNCF on the --image
 images (or generated ones, for speed only) and report how many convs run in
 INT8; --ir times an IR as it is (e.g. the one tools/quantize.py wrote).
@@ -24,6 +29,8 @@ OpenVINO requests in flight (--streams 0: OpenVINO's THROUGHPUT hint).
 """
 import argparse
 import sys
+
+from mmengine.logging import print_log
 
 from repvgg_seg.bench import (BENCH_ENGINES, BenchmarkOptions, benchmark,
                               format_table)
@@ -78,27 +85,37 @@ def parse_args(argv=None):
     parser.add_argument('--streams', type=int,
                         help='OpenVINO infer requests in flight (throughput '
                         'mode with --batch-size N; 0: OpenVINO chooses)')
+    parser.add_argument('--peak', action='store_true',
+                        help='measure the peak of each precision (fastest of '
+                        'a large matmul, 1x1 conv and the reference 3x3 '
+                        'conv, in the same rounds) and report %% of it and '
+                        '%% of the reference conv')
     parser.add_argument('--ceiling', action='store_true',
-                        help='measure the conv ceiling and report %% of it')
+                        help='deprecated: the same as --peak')
     parser.add_argument('--image', nargs='+', metavar='IMG_OR_DIR',
                         help='agreement checks on these images (files or '
                         'folders, e.g. a val set) instead of a synthetic one')
     parser.add_argument('--calib-images', type=int, default=20,
                         help='images INT8 rows are calibrated on (the first '
                         'N of --image, else generated; default 20)')
-    parser.add_argument('--out-json', help='write setup, ceiling and rows')
+    parser.add_argument('--out-json', help='write setup, peak, reference conv '
+                        'and rows')
     add_config_args(parser)
     return parse_tool_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.ceiling:
+        print_log('--ceiling is deprecated: use --peak (the reference conv '
+                  'is no ceiling; rows now report % of the measured peak)',
+                  logger='current', level=30)
     options = BenchmarkOptions(
         fuse=args.fuse, shape=tuple(args.shape), batch_size=args.batch_size,
         device=args.device, threads=args.threads, engines=args.engine,
         precisions=args.precision, layouts=args.layout, compile=args.compile,
         warmup=args.warmup, iters=args.iters, rounds=args.rounds,
-        ceiling=args.ceiling, images=args.image,
+        peak=args.peak or args.ceiling, images=args.image,
         calib_images=args.calib_images, streams=args.streams)
     result = benchmark(args.configs, options, checkpoints=args.checkpoint,
                        cfg_options=args.cfg_options, irs=args.ir)

@@ -1,4 +1,5 @@
 """The benchmark's result as a readable table."""
+from .peak import format_peak
 
 
 def format_table(result: dict) -> str:
@@ -15,19 +16,20 @@ def format_table(result: dict) -> str:
         f'after {setup["warmup"]} warm-up passes; torch '
         f'{setup["torch_version"]}, {setup["date"]}'
         + (f', load average {load[0]:.1f}' if load else '')]
-    if result.get('ceiling'):
-        lines.append('conv ceiling (512->512 3x3, 90x90, batch 1; int8: '
-                     'OpenVINO): ' + ', '.join(
-                         f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
-                         for k, v in result['ceiling'].items()))
+    if result.get('peak'):
+        lines += format_peak(dict(peak=result['peak'],
+                                  reference_conv=result['reference_conv']))
     header = ['config', 'fused', 'engine', 'prec', 'layout', 'ms (median)',
               'IQR ms', 'img/s', 'peak MB', '+MB', 'GMACs', 'GFLOP/s']
     rows = result['rows']
-    has_ceiling = any('ceiling_pct' in r for r in rows)
+    has_peak = any('peak_pct' in r for r in rows)
+    has_ref = any('ref_conv_pct' in r for r in rows)
     has_agree = any(r.get('agreement') for r in rows)
     has_int8 = any('int8_convs' in r for r in rows)
-    if has_ceiling:
-        header.append('% ceil')
+    if has_peak:
+        header += ['% peak', 'peak kernel']
+    if has_ref:
+        header.append('% ref conv')
     header.append('ratio')
     if has_agree:
         header += ['rel err', 'argmax %']
@@ -41,9 +43,12 @@ def format_table(result: dict) -> str:
                  f'{r["images_per_s"]:.3f}', f'{r["peak_mem_mb"]:.0f}',
                  f'{r["peak_mem_delta_mb"]:.0f}', f'{r["gmacs"]:.1f}',
                  f'{r["gflops_per_s"]:.1f}']
-        if has_ceiling:
-            cells.append(f'{r["ceiling_pct"]:.0f}%'
-                         if 'ceiling_pct' in r else '-')
+        if has_peak:
+            cells += ([f'{r["peak_pct"]:.0f}%', r['peak_kernel']]
+                      if 'peak_pct' in r else ['-', '-'])
+        if has_ref:
+            cells.append(f'{r["ref_conv_pct"]:.0f}%'
+                         if 'ref_conv_pct' in r else '-')
         cells.append(f'{r["speed_ratio"]:.2f}x')
         if has_agree:
             a = r.get('agreement')

@@ -18,11 +18,13 @@ alike. Each row reports the median and the inter-quartile range (and min /
 max) of its ``rounds x iters`` latencies, images/s from the median, peak
 memory, GMACs (:mod:`repvgg_seg.bench.complexity`, multiply-adds of the
 model as run), achieved GFLOP/s (2 FLOPs per MAC) and its speed ratio to
-the first row. With ``ceiling`` the achieved GFLOP/s are also given as a
-percentage of the machine's measured conv ceiling (a 512->512 3x3 conv on a
-90x90 map, batch 1) for the same precision and memory layout; the ceiling
-conv is timed once per round, interleaved with the rows, and its median
-used.
+the first row. With ``peak`` the achieved GFLOP/s are also given as a
+share of the measured peak of the row's precision (``peak_pct``: the
+fastest of a large matmul, a 1x1 conv and the reference conv, see
+:mod:`repvgg_seg.bench.peak`) and of the reference conv (``ref_conv_pct``:
+a 512->512 3x3 conv on a 90x90 map, batch 1, same precision and memory
+layout); every such kernel is timed once per round, interleaved with the
+rows, and its median used.
 
 INT8 (``int8``, the OpenVINO engine): the exported model quantized by NNCF
 on the run's images (``images``; at most ``calib_images`` of them) or,
@@ -65,10 +67,10 @@ from ..engines import ENGINES, RunOptions
 from ..engines.exported import INT8_PRECISIONS
 from ..errors import InputError, UnavailableError
 from ..models.convert import deploy_copy
-from .ceiling import (ConvCeiling, ceiling_key, reduced_precision_supported,
-                      sync)
 from .complexity import model_complexity
 from .memory import MemoryMeter
+from .peak import (MeasuredPeak, format_peak, peak_kernels, peak_precision,
+                   reduced_precision_supported, row_shares, sync)
 
 PRECISIONS = ('fp32', 'bf16', 'fp16') + tuple(INT8_PRECISIONS)
 #: the benchmark's engines: fusing is its own axis (``fuse``), so the
@@ -92,9 +94,10 @@ class BenchmarkOptions:
     ``'cl'`` (channels-last).
     ``images``: files or folders for the agreement checks (default: one
     synthetic image), through the config's test pipeline and cut into the
-    model's windows, resized to ``shape``. ``ceiling``: also measure the
-    conv ceiling and report each row's achieved GFLOP/s as a percentage of
-    it. ``calib_images``: how many images INT8 rows are calibrated on.
+    model's windows, resized to ``shape``. ``peak``: also measure the peak
+    of each row's precision and the reference conv, and report each row's
+    achieved GFLOP/s as a share of both. ``calib_images``: how many images
+    INT8 rows are calibrated on.
     ``streams``: OpenVINO infer requests in flight (throughput mode: with
     ``batch_size`` N, each sample runs N windows in parallel requests;
     ``0`` lets OpenVINO's THROUGHPUT hint choose the streams).
@@ -111,7 +114,7 @@ class BenchmarkOptions:
     warmup: int = 2
     iters: int = 3
     rounds: int = 3
-    ceiling: bool = False
+    peak: bool = False
     images: Optional[Sequence[str]] = None
     calib_images: int = 20
     streams: Optional[int] = None
@@ -242,8 +245,9 @@ def benchmark(configs: Sequence[str],
     ``irs``: per config, an OpenVINO IR (e.g. from ``tools/quantize.py``)
     timed as it is, in a row of its own beside the config's rows.
     Combinations an engine cannot run are skipped with a note when several
-    were asked for, refused otherwise. Returns ``{'setup': ..., 'ceiling':
-    ..., 'rows': [...]}``.
+    were asked for, refused otherwise. Returns ``{'setup': ..., 'peak':
+    ..., 'reference_conv': ..., 'rows': [...]}`` (the last two ``None``
+    without ``options.peak``).
     """
     options = (options or BenchmarkOptions()).validated()
     if irs and len(irs) > len(configs):
@@ -420,26 +424,33 @@ def _check_agreement(rows: List[Row], options: BenchmarkOptions) -> None:
                   logger='current')
 
 
-def _make_ceiling(rows: List[Row], device: str, notes: List[str],
-                  threads: Optional[int] = None) -> ConvCeiling:
-    needed = {ceiling_key(r.precision, r.layout) for r in rows}
-    keys = ['fp32-nchw', 'fp32-cl', 'bf16-cl']
-    keys += sorted(needed - set(keys))
-    # an emulated (no native kernels) bf16/fp16 conv of this size takes
-    # minutes and is no ceiling of anything: skipped
-    skipped = [k for k in keys
-               if not reduced_precision_supported(k.split('-')[0], device)]
+def _make_peak(rows: List[Row], device: str, notes: List[str],
+               threads: Optional[int] = None) -> MeasuredPeak:
+    """The kernels of every precision the rows need (the reference conv in
+    each of their layouts), warmed up once."""
+    ref_layouts = {}
+    for row in rows:
+        precision = peak_precision(row.precision)
+        layouts = ref_layouts.setdefault(precision, [])
+        if precision != 'int8' and row.layout not in layouts:
+            layouts.append(row.layout)
+    # an emulated (no native kernels) bf16/fp16 kernel takes minutes and is
+    # no peak of anything: skipped
+    skipped = [p for p in ref_layouts
+               if not reduced_precision_supported(p, device)]
     if skipped:
-        notes.append(f'no conv ceiling for {", ".join(skipped)}: no native '
-                     f'kernels on this {device}')
-    ceiling = ConvCeiling([k for k in keys if k not in skipped], device,
-                          threads=threads)
-    ceiling.step(record=False)  # warm-up
-    return ceiling
+        notes.append(f'no measured peak or reference conv for '
+                     f'{", ".join(skipped)}: no native kernels on this '
+                     f'{device}')
+    peak = MeasuredPeak(peak_kernels(
+        {p: v for p, v in ref_layouts.items() if p not in skipped}, device,
+        threads), device)
+    peak.step(record=False)  # warm-up
+    return peak
 
 
 def _time_rows(rows: List[Row], options: BenchmarkOptions,
-               ceiling: Optional[ConvCeiling]) -> None:
+               machine_peak: Optional[MeasuredPeak]) -> None:
     """Warm up every row, then time them round-robin."""
     device = options.device
     gen = torch.Generator().manual_seed(options.seed)
@@ -452,8 +463,8 @@ def _time_rows(rows: List[Row], options: BenchmarkOptions,
             row.run(x)
         sync(device)
     for r in range(options.rounds):
-        if ceiling is not None:
-            ceiling.step()
+        if machine_peak is not None:
+            machine_peak.step()
         for row in rows:
             before = meter.start()
             for _ in range(options.iters):
@@ -477,7 +488,7 @@ def _quantiles(samples: Sequence[float]):
 
 
 def _row_result(row: Row, options: BenchmarkOptions,
-                ceiling_result: Optional[dict]) -> dict:
+                measured: Optional[dict]) -> dict:
     q1, med, q3 = _quantiles(row.latencies)
     ips = options.batch_size / med
     result = dict(
@@ -496,31 +507,27 @@ def _row_result(row: Row, options: BenchmarkOptions,
         gmacs=row.gmacs, gflops_per_s=2 * row.gmacs * ips,
         agreement=row.agreement,
         **{k: v for k, v in row.info.items() if k != 'ir'})
-    key = ceiling_key(row.precision, row.layout)
-    if ceiling_result and key in ceiling_result:
-        top = ceiling_result[key]['gflops_per_s']
-        result.update(ceiling_key=key, ceiling_gflops_per_s=top,
-                      ceiling_pct=100 * result['gflops_per_s'] / top)
+    result.update(row_shares(result['gflops_per_s'], row.precision,
+                             row.layout, measured))
     return result
 
 
 def _measure(rows: List[Row], options: BenchmarkOptions,
              notes: List[str]) -> dict:
     _check_agreement(rows, options)
-    ceiling = (_make_ceiling(rows, options.device, notes, options.threads)
-               if options.ceiling else None)
-    _time_rows(rows, options, ceiling)
-    ceiling_result = None
-    if ceiling is not None:
-        ceiling_result = ceiling.result()
-        print_log('conv ceiling (median of the rounds): ' + ', '.join(
-            f'{k} {v["gflops_per_s"]:.0f} GFLOP/s'
-            for k, v in ceiling_result.items()), logger='current')
-    results = [_row_result(row, options, ceiling_result) for row in rows]
+    peak = (_make_peak(rows, options.device, notes, options.threads)
+            if options.peak else None)
+    _time_rows(rows, options, peak)
+    measured = peak.result() if peak is not None else None
+    for line in format_peak(measured) if measured else []:
+        print_log(line, logger='current')
+    results = [_row_result(row, options, measured) for row in rows]
     for result in results:
         result['speed_ratio'] = (result['images_per_s']
                                  / results[0]['images_per_s'])
-    return dict(setup=_setup(rows, options, notes), ceiling=ceiling_result,
+    return dict(setup=_setup(rows, options, notes),
+                peak=measured and measured['peak'],
+                reference_conv=measured and measured['reference_conv'],
                 rows=results)
 
 
