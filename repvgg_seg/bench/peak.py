@@ -77,7 +77,7 @@ def ref_conv_key(precision: str, layout: str) -> str:
 class KernelSizes:
     """The kernels' sizes: the matmul's M = N = K, and (channels, map
     size) of the 1x1 conv and of the reference 3x3 conv. The defaults take
-    roughly 30-300 ms a call on 2 Zen 3 cores in fp32."""
+    about 50-300 ms a call on 2 quiet Zen 3 cores in fp32."""
     matmul: int = 1536
     conv1x1: Tuple[int, int] = (1024, 64)
     conv3x3: Tuple[int, int] = (512, 90)
