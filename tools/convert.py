@@ -2,6 +2,7 @@
 
     python tools/convert.py CONFIG CHECKPOINT OUT [--force]
         [--format pth|safetensors] [--shape H W] [--trust-checkpoint]
+        [--plant-outliers K [--plant-pairs N] [--plant-where WHERE]]
         [--cfg-options k=v ...]
 
 Re-parameterizes every RepVGG block and folds the remaining conv+BN pairs
@@ -11,6 +12,12 @@ deploy config next to it (``x.pth`` -> ``x_deploy.py``). Reload with
 ``repvgg_seg.deploy.load_model(DEPLOY_CONFIG, OUT)`` or test it with
 ``tools/test.py DEPLOY_CONFIG OUT``. Segmentor and classifier (mmpretrain,
 ``default_scope='mmpretrain'``) configs both work.
+
+--plant-outliers K writes the INT8 hard case instead: the fused model with
+outlier channels (K times larger; the consumers divide them back, so fp32
+is unchanged, checked like the fusion) in --plant-pairs conv pairs drawn
+among --plant-where (backbone, decode_head, auxiliary_head, heads, any):
+what plain INT8 post-training quantization of RepVGG breaks on.
 """
 import argparse
 import sys
@@ -37,6 +44,16 @@ def parse_args(argv=None):
                         '256 256 for a segmentor, 224 224 for a classifier)')
     parser.add_argument('--tolerance', type=float, default=1e-4,
                         help='max relative logit difference (default 1e-4)')
+    parser.add_argument('--plant-outliers', type=float, metavar='K',
+                        help='plant outlier channels K times larger (50-200 '
+                        'breaks plain INT8); fp32 unchanged')
+    parser.add_argument('--plant-pairs', type=int, default=4, metavar='N',
+                        help='conv pairs planted (default 4)')
+    parser.add_argument('--plant-where', default='decode_head',
+                        choices=['backbone', 'decode_head', 'auxiliary_head',
+                                 'heads', 'any'],
+                        help='where the planted producers are drawn '
+                        '(default decode_head: feeding the PSP head)')
     add_config_args(parser)
     return parse_tool_args(parser, argv)
 
@@ -46,7 +63,10 @@ def main(argv=None):
     report = convert_checkpoint(
         args.config, args.checkpoint, args.out, fmt=args.format,
         force=args.force, cfg_options=args.cfg_options, shape=args.shape,
-        tolerance=args.tolerance)
+        tolerance=args.tolerance,
+        plant=(dict(k=args.plant_outliers, pairs=args.plant_pairs,
+                    where=args.plant_where)
+               if args.plant_outliers is not None else None))
     print(f'deploy checkpoint: {report["checkpoint"]} ({report["format"]})')
     print(f'deploy config:     {report["config"]}')
     print(f'max relative logit difference fused vs original: '

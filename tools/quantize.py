@@ -3,11 +3,20 @@
     python tools/quantize.py CONFIG CHECKPOINT OUT.xml [--shape H W]
         [--calib-images N] [--calib-split train|val] [--heldout-images N]
         [--preset performance|mixed] [--min-agreement PCT] [--generated]
+        [--equalize | --no-equalize] [--metric auto|miou|agreement]
+        [--max-drop POINTS [--max-fp32-layers N]] [--keep-fp32 LAYER ...] [--sensitivity [LAYER ...]]
         [--force] [--out-json REPORT] [--cfg-options k=v ...]
 
-The model is fused, exported (checked against torch) and quantized with
-NNCF on calibration images from the config's data (through its own test
-pipeline and data preprocessor, cut into the windows of its test_cfg).
+The model is fused, equalized (cross-layer equalization, exact in fp32:
+--no-equalize to skip it), exported (checked against torch) and quantized
+with NNCF on calibration images from the config's data (through its own
+test pipeline and data preprocessor, cut into the windows of its test_cfg).
+The held-out images score fp32 and INT8 with --metric (mmseg's mIoU when
+they have labels, else pixel agreement with fp32); --max-drop keeps the
+layers that cost most in fp32 (NNCF's accuracy control) until INT8 is within
+that many points; --keep-fp32 names layers to keep in fp32 by hand (globs
+of the model's module names, e.g. 'backbone.stage4.*'); --sensitivity adds
+a per-layer table to the report. The report names the layers left in fp32.
 CHECKPOINT 'none' quantizes random weights (speed tests; they rarely reach
 the agreement bar: --min-agreement 0).
 OUT.xml and OUT.bin (and REPORT) are written only when the INT8 model's
@@ -23,6 +32,7 @@ import sys
 
 from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
                             parse_tool_args, run_cli)
+from repvgg_seg.deploy.metrics import METRICS
 from repvgg_seg.deploy.quantize import (CALIB_SPLITS, PRESETS,
                                         quantize_segmentor)
 
@@ -53,6 +63,31 @@ def parse_args(argv=None):
                         metavar='PCT',
                         help='write nothing (exit 2) below this pixel '
                         'argmax agreement with fp32 torch (default 98)')
+    parser.add_argument('--equalize', action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help='cross-layer equalization of the fused model '
+                        'before quantization (default on; exact in fp32)')
+    parser.add_argument('--metric', choices=METRICS, default='auto',
+                        help='held-out metric: miou (labels needed), '
+                        'agreement (pixel argmax agreement with fp32), or '
+                        'auto (miou when the images have labels; default)')
+    parser.add_argument('--max-drop', type=float, metavar='POINTS',
+                        help='accuracy control: keep the most harmful '
+                        'layers in fp32 until the metric is within this '
+                        'many points of fp32 (write nothing if it cannot)')
+    parser.add_argument('--max-fp32-layers', type=int, metavar='N',
+                        help='with --max-drop: keep at most N layers in '
+                        'fp32 (speed); nothing is written if the drop is '
+                        'still too large')
+    parser.add_argument('--keep-fp32', nargs='+', default=[],
+                        metavar='LAYER',
+                        help='layers left in fp32 (globs of module names: '
+                        'backbone.stage4.3, decode_head.*)')
+    parser.add_argument('--sensitivity', nargs='*', metavar='LAYER',
+                        help='per-layer table in the report: the metric '
+                        'with each layer alone left in fp32, for the '
+                        'layers these globs select (none: every layer; '
+                        'one quantization per layer)')
     parser.add_argument('--generated', action='store_true',
                         help='calibrate on generated images instead of the '
                         'data set (for speed tests only: no real accuracy)')
@@ -72,7 +107,10 @@ def main(argv=None):
         heldout_images=args.heldout_images, preset=args.preset,
         min_agreement=args.min_agreement, generated=args.generated,
         force=args.force, cfg_options=args.cfg_options,
-        out_json=args.out_json)
+        out_json=args.out_json, equalize_model=args.equalize,
+        metric=args.metric, max_drop=args.max_drop,
+        max_fp32_layers=args.max_fp32_layers,
+        keep_fp32=args.keep_fp32, sensitivity=args.sensitivity)
     print(json.dumps(report, indent=2))
 
 

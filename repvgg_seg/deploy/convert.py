@@ -47,6 +47,7 @@ from ..io.checkpoint import load_checkpoint_file, trusted_checkpoints
 from ..io.files import check_writable, staged_outputs, write_bytes
 from ..models.convert import compare_outputs, fuse_for_deploy
 from ..models.fused import FUSED_TYPE, scoped_type
+from .outliers import plant_outliers
 from .build import (DEPLOY_KEY, LogitsModule, checked_shape, is_deploy_config,
                     is_segmentor, load_model)
 
@@ -142,7 +143,8 @@ def convert_checkpoint(config: Union[str, Config],
                        cfg_options: Optional[dict] = None,
                        shape: Optional[Tuple[int, int]] = None,
                        tolerance: float = 1e-4,
-                       seed: int = 0) -> dict:
+                       seed: int = 0,
+                       plant: Optional[dict] = None) -> dict:
     """Convert a trained checkpoint to a deploy checkpoint and config.
 
     1. builds the config's model and loads ``checkpoint`` strictly;
@@ -155,6 +157,11 @@ def convert_checkpoint(config: Union[str, Config],
        deploy config (:func:`deploy_paths`) to temporary files, rebuilds the
        model from that config and checkpoint and checks it gives the fused
        logits (same tolerance), and only then renames them into place.
+
+    ``plant``: keyword arguments of
+    :func:`repvgg_seg.deploy.outliers.plant_outliers` (``k``, ``pairs``,
+    ``where`` ...): the fused model gets outlier channels that keep its
+    fp32 function (the INT8 hard case; recorded in the meta).
 
     Existing outputs are refused unless ``force``. On any failure nothing is
     left behind. Returns a report dict (paths, differences).
@@ -179,6 +186,7 @@ def convert_checkpoint(config: Union[str, Config],
     with torch.no_grad():
         before = logits_module(inputs)
         fuse_for_deploy(model)
+        planted = plant_outliers(model, **plant) if plant else None
         after = logits_module(inputs)
     fused_diff = compare_outputs([before], [after])
     print_log(f'fused {checkpoint}: logits on a random {shape[0]}x{shape[1]} '
@@ -202,6 +210,8 @@ def convert_checkpoint(config: Union[str, Config],
         max_rel_diff=float(fused_diff['max_rel_diff']),
         torch_version=str(torch.__version__),
         converted_at=datetime.datetime.now().isoformat(timespec='seconds'))
+    if planted:
+        meta['planted_outliers'] = planted
     src_meta = source.get('meta') if isinstance(source, dict) else None
     if isinstance(src_meta, dict) and 'dataset_meta' in src_meta:
         meta['dataset_meta'] = src_meta['dataset_meta']
@@ -235,7 +245,7 @@ def convert_checkpoint(config: Union[str, Config],
                 max_rel_diff=fused_diff['max_rel_diff'],
                 max_abs_diff=fused_diff['max_abs_diff'],
                 reload_max_rel_diff=reload_diff['max_rel_diff'],
-                shape=shape)
+                shape=shape, planted_outliers=planted)
 
 
 def _jsonable(value) -> bool:

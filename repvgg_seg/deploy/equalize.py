@@ -66,12 +66,25 @@ RANGES = ('weights', 'activations')
 #: - planted k=50 / k=200        81.15  93.63 / 95.31    95.24 / 94.86
 #: ============================  =====  ===============  ===============
 #:
-#: 3 sweeps of exact scales is the one setting never below plain PTQ on
-#: the unplanted models (20 sweeps: no better, 98.60 / 98.94 on A0 with 8
-#: images). Power-of-two scales cost up to half a bit of activation range
+#: and on the demo's model (A0, 300 iterations; 60 train images
+#: calibrate, 20 val images held out, 256x512; same machine), agreement % /
+#: mIoU drop from fp32 59.12:
+#:
+#: ============================  ============  ============
+#: equalization                  agreement     mIoU drop
+#: ============================  ============  ============
+#: none (plain PTQ)              98.75         0.18
+#: exact, 1 / 3 / 10 sweeps      98.88 / 98.89 / 98.72   0.16 / 0.34 / 0.01
+#: pow2, 3 sweeps                98.69         0.08
+#: ============================  ============  ============
+#:
+#: One sweep of exact scales is the setting never below plain PTQ on the
+#: trained models (the mIoU of 20 images moves by ~0.2 between settings
+#: that agree on 98.7-98.9% of the pixels: agreement is the steadier
+#: measure). Power-of-two scales cost up to half a bit of activation range
 #: (a channel left up to sqrt(2) above the balance sets the tensor's
 #: scale).
-SWEEPS = 3
+SWEEPS = 1
 #: the fp32 function must stay within this relative error (max abs logit
 #: difference / max abs logit, per output)
 TOLERANCE = 1e-5

@@ -118,18 +118,14 @@ def test_mode(model) -> Tuple[str, Optional[tuple]]:
 
 
 @contextlib.contextmanager
-def recorded_encode_decode(model, record):
-    """Within the block, ``model.encode_decode(x, metas)`` calls
-    ``record(x)`` and returns zero logits of the right shape."""
+def replaced_encode_decode(model, compute):
+    """Within the block, ``model.encode_decode(x, metas)`` returns
+    ``compute(x)`` (logits at ``x``'s size): mmseg's slide/whole inference
+    and post-processing around another computation of the logits."""
     had = 'encode_decode' in vars(model)
     previous = vars(model).get('encode_decode')
-
-    def encode_decode(self, inputs, batch_img_metas):
-        record(inputs)
-        return inputs.new_zeros((inputs.shape[0], self.out_channels)
-                                + tuple(inputs.shape[2:]))
-
-    model.encode_decode = types.MethodType(encode_decode, model)
+    model.encode_decode = types.MethodType(
+        lambda self, inputs, batch_img_metas: compute(inputs), model)
     try:
         yield
     finally:
@@ -137,6 +133,16 @@ def recorded_encode_decode(model, record):
             model.encode_decode = previous
         else:
             del model.encode_decode
+
+
+def recorded_encode_decode(model, record):
+    """Within the block, ``model.encode_decode(x, metas)`` calls
+    ``record(x)`` and returns zero logits of the right shape."""
+    def compute(inputs):
+        record(inputs)
+        return inputs.new_zeros((inputs.shape[0], model.out_channels)
+                                + tuple(inputs.shape[2:]))
+    return replaced_encode_decode(model, compute)
 
 
 def model_windows(model, inputs: torch.Tensor) -> List[torch.Tensor]:

@@ -1,24 +1,31 @@
 """INT8 post-training quantization of fused segmentors (NNCF on OpenVINO).
 
 :func:`quantize_segmentor` (``tools/quantize.py``) fuses a trained model
-(:func:`repvgg_seg.models.convert.fuse_for_deploy`), exports it through the
-checked ONNX path and quantizes it with ``nncf.quantize`` on calibration
-images (:class:`repvgg_seg.deploy.inputs.ImageWindows`: the config's test
-pipeline, the model's windows), then writes the INT8 OpenVINO IR -- or
-nothing, when the INT8 model does not agree with the fp32 torch model
-closely enough on held-out images (never calibration images: the val split
-when calibrating on train, else the images after the calibration ones).
+(:func:`repvgg_seg.models.convert.fuse_for_deploy`), equalizes it
+(:mod:`.equalize`, exact in fp32; on by default), exports it through the
+checked ONNX path and quantizes it with NNCF on calibration images
+(:class:`repvgg_seg.deploy.inputs.ImageWindows`: the config's test
+pipeline, the model's windows): ``nncf.quantize``, or with ``max_drop``
+``nncf.quantize_with_accuracy_control``, which keeps the layers that cost
+most of a held-out metric (:mod:`.metrics`: mmseg's mIoU, or pixel
+agreement) in fp32; layers named by the user stay fp32 through NNCF's
+ignored scope (:mod:`.names` maps the model's names to OpenVINO's). It
+writes the INT8 OpenVINO IR -- or nothing, when the INT8 model does not
+agree with the fp32 torch model closely enough on held-out images (never
+calibration images: the val split when calibrating on train, else the
+images after the calibration ones).
 
-:func:`quantize_module` is the one export -> read -> fold -> quantize path,
-shared by the tool, the benchmark's INT8 rows and the INT8 conv ceiling.
-It constant-folds the OpenVINO model before NNCF sees it: OpenVINO's ONNX
-frontend leaves a grouped conv's weight as ``Constant -> Reshape``, for
-which NNCF computes weight scales that OpenVINO's CPU plugin cannot run in
-INT8, so grouped convs silently stayed fp32 (the investigation is in
-docs/benchmarks.md). Every report counts the convs that run in INT8 from
-OpenVINO's profile, so such a fallback shows.
+:func:`quantize_module` is the one export -> quantize path of the
+benchmark's INT8 rows and its measured INT8 peak. The OpenVINO model is
+constant-folded before NNCF sees it: OpenVINO's ONNX frontend leaves a
+grouped conv's weight as ``Constant -> Reshape``, for which NNCF computes
+weight scales that OpenVINO's CPU plugin cannot run in INT8, so grouped
+convs silently stayed fp32 (the investigation is in docs/benchmarks.md).
+Every report counts the convs that run in INT8 from OpenVINO's profile,
+and names those that do not.
 """
 import contextlib
+import copy
 import json
 import os
 import os.path as osp
@@ -36,8 +43,11 @@ from ..io.files import (check_writable, staged_outputs, temp_path,
                         write_bytes)
 from ..models.convert import fuse_for_deploy
 from .build import LogitsModule, checked_shape, default_input_shape, load_model
+from .equalize import check_function_preserved, equalize
 from .export import export_onnx_file
 from .inputs import ImageWindows, build_split, test_mode, windows_agreement
+from .metrics import METRICS, heldout_metric
+from .names import ConvNames
 from .runtimes import (constant_folded, openvino_compile,
                        openvino_conv_precisions, openvino_infer,
                        openvino_paths, openvino_read, require)
@@ -101,7 +111,8 @@ def _split_images(cfg, model, calib_images: int, calib_split: str,
 
 
 def _check_arguments(out, calib_images, calib_split, preset, min_agreement,
-                     heldout_images) -> None:
+                     heldout_images, max_drop=None, metric='auto',
+                     max_fp32_layers=None) -> None:
     if not str(out).endswith('.xml'):
         raise InputError(f'the INT8 model is an OpenVINO IR: name it '
                          f'*.xml (the .bin is written beside it), got {out}')
@@ -120,22 +131,99 @@ def _check_arguments(out, calib_images, calib_split, preset, min_agreement,
     if not 0 <= min_agreement <= 100:
         raise InputError(f'--min-agreement is a percentage (0-100), got '
                          f'{min_agreement:g}')
+    if max_drop is not None and not 0 <= max_drop <= 100:
+        raise InputError(f'--max-drop is a drop of the metric in points '
+                         f'(0-100), got {max_drop:g}')
+    if max_fp32_layers is not None and (max_drop is None
+                                        or max_fp32_layers < 1):
+        raise InputError('--max-fp32-layers caps the layers --max-drop '
+                         'keeps in fp32: give --max-drop, and a count >= 1, '
+                         f'got {max_fp32_layers}')
+    if metric not in METRICS:
+        raise InputError(f'unknown metric {metric!r}; valid: '
+                         f'{", ".join(METRICS)}')
+
+
+def _ignored_scope(nodes: Sequence[str]):
+    import nncf
+    return nncf.IgnoredScope(names=list(nodes)) if nodes else None
 
 
 def quantize_model(ov_model, calibration: Iterable[torch.Tensor],
-                   preset: str = 'performance'):
+                   preset: str = 'performance',
+                   keep_fp32: Sequence[str] = (),
+                   metric=None, max_drop: Optional[float] = None,
+                   max_fp32_layers: Optional[int] = None):
     """``nncf.quantize`` of an ``openvino.Model`` on the calibration inputs
     (an iterable of model inputs with ``len``, re-iterable), after the
     constant folding that lets NNCF quantize grouped convs (see the module
-    docstring). NNCF's progress bars go to stderr (stdout is for the tools'
-    results)."""
+    docstring); the OpenVINO nodes ``keep_fp32`` stay in fp32 (NNCF's
+    ignored scope, :meth:`.names.ConvNames.select`). With ``max_drop``,
+    ``nncf.quantize_with_accuracy_control`` instead: it keeps the layers
+    that cost most of ``metric`` (:mod:`.metrics`, on its held-out items)
+    in fp32 until the INT8 model's metric is within ``max_drop`` points of
+    the fp32 model's, reverting ``max_fp32_layers`` at most. NNCF's
+    progress bars go to stderr (stdout is for the
+    tools' results). ``ov_model`` is not changed."""
     import nncf
     dataset = nncf.Dataset(calibration, lambda x: x.numpy())
     preset = {'performance': nncf.QuantizationPreset.PERFORMANCE,
               'mixed': nncf.QuantizationPreset.MIXED}[preset]
+    model = constant_folded(ov_model.clone())
     with contextlib.redirect_stdout(sys.stderr):
-        return nncf.quantize(constant_folded(ov_model), dataset,
-                             preset=preset, subset_size=len(calibration))
+        if max_drop is None:
+            return nncf.quantize(model, dataset, preset=preset,
+                                 subset_size=len(calibration),
+                                 ignored_scope=_ignored_scope(keep_fp32))
+
+        def validate(compiled, items):
+            return metric(openvino_infer(None, compiled=compiled),
+                          list(items))
+
+        return nncf.quantize_with_accuracy_control(
+            model, dataset, nncf.Dataset(metric.items), validate,
+            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            preset=preset, subset_size=len(calibration),
+            ignored_scope=_ignored_scope(keep_fp32),
+            advanced_accuracy_restorer_parameters=(
+                nncf.AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=max_fp32_layers)
+                if max_fp32_layers is not None else None))
+
+
+def exported_openvino(module: torch.nn.Module, input_shape: Sequence[int],
+                      check_input: Optional[torch.Tensor] = None) -> tuple:
+    """``module`` (a fused :class:`LogitsModule`, or any exportable module)
+    exported to ONNX at ``input_shape`` through the checked export and read
+    by OpenVINO, constant-folded: ``(openvino.Model, fp32 error)``. With
+    ``check_input`` it must match torch on it within
+    :data:`FP32_TOLERANCE` (:class:`VerificationError`; the error is
+    ``None`` without it)."""
+    with tempfile.TemporaryDirectory(prefix='repvgg_int8_') as tmp:
+        onnx_path = osp.join(tmp, 'model.onnx')
+        export_onnx_file(module, onnx_path, tuple(input_shape))
+        fp32_model = constant_folded(openvino_read(onnx_path))
+    error = None
+    if check_input is not None:
+        with torch.no_grad():
+            reference = module(check_input)
+        error = agreement(reference, openvino_infer(fp32_model)(
+            check_input))['max_rel_error']
+        if error > FP32_TOLERANCE:
+            raise VerificationError(
+                f'the exported fp32 model differs from torch: max '
+                f'relative logit error {error:.3g} > '
+                f'{FP32_TOLERANCE:g}; nothing was written')
+    return fp32_model, error
+
+
+def int8_profile(quantized, x: torch.Tensor,
+                 threads: Optional[int] = None) -> dict:
+    """:func:`~.runtimes.openvino_conv_precisions` of the INT8 model on
+    ``x``, from a compilation of its own (the timed ones run without the
+    per-node counters)."""
+    return openvino_conv_precisions(
+        openvino_compile(quantized, 'int8', threads, profile=True), x)
 
 
 def quantize_module(module: torch.nn.Module, input_shape: Sequence[int],
@@ -143,43 +231,66 @@ def quantize_module(module: torch.nn.Module, input_shape: Sequence[int],
                     preset: str = 'performance',
                     check_input: Optional[torch.Tensor] = None,
                     threads: Optional[int] = None) -> tuple:
-    """The one export -> quantize path: ``module`` (a fused
-    :class:`LogitsModule`, or any exportable module) exported to ONNX at
-    ``input_shape`` through the checked export, read by OpenVINO and
-    quantized by :func:`quantize_model`.
-
-    With ``check_input``, the fp32 OpenVINO model must match torch on it
-    within :data:`FP32_TOLERANCE` first (:class:`VerificationError`).
+    """The one export -> quantize path (:func:`exported_openvino`, then
+    :func:`quantize_model`), for the benchmark's INT8 rows and engine.
     Returns ``(quantized openvino.Model, profile)``; the profile is
-    :func:`~.runtimes.openvino_conv_precisions` on the first calibration
-    input (how many convs run in INT8, their kernels) plus
-    ``fp32_max_rel_error`` when checked.
-    """
-    profile = {}
-    with tempfile.TemporaryDirectory(prefix='repvgg_int8_') as tmp:
-        onnx_path = osp.join(tmp, 'model.onnx')
-        export_onnx_file(module, onnx_path, tuple(input_shape))
-        fp32_model = openvino_read(onnx_path)
-        if check_input is not None:
-            with torch.no_grad():
-                reference = module(check_input)
-            error = agreement(reference, openvino_infer(
-                constant_folded(fp32_model.clone()))(check_input))[
-                    'max_rel_error']
-            if error > FP32_TOLERANCE:
-                raise VerificationError(
-                    f'the exported fp32 model differs from torch: max '
-                    f'relative logit error {error:.3g} > '
-                    f'{FP32_TOLERANCE:g}; nothing was written')
-            profile['fp32_max_rel_error'] = error
-        quantized = quantize_model(fp32_model, calibration, preset)
+    :func:`int8_profile` on ``check_input`` or the first calibration input,
+    plus ``fp32_max_rel_error`` when checked."""
+    fp32_model, error = exported_openvino(module, input_shape, check_input)
+    quantized = quantize_model(fp32_model, calibration, preset)
     first = check_input if check_input is not None else next(
         iter(calibration))
-    # the profile from a separate compilation: the timed ones run without
-    # the per-node counters
-    profile.update(openvino_conv_precisions(
-        openvino_compile(quantized, 'int8', threads, profile=True), first))
+    profile = int8_profile(quantized, first, threads)
+    if error is not None:
+        profile['fp32_max_rel_error'] = error
     return quantized, profile
+
+
+def layer_sensitivity(fp32_model, calibration, metric, names: ConvNames,
+                      preset: str = 'performance',
+                      keep_fp32: Sequence[str] = (),
+                      nodes: Optional[Sequence[str]] = None) -> dict:
+    """The per-layer table of ``--sensitivity``: the held-out ``metric``
+    of the INT8 model with every layer quantized, and with each of
+    ``nodes`` (OpenVINO conv nodes; default every exported layer) alone
+    left in fp32 (besides ``keep_fp32``), sorted by what that gains. Ranked this way rather than by quantizing one layer at a time:
+    the gain is what ``--keep-fp32 LAYER`` would give, errors of the other
+    layers included (they compound along the chain), and it is how NNCF's
+    accuracy control ranks the layers it reverts."""
+    from mmengine.utils import ProgressBar
+
+    def score(nodes):
+        quantized = quantize_model(fp32_model, calibration, preset,
+                                   keep_fp32=list(keep_fp32) + nodes)
+        return metric(openvino_infer(quantized, 'int8'))[0]
+
+    fp32 = metric(openvino_infer(fp32_model))[0]
+    all_int8 = score([])
+    rows = []
+    nodes = [n for n in (names.modules if nodes is None else nodes)
+             if n not in keep_fp32]
+    bar = ProgressBar(len(nodes), file=sys.stderr)
+    for node in nodes:
+        value = score([node])
+        rows.append(dict(layer=names.layer(node), node=node,
+                         metric_with_layer_fp32=round(value, 3),
+                         gain=round(value - all_int8, 3)))
+        bar.update()
+    sys.stderr.write('\n')
+    rows.sort(key=lambda r: -r['gain'])
+    return dict(metric=metric.name, fp32=round(fp32, 3),
+                all_int8=round(all_int8, 3), layers=rows)
+
+
+def _equalized(model, inputs: Sequence[torch.Tensor]) -> dict:
+    """:func:`.equalize.equalize` of the fused ``model`` in place, checked
+    exact in fp32 on ``inputs`` before anything is exported."""
+    before = copy.deepcopy(model)
+    report = equalize(model)
+    check = check_function_preserved(before, model, inputs)
+    return dict(producers=len(report['pairs']), sweeps=report['sweeps'],
+                skipped=len(report['skipped']),
+                fp32_max_rel_diff=check['max_rel_diff'])
 
 
 def quantize_segmentor(config, checkpoint: Optional[str], out: str,
@@ -192,27 +303,47 @@ def quantize_segmentor(config, checkpoint: Optional[str], out: str,
                        generated: bool = False,
                        force: bool = False,
                        cfg_options: Optional[dict] = None,
-                       out_json: Optional[str] = None) -> dict:
+                       out_json: Optional[str] = None,
+                       equalize_model: bool = True,
+                       metric: str = 'auto',
+                       max_drop: Optional[float] = None,
+                       max_fp32_layers: Optional[int] = None,
+                       keep_fp32: Sequence[str] = (),
+                       sensitivity: Optional[Sequence[str]] = None
+                       ) -> dict:
     """Quantize a config's fused model to an INT8 OpenVINO IR; see the
     module docstring.
 
     ``calib_images``/``heldout_images``: ``None`` takes every image of the
     split (held out: every one that is not a calibration image).
+    ``equalize_model``: cross-layer equalization first (:mod:`.equalize`;
+    exact in fp32, checked to 1e-5). ``metric`` (:data:`.metrics.METRICS`)
+    is scored on the held-out images for fp32 and INT8; with ``max_drop``
+    (points) NNCF's accuracy control keeps layers in fp32 until INT8 is
+    within it, with ``max_fp32_layers`` layers in fp32 at most.
+    ``keep_fp32``: globs of layer names (``backbone.stage4.*``)
+    left in fp32. ``sensitivity``: the per-layer table
+    (:func:`layer_sensitivity`) in the report, for the layers these globs
+    select (``[]``: every layer; ``None``: no table).
+
     Writes ``out`` (``.xml``) and its ``.bin`` (and ``out_json``, the
     report) together, or nothing: not when the fp32 export differs from
     torch (> 1e-4 relative), nor when the INT8 model's pixel argmax
     agreement with fp32 torch on the held-out images is below
-    ``min_agreement`` (%) (:class:`QuantizationError`).
+    ``min_agreement`` (%), nor when the metric dropped by more than
+    ``max_drop`` (:class:`QuantizationError`).
 
     Returns the report: image and window counts of calibration and
     held-out sets, agreement (pooled pixel argmax agreement %, the worst
-    window's, the max relative logit error), the fp32 export's error, how
-    many convs run in INT8 (OpenVINO's profile) and the seconds taken.
+    window's, the max relative logit error), the metric (fp32, INT8,
+    drop), the fp32 export's error, how many convs run in INT8
+    (OpenVINO's profile) and which layers stay fp32 (the model's names),
+    the equalization, and the seconds taken.
     """
     start = time.perf_counter()
     out = os.fspath(out)
     _check_arguments(out, calib_images, calib_split, preset, min_agreement,
-                     heldout_images)
+                     heldout_images, max_drop, metric, max_fp32_layers)
     xml, binary = openvino_paths(out)
     targets = [xml, binary] + ([os.fspath(out_json)] if out_json else [])
     check_writable(targets, force)
@@ -222,7 +353,6 @@ def quantize_segmentor(config, checkpoint: Optional[str], out: str,
     cfg = as_config(config, cfg_options)
     model = load_model(cfg, checkpoint)
     fuse_for_deploy(model)
-    module = LogitsModule(model).eval()
     if shape:
         shape = checked_shape(shape, None)
     calib, heldout, calib_from, heldout_from = _split_images(
@@ -236,11 +366,35 @@ def quantize_segmentor(config, checkpoint: Optional[str], out: str,
               ' images', logger='current')
 
     first = heldout.first()
-    quantized, convs = quantize_module(module, (1, 3) + shape, calib,
-                                       preset, check_input=first)
-    fp32_error = convs['fp32_max_rel_error']
+    equalization = None
+    if equalize_model:
+        equalization = _equalized(model, [first, calib.first()])
+    module = LogitsModule(model).eval()
+    scorer = heldout_metric(metric, cfg, model, heldout, heldout_from,
+                            module)
+    fp32_model, fp32_error = exported_openvino(module, (1, 3) + shape,
+                                               check_input=first)
+    names = ConvNames(module, fp32_model)
+    kept = names.select(keep_fp32)
+    kept_nodes = sorted({n for nodes in kept.values() for n in nodes})
+    table = None
+    if sensitivity is not None:
+        ranked = (None if not sensitivity else sorted(
+            {n for nodes in names.select(sensitivity, '--sensitivity').values()
+             for n in nodes}, key=list(names.modules).index))
+        table = layer_sensitivity(fp32_model, calib, scorer, names, preset,
+                                  kept_nodes, ranked)
+    quantized = quantize_model(fp32_model, calib, preset, kept_nodes,
+                               scorer, max_drop, max_fp32_layers)
+    convs = int8_profile(quantized, first)
     result = windows_agreement(heldout, module, openvino_infer(quantized,
                                                                'int8'))
+    scores = dict(name=scorer.name,
+                  fp32=scorer(openvino_infer(fp32_model))[0],
+                  int8=scorer(openvino_infer(quantized, 'int8'))[0])
+    scores['drop'] = scores['fp32'] - scores['int8']
+    fp32_layers = [names.layer(node) for node, kernel in
+                   convs['layers'].items() if 'i8' not in kernel.lower()]
     report = dict(
         config=cfg.filename, checkpoint=checkpoint, ir=xml,
         shape=list(shape), preset=preset, calib_split=calib_from,
@@ -252,23 +406,38 @@ def quantize_segmentor(config, checkpoint: Optional[str], out: str,
         min_window_agreement_pct=result['min_image_agreement_pct'],
         max_rel_error=result['max_rel_error'],
         fp32_max_rel_error=fp32_error, min_agreement=min_agreement,
+        metric=scores, max_drop=max_drop, equalization=equalization,
+        keep_fp32={p: [names.layer(n) for n in nodes]
+                   for p, nodes in kept.items()},
+        fp32_layers=fp32_layers,
         convs=convs['convs'], int8_convs=convs['int8_convs'],
         conv_kernels=convs['kernels'])
+    if table is not None:
+        report['sensitivity'] = table
     print_log(f'INT8 vs fp32 torch on {report["heldout_images"]} held-out '
               f'images: argmax agreement '
               f'{report["argmax_agreement_pct"]:.3f}%, max relative logit '
-              f'error {report["max_rel_error"]:.3g}; {convs["int8_convs"]}/'
-              f'{convs["convs"]} convs run in INT8', logger='current')
-    if convs['int8_convs'] < convs['convs']:
-        print_log(f'{convs["convs"] - convs["int8_convs"]} convs run in '
-                  f'fp32: {convs["kernels"]}', logger='current', level=30)
+              f'error {report["max_rel_error"]:.3g}; {scorer.name} '
+              f'{scores["fp32"]:.2f} (fp32) -> {scores["int8"]:.2f} (INT8); '
+              f'{convs["int8_convs"]}/{convs["convs"]} convs run in INT8',
+              logger='current')
+    if fp32_layers:
+        print_log(f'{len(fp32_layers)} convs run in fp32: '
+                  f'{", ".join(fp32_layers)} ({convs["kernels"]})',
+                  logger='current', level=30)
+    if max_drop is not None and scores['drop'] > max_drop + 1e-9:
+        raise QuantizationError(
+            f'accuracy control could not keep the {scorer.name} drop within '
+            f'--max-drop {max_drop:g}: {scores["fp32"]:.2f} (fp32) -> '
+            f'{scores["int8"]:.2f} (INT8) with {len(fp32_layers)} layers in '
+            'fp32; nothing was written')
     if report['argmax_agreement_pct'] < min_agreement:
         raise QuantizationError(
             f'the INT8 model agrees with fp32 torch on '
             f'{report["argmax_agreement_pct"]:.2f}% of the pixels of '
             f'{report["heldout_images"]} held-out {heldout_from} images, '
             f'below --min-agreement {min_agreement:g}%; nothing was written '
-            '(try --preset mixed or more --calib-images)')
+            '(try --max-drop, --preset mixed or more --calib-images)')
     _write(quantized, xml, binary, report, out_json, start)
     return report
 

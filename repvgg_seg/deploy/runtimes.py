@@ -132,20 +132,22 @@ def openvino_conv_precisions(compiled, x: torch.Tensor) -> dict:
     in INT8: one inference on ``x``, then the runtime graph's profile
     (a conv node whose kernel -- its ``exec_type``, e.g.
     ``brgconv_avx512_I8`` -- computes in INT8). Returns ``convs``,
-    ``int8_convs`` and, per node type, the kernels that ran, so a silent
-    fp32 fallback (``brgconv_avx512_f32``) shows."""
+    ``int8_convs``, per node type the kernels that ran, so a silent
+    fp32 fallback (``brgconv_avx512_f32``) shows, and ``layers``: each conv
+    node's kernel by node name (in execution order)."""
     request = compiled.create_infer_request()
     request.infer({0: x.detach().cpu().numpy()})
-    kernels = {}
+    kernels, layers = {}, {}
     convs = int8 = 0
     for node in request.get_profiling_info():
         if node.node_type not in CONV_NODE_TYPES:
             continue
         convs += 1
+        layers[node.node_name] = node.exec_type
         int8 += 'i8' in node.exec_type.lower()
         per_type = kernels.setdefault(node.node_type, {})
         per_type[node.exec_type] = per_type.get(node.exec_type, 0) + 1
-    return dict(convs=convs, int8_convs=int8, kernels=kernels)
+    return dict(convs=convs, int8_convs=int8, kernels=kernels, layers=layers)
 
 
 def is_quantized(path_or_model) -> bool:
