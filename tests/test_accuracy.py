@@ -155,6 +155,7 @@ def test_equalization_is_on_by_default_and_exact(tiny_trained, options,
     # every fused conv of the model produces for a pair but the two
     # classifiers; the FCN head's input is shared with stage 4
     assert equalized['producers'] == 28 and equalized['skipped'] == 2
+    assert equalized['power_of_two'] is False
     assert equalized['fp32_max_rel_diff'] <= 1e-5
     assert results['--no-equalize']['equalization'] is None
     # the val split has labels: the metric is mmseg's mIoU, fp32 = INT8 up
@@ -170,6 +171,31 @@ def test_equalization_is_on_by_default_and_exact(tiny_trained, options,
     # the same images, the same fp32 model: the same fp32 mIoU
     assert results['--equalize']['metric']['fp32'] == pytest.approx(
         results['--no-equalize']['metric']['fp32'], abs=1e-3)
+
+
+def test_equalization_falls_back_to_bit_exact_scales(tiny_trained, options,
+                                                      monkeypatch):
+    """Where exact scales' rounding fails the fp32 check (made strict here:
+    1e-12), the tool equalizes with power-of-two scales, which keep the
+    fp32 function bit for bit."""
+    import functools
+
+    from repvgg_seg.deploy import load_model
+    from repvgg_seg.deploy import quantize as quantize_module
+    from repvgg_seg.deploy.verify import preprocess, synthetic_image
+    from repvgg_seg.models.convert import fuse_for_deploy
+    model = load_model(tiny_trained['config'], tiny_trained['checkpoint'],
+                       cfg_options=options)
+    fuse_for_deploy(model)
+    inputs = [preprocess(model, synthetic_image(64, 128, seed=s))
+              for s in range(2)]
+    strict = functools.partial(quantize_module.check_function_preserved,
+                               tolerance=1e-12)
+    monkeypatch.setattr(quantize_module, 'check_function_preserved', strict)
+    report = quantize_module._equalized(model, inputs)
+    assert report['power_of_two'] is True
+    assert report['fp32_max_rel_diff'] == 0.0
+    assert report['producers'] == 28
 
 
 def test_heldout_miou_is_mmseg_s(tiny_trained, options):
@@ -316,6 +342,8 @@ def test_sensitivity_table(planted_runs):
     (('--max-drop', '1', '--max-fp32-layers', '0'), 'a count >= 1, got 0'),
     (('--keep-fp32', 'backbone.stage9.*'), "--keep-fp32 'backbone.stage9.*' "
      'matches no layer of the exported model; near names: '),
+    (('--sensitivity', 'neck.*'), "--sensitivity 'neck.*' matches no layer "
+     'of the exported model'),
     (('--metric', 'miou', '--generated', '--heldout-images', '1'),
      '--metric miou needs labelled held-out images; these are generated '
      'images without labels: use --metric agreement'),

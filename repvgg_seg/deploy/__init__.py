@@ -1,8 +1,11 @@
 """Deployment: models built for the tools (:mod:`.build`), deploy
 checkpoints and configs (:mod:`.convert`), ONNX/OpenVINO export
 (:mod:`.export`, :mod:`.runtimes`), checks against torch (:mod:`.verify`),
-the images models are calibrated and checked on (:mod:`.inputs`), INT8
-quantization (:mod:`.quantize`), the opt-in Winograd engine
+the images models are calibrated and checked on (:mod:`.inputs`) and their
+held-out metrics (:mod:`.metrics`), INT8 quantization (:mod:`.quantize`,
+with cross-layer equalization :mod:`.equalize` over the channel graph
+:mod:`.channels`, the planted hard case :mod:`.outliers`, and the layer
+names across torch/ONNX/OpenVINO :mod:`.names`), the opt-in Winograd engine
 (:mod:`.winograd`) and the hook old deploy configs name (:mod:`.hooks`).
 The engines that run deployed models are :mod:`repvgg_seg.engines`.
 """

@@ -47,9 +47,9 @@ from ..io.checkpoint import load_checkpoint_file, trusted_checkpoints
 from ..io.files import check_writable, staged_outputs, write_bytes
 from ..models.convert import compare_outputs, fuse_for_deploy
 from ..models.fused import FUSED_TYPE, scoped_type
-from .outliers import plant_outliers
 from .build import (DEPLOY_KEY, LogitsModule, checked_shape, is_deploy_config,
                     is_segmentor, load_model)
+from .outliers import plant_outliers
 
 #: the checkpoint formats :func:`convert_checkpoint` writes
 FORMATS = ('pth', 'safetensors')

@@ -284,11 +284,22 @@ def layer_sensitivity(fp32_model, calibration, metric, names: ConvNames,
 
 def _equalized(model, inputs: Sequence[torch.Tensor]) -> dict:
     """:func:`.equalize.equalize` of the fused ``model`` in place, checked
-    exact in fp32 on ``inputs`` before anything is exported."""
+    exact in fp32 on ``inputs`` before anything is exported. Exact scales
+    round the scaled weights (~1e-6 relative on the logits, measured up to
+    7e-6 on a random B1g2-fast): where that fails the check, power-of-two
+    scales (bit-exact by construction, see there) replace them."""
     before = copy.deepcopy(model)
     report = equalize(model)
-    check = check_function_preserved(before, model, inputs)
+    try:
+        check = check_function_preserved(before, model, inputs)
+    except VerificationError as exc:
+        print_log(f'{exc}: equalizing with power-of-two scales instead',
+                  logger='current', level=30)
+        model.load_state_dict(before.state_dict())
+        report = equalize(model, power_of_two=True)
+        check = check_function_preserved(before, model, inputs)
     return dict(producers=len(report['pairs']), sweeps=report['sweeps'],
+                power_of_two=report['power_of_two'],
                 skipped=len(report['skipped']),
                 fp32_max_rel_diff=check['max_rel_diff'])
 
