@@ -182,6 +182,37 @@ def test_openvino_engine_runs_a_batch_on_parallel_requests(tiny_trained,
     assert run.queue is not None and len(run.queue) >= 2
 
 
+def test_openvino_runner_hands_over_channels_last_logits(tiny_trained,
+                                                          tmp_path):
+    """The runner's logits are the exported model's, bit for bit, as an
+    NCHW tensor with channels-last strides (NHWC made in OpenVINO's graph:
+    mmseg's argmax and resize then run on contiguous channels), batched
+    over parallel requests too."""
+    pytest.importorskip('openvino')
+    from repvgg_seg.deploy import LogitsModule, load_model
+    from repvgg_seg.deploy.export import export_onnx_file
+    from repvgg_seg.deploy.runtimes import openvino_infer
+    from repvgg_seg.engines import RunOptions, get_engine
+    from repvgg_seg.models.convert import fuse_for_deploy
+    model = load_model(tiny_trained['config'], tiny_trained['checkpoint'],
+                       cfg_options=tiny_trained['options'])
+    fuse_for_deploy(model)
+    path = str(tmp_path / 'model.onnx')
+    export_onnx_file(LogitsModule(model).eval(), path, (1, 3, 64, 128))
+    x = torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(0))
+    nchw = openvino_infer(path)  # the plain NCHW output
+    expected = torch.cat([nchw(w) for w in x.split(1)])
+    for streams in (None, 2):
+        run = get_engine('openvino').file_runner(
+            path, RunOptions(streams=streams))
+        assert run.channels_last and run.output_shape == [1, 19, 64, 128]
+        got = run(x)
+        assert got.shape == (2, 19, 64, 128)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(got, expected)
+        assert torch.equal(got[0].argmax(0), expected[0].argmax(0))
+
+
 def test_engine_weights_by_file_type(tiny_trained, tmp_path):
     from repvgg_seg.engines import get_engine, weights_kind
     assert [weights_kind(p) for p in ('a.pth', 'a.safetensors', 'a.onnx',

@@ -11,6 +11,16 @@ OpenVINO keeps ``streams`` infer requests in flight
 (``openvino.AsyncInferQueue``): the windows of a batch run in parallel,
 which is what its THROUGHPUT hint is for. One window at a time (the
 latency setting) runs on one request with the input shared, not copied.
+
+OpenVINO's runner hands the logits over channels-last: the model's output
+is converted to NHWC inside the compiled graph (OpenVINO's
+``PrePostProcessor``) and returned as an ``N x C x H x W`` tensor with
+channels-last strides -- the same values, but mmseg's post-processing of
+19-channel logits (the bilinear resize to the image size, the argmax over
+the channels) runs on contiguous channels: measured on the demo IR
+(256x512, one torch thread, EPYC Zen 3) argmax 44.5 -> 9.2 ms, resize
+14.5 -> 2.4 ms, and the inference itself 31-32 -> 26-27 ms (the plugin's
+own layout is closer to NHWC than NCHW).
 """
 import os.path as osp
 from typing import Optional
@@ -80,11 +90,16 @@ class OpenVINORunner:
     static input shape (``-1`` where dynamic)."""
 
     def __init__(self, compiled, streams: Optional[int] = None,
-                 info: Optional[dict] = None):
+                 info: Optional[dict] = None, channels_last: bool = False):
         import openvino as ov
         self.compiled = compiled
         self.input_shape, self.output_shape = runtimes.openvino_io_shapes(
             compiled)
+        #: the compiled model outputs NHWC (see the module docstring)
+        self.channels_last = channels_last
+        if channels_last:
+            n, h, w, c = self.output_shape
+            self.output_shape = [n, c, h, w]
         self.request = compiled.create_infer_request()
         self.streams = streams
         self.queue = None
@@ -104,18 +119,24 @@ class OpenVINORunner:
         # a copy: the request reuses its output buffer
         return np.array(self.request.get_output_tensor(0).data)
 
+    def _logits(self, out: np.ndarray, device) -> torch.Tensor:
+        logits = torch.from_numpy(out)
+        if self.channels_last:
+            logits = logits.permute(0, 3, 1, 2)  # NCHW, channels-last
+        return logits.to(device)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device
         x = x.detach().to('cpu', torch.float32).contiguous()
         batch = self.input_shape[0] if self.input_shape else 1
         if batch == x.shape[0] or (batch == -1 and self.queue is None):
-            return torch.from_numpy(self._infer(x.numpy())).to(device)
+            return self._logits(self._infer(x.numpy()), device)
         if batch != 1:
             raise InputError(f'the model takes batches of {batch}, given '
                              f'{x.shape[0]}')
         if self.queue is None:
             out = np.concatenate([self._infer(w.numpy()) for w in x.split(1)])
-            return torch.from_numpy(out).to(device)
+            return self._logits(out, device)
         self.outputs = {}
         arrays = x.numpy()
         for i in range(arrays.shape[0]):
@@ -123,7 +144,7 @@ class OpenVINORunner:
                                    share_inputs=True)
         self.queue.wait_all()
         out = np.concatenate([self.outputs[i] for i in range(len(arrays))])
-        return torch.from_numpy(out).to(device)
+        return self._logits(out, device)
 
 
 class OpenVINOEngine(ExportedEngine):
@@ -161,12 +182,31 @@ class OpenVINOEngine(ExportedEngine):
                 else 'bf16'
         return precision
 
+    @staticmethod
+    def nhwc_output(model):
+        """``model`` (a path or an ``openvino.Model``) with its 4-D output
+        converted to NHWC in the graph, and whether it was."""
+        import openvino as ov
+        if isinstance(model, str):
+            model = runtimes.openvino_read(model)
+        else:
+            model = model.clone()  # the caller's model keeps its output
+        if len(model.outputs) != 1 or \
+                model.output(0).get_partial_shape().rank.get_length() != 4:
+            return model, False
+        ppp = ov.preprocess.PrePostProcessor(model)
+        ppp.output().model().set_layout(ov.Layout('NCHW'))
+        ppp.output().tensor().set_layout(ov.Layout('NHWC'))
+        return ppp.build(), True
+
     def compiled_runner(self, model, options: RunOptions,
                         info: Optional[dict] = None) -> OpenVINORunner:
+        model, channels_last = self.nhwc_output(model)
         compiled = runtimes.openvino_compile(
             model, self.hint(options.precision), options.threads,
             streams=options.streams)
-        return OpenVINORunner(compiled, options.streams, info)
+        return OpenVINORunner(compiled, options.streams, info,
+                              channels_last)
 
     def file_runner(self, path, options):
         if not osp.isfile(path):
