@@ -304,7 +304,7 @@ def test_equalization_restores_ptq(int8_results):
         1.1 * int8_results['plain']['max_rel_error']
     from repvgg_seg.deploy.equalize import SWEEPS
     report = int8_results['equalization']
-    assert len(report['pairs']) == 12 and report['sweeps'] == SWEEPS == 1
+    assert len(report['pairs']) == 12 and report['sweeps'] == SWEEPS == 3
 
 
 # --------------------------------------------------------------------------

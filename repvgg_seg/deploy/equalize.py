@@ -70,21 +70,25 @@ RANGES = ('weights', 'activations')
 #: calibrate, 20 val images held out, 256x512; same machine), agreement % /
 #: mIoU drop from fp32 59.12:
 #:
-#: ============================  ============  ============
-#: equalization                  agreement     mIoU drop
-#: ============================  ============  ============
-#: none (plain PTQ)              98.75         0.18
-#: exact, 1 / 3 / 10 sweeps      98.88 / 98.89 / 98.72   0.16 / 0.34 / 0.01
-#: pow2, 3 sweeps                98.69         0.08
-#: ============================  ============  ============
+#: ============================  ==========================  ============
+#: equalization                  agreement                   mIoU drop
+#: ============================  ==========================  ============
+#: none (plain PTQ)              98.75                       0.18
+#: exact, 1 / 2 / 3 / 10 sweeps  98.88 / 98.88 / 98.89 / 98.72   0.16 / 0.34 / 0.34 / 0.01
+#: pow2, 3 sweeps                98.69                       0.08
+#: ============================  ==========================  ============
 #:
-#: One sweep of exact scales is the setting never below plain PTQ on the
-#: trained models (the mIoU of 20 images moves by ~0.2 between settings
-#: that agree on 98.7-98.9% of the pixels: agreement is the steadier
-#: measure). Power-of-two scales cost up to half a bit of activation range
-#: (a channel left up to sqrt(2) above the balance sets the tensor's
-#: scale).
-SWEEPS = 1
+#: One sweep is not enough everywhere: on the suite's random tiny model with
+#: outliers planted in the backbone, before the auxiliary head and in the
+#: PSP head it left 88.7% agreement (plain PTQ of the unplanted model
+#: 96.5%; two or three sweeps restore it). Three sweeps of exact scales is
+#: the setting never below plain PTQ in agreement on every model measured;
+#: the demo's held-out mIoU (20 images) moves by up to 0.3 between settings
+#: whose agreement differs by 0.01-0.2 points, not monotonically in the
+#: sweeps: agreement is the steadier measure. Power-of-two scales cost up
+#: to half a bit of activation range (a channel left up to sqrt(2) above
+#: the balance sets the tensor's scale).
+SWEEPS = 3
 #: the fp32 function must stay within this relative error (max abs logit
 #: difference / max abs logit, per output)
 TOLERANCE = 1e-5
