@@ -402,7 +402,10 @@ def quantize_segmentor(config, checkpoint: Optional[str], out: str,
                                                                'int8'))
     scores = dict(name=scorer.name,
                   fp32=scorer(openvino_infer(fp32_model))[0],
-                  int8=scorer(openvino_infer(quantized, 'int8'))[0])
+                  # the agreement is the pooled one just measured
+                  int8=(result['argmax_agreement_pct']
+                        if scorer.name == 'agreement' else
+                        scorer(openvino_infer(quantized, 'int8'))[0]))
     scores['drop'] = scores['fp32'] - scores['int8']
     fp32_layers = [names.layer(node) for node, kernel in
                    convs['layers'].items() if 'i8' not in kernel.lower()]
