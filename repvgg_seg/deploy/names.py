@@ -24,11 +24,10 @@ import numpy as np
 import torch.nn as nn
 
 from ..errors import InputError
+from .runtimes import CONV_NODE_TYPES
 
 #: modules that only group others: a layer is named below them
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-#: OpenVINO operation types of convolutions
-OV_CONV_TYPES = ('Convolution', 'GroupConvolution')
 
 
 def _digest(array: np.ndarray) -> str:
@@ -84,7 +83,7 @@ class ConvNames:
         self.layers = {_strip(n, prefix): layer
                        for n, layer in layers.items()}
         for op in ov_model.get_ordered_ops():
-            if op.get_type_name() not in OV_CONV_TYPES:
+            if op.get_type_name() not in CONV_NODE_TYPES:
                 continue
             source = op.input_value(1).get_node()
             if source.get_type_name() != 'Constant':
