@@ -197,8 +197,7 @@ def infer_step(config: str, ir: str, work_dir: str, options: dict) -> dict:
     settings = dict(engine='openvino', legend=True, force=True,
                     cfg_options=options)
     images = run_inference(val_images, config, ir, InferenceOptions(
-        out_dir=out_dir, save_pred='trainid', batch_size=4, streams=2,
-        **settings))
+        out_dir=out_dir, save_pred='trainid', **settings))
     # a short video of the val images, 4 frames a second
     video = osp.join(work_dir, 'val_drive.mp4')
     frames = [cv2.imread(item.path) for item in folder_items(val_images)]

@@ -179,7 +179,7 @@ def test_openvino_engine_runs_a_batch_on_parallel_requests(tiny_trained,
                             return_datasamples=True))
     assert np.array_equal(one, both)
     run = next(iter(parallel.model.engine_forward.runners.values()))
-    assert run.queue is not None and len(run.queue) >= 2
+    assert run.concurrency >= 2
 
 
 def test_openvino_runner_hands_over_channels_last_logits(tiny_trained,
@@ -211,6 +211,42 @@ def test_openvino_runner_hands_over_channels_last_logits(tiny_trained,
         assert got.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(got, expected)
         assert torch.equal(got[0].argmax(0), expected[0].argmax(0))
+
+
+def test_openvino_runner_from_many_threads_and_its_graph_labels(
+        tiny_trained, tmp_path):
+    """Compiled for throughput the runner holds a request per stream and
+    is safe to call from several threads at once (an inference job's
+    workers): every call gets its own input's logits, bit for bit, batched
+    calls too. With ``labels`` its graph also gives the argmax, equal to
+    torch's argmax of the same logits."""
+    pytest.importorskip('openvino')
+    from concurrent.futures import ThreadPoolExecutor
+    from repvgg_seg.deploy import LogitsModule, build_model
+    from repvgg_seg.deploy.export import export_onnx_file
+    from repvgg_seg.engines import RunOptions, get_engine
+    from repvgg_seg.models.convert import fuse_for_deploy
+    model = fuse_for_deploy(build_model(tiny_trained['config'],
+                                        cfg_options=tiny_trained['options']))
+    path = str(tmp_path / 'model.onnx')
+    export_onnx_file(LogitsModule(model).eval(), path, (1, 3, 32, 64))
+    inputs = torch.randn(12, 3, 32, 64,
+                         generator=torch.Generator().manual_seed(1))
+    engine = get_engine('openvino')
+    one = engine.file_runner(path, RunOptions())
+    assert one.concurrency == 1 and not one.has_labels
+    expected = torch.cat([one(x) for x in inputs.split(1)])
+    with pytest.raises(InputError, match='compiled without its labels'):
+        one.labels(inputs[:1])
+    run = engine.file_runner(path, RunOptions(streams=2, labels=True))
+    assert run.concurrency >= 2 and run.has_labels
+    calls = [inputs[i:i + 1] for i in range(8)] + [inputs[8:12]]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(run, calls))
+        labels = list(pool.map(run.labels, calls))
+    assert torch.equal(torch.cat(got), expected)
+    assert torch.equal(torch.cat(labels), expected.argmax(1))
+    assert labels[0].dtype == torch.int64 and labels[-1].shape == (4, 32, 64)
 
 
 def test_engine_weights_by_file_type(tiny_trained, tmp_path):

@@ -65,7 +65,7 @@ def test_folder_mirrored_outputs_equal_the_inferencer(tiny_trained, photos,
     items = folder_items(photos)
     assert len(items) == 8
     assert outputs(tmp_path) == sorted(
-        [f'vis/{i.name}.png' for i in items]
+        [f'vis/{i.name}.jpg' for i in items]
         + [f'pred/{i.name}.png' for i in items])
     inferencer = RepVGGSegInferencer(
         model=as_config(tiny_trained['config'], tiny_trained['options']),
@@ -76,7 +76,7 @@ def test_folder_mirrored_outputs_equal_the_inferencer(tiny_trained, photos,
         assert written.dtype == np.uint8 and written.shape == (64, 128)
         assert np.array_equal(written, labels)
     # the overlay: the image's size plus the legend strip below it
-    vis = read_png(str(tmp_path / 'vis' / f'{items[0].name}.png'))
+    vis = read_png(str(tmp_path / 'vis' / f'{items[0].name}.jpg'))
     assert vis.shape[1] == 128 and vis.shape[0] > 64
 
 
@@ -195,6 +195,42 @@ def test_openvino_engine_with_streams_on_a_folder(tiny_trained, photos,
     same = np.mean([np.mean(read_png(str(torch_out / n))
                             == read_png(str(ov_out / n))) for n in names])
     assert same >= 0.999
+
+
+def test_openvino_job_reads_the_graphs_labels_where_they_are_mmsegs(
+        tiny_trained, synthetic_root, tmp_path):
+    """An image at the model's input size (whole inference, no padding):
+    the job takes the labels OpenVINO's graph computes, and they are
+    mmseg's ``test_step`` labels on the same engine; an image that the
+    pipeline resizes goes through mmseg's post-processing (its logits are
+    resized first)."""
+    pytest.importorskip('openvino')
+    import cv2
+    import torch
+    from repvgg_seg.inference.job import InferenceJob, InferenceOptions
+    small = cv2.imread(osp.join(synthetic_root, 'leftImg8bit', 'val',
+                                'frankfurt', os.listdir(osp.join(
+                                    synthetic_root, 'leftImg8bit', 'val',
+                                    'frankfurt'))[0]))
+    full = cv2.resize(small, (512, 256))  # the test pipeline's size
+    job = InferenceJob(tiny_trained['config'], tiny_trained['checkpoint'],
+                       InferenceOptions(out_dir=str(tmp_path),
+                                        engine='openvino',
+                                        cfg_options=tiny_trained['options']))
+    for image, graph in ((full, True), (small, False)):
+        data = job.inferencer.collate_fn([job.inferencer.pipeline(image)])
+        with torch.no_grad():
+            mmseg = job.model.test_step(data)[0].pred_sem_seg.data[0]
+            pre = job.model.data_preprocessor(data, False)
+            labels = job.graph_labels(pre['inputs'], pre['data_samples'])
+        assert (labels is not None) == graph
+        predicted = job.predict([image])[0]
+        assert predicted.shape == image.shape[:2]
+        assert np.array_equal(predicted, mmseg.numpy())
+        if graph:
+            assert np.array_equal(labels[0].numpy(), mmseg.numpy())
+    # THROUGHPUT hint by default: a worker more than requests in flight
+    assert job.workers() == job.model.engine_forward.concurrency() + 1 >= 3
 
 
 # --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     python tools/infer.py INPUT CONFIG WEIGHTS
         [--engine torch|fused|winograd|onnxruntime|openvino]
         [--precision fp32|bf16|fp16|int8|int8-bf16] [--out-dir DIR]
-        [--opacity A] [--with-labels] [--legend] [--no-vis]
+        [--opacity A] [--with-labels] [--legend] [--no-vis] [--vis-format F]
         [--save-pred color|trainid|labelid] [--batch-size N] [--streams N]
         [--threads N] [--device cpu|cuda] [--force]
         [--output-fourcc mp4v] [--output-fps FPS] [--out-json FILE]
@@ -12,7 +12,8 @@ INPUT: an image, a folder (searched recursively), a text file of image
 paths, or a video. WEIGHTS: a training or deploy checkpoint (.pth,
 .safetensors), an ONNX file or an OpenVINO IR (.xml, e.g. the INT8 one from
 tools/quantize.py), or 'none' (random weights). Outputs mirror the input's
-folders: DIR/vis/<name>.png (the prediction over the image) and, with
+folders: DIR/vis/<name>.jpg (the prediction over the image; --vis-format
+png for lossless ones) and, with
 --save-pred, DIR/pred/<name>.png (train ids; labelid: Cityscapes label ids
 for the official evaluation server; color: the palette); a video gives
 DIR/<video>.mp4 (same size and fps) and DIR/pred/<video>/<frame>.png.
@@ -53,12 +54,14 @@ def parse_args(argv=None):
                         help='a legend of the classes present below')
     parser.add_argument('--no-vis', dest='save_vis', action='store_false',
                         help='no overlays (label maps only)')
+    parser.add_argument('--vis-format', choices=['jpg', 'png'],
+                        default='jpg', help='overlay files (default jpg)')
     parser.add_argument('--save-pred', choices=list(PRED_FORMATS),
                         help='also write label maps in this format')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--streams', type=int,
-                        help='OpenVINO requests in flight (0: OpenVINO '
-                        'chooses; use with --batch-size)')
+                        help='OpenVINO streams (default: OpenVINO\'s '
+                        'THROUGHPUT hint chooses; 1: latency mode)')
     parser.add_argument('--threads', type=int, help='runtime CPU threads')
     parser.add_argument('--device', choices=['cpu', 'cuda'])
     parser.add_argument('--force', action='store_true',
@@ -79,7 +82,8 @@ def main(argv=None):
         device=args.device, batch_size=args.batch_size, streams=args.streams,
         threads=args.threads, opacity=args.opacity,
         with_labels=args.with_labels, legend=args.legend,
-        save_vis=args.save_vis, save_pred=args.save_pred, force=args.force,
+        save_vis=args.save_vis, vis_format=args.vis_format,
+        save_pred=args.save_pred, force=args.force,
         output_fourcc=args.output_fourcc, output_fps=args.output_fps,
         cfg_options=args.cfg_options)
     report = run_inference(args.input, args.config, args.weights, options)

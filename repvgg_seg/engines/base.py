@@ -63,8 +63,10 @@ class RunOptions:
     parallel infer requests (``streams``: ``None`` is one, ``0`` lets
     OpenVINO's throughput hint choose), whether the Winograd engine
     measures its per-layer plan (``tune``; ``False`` puts every eligible
-    conv on NNPACK) and, for INT8 made on the fly, the calibration
-    inputs."""
+    conv on NNPACK), whether the runner also gives the argmax labels
+    computed in its graph (``labels``: OpenVINO; an inference job that
+    needs no logits reads them, 19x less to copy and no argmax in torch)
+    and, for INT8 made on the fly, the calibration inputs."""
     precision: str = 'fp32'
     layout: str = 'nchw'
     device: str = 'cpu'
@@ -72,6 +74,7 @@ class RunOptions:
     compile: bool = False
     streams: Optional[int] = None
     tune: bool = True
+    labels: bool = False
     calibration: Optional[object] = None
 
 

@@ -7,10 +7,11 @@ A model from a checkpoint is exported through the checked export
 (:func:`repvgg_seg.deploy.export.export_onnx_file`) at the shape of its
 first input; an ``.onnx``/``.xml`` file runs as it is.
 
-OpenVINO keeps ``streams`` infer requests in flight
-(``openvino.AsyncInferQueue``): the windows of a batch run in parallel,
-which is what its THROUGHPUT hint is for. One window at a time (the
-latency setting) runs on one request with the input shared, not copied.
+OpenVINO compiled for throughput (``streams``) keeps one infer request per
+stream: the windows of a batch run in parallel on them, and so do calls
+from several threads (an inference job's workers), which is what its
+THROUGHPUT hint is for. Compiled for latency, one request runs one window
+at a time. Inputs are shared with the requests, not copied.
 
 OpenVINO's runner hands the logits over channels-last: the model's output
 is converted to NHWC inside the compiled graph (OpenVINO's
@@ -22,7 +23,9 @@ the channels) runs on contiguous channels: measured on the demo IR
 14.5 -> 2.4 ms, and the inference itself 31-32 -> 26-27 ms (the plugin's
 own layout is closer to NHWC than NCHW).
 """
+import collections
 import os.path as osp
+import queue
 from typing import Optional
 
 import numpy as np
@@ -85,39 +88,99 @@ class OnnxRuntimeEngine(ExportedEngine):
 
 class OpenVINORunner:
     """A compiled OpenVINO model as ``run(x) -> logits`` for a batch of
-    windows: one request, or ``streams`` requests in flight (see the module
-    docstring). ``info``: the engine's facts; ``input_shape``: the model's
-    static input shape (``-1`` where dynamic)."""
+    windows, safe to call from several threads at once: it holds the
+    compiled model's optimal number of infer requests (one when compiled
+    for latency, one per stream for throughput), a call takes free ones,
+    and a batch's windows run on as many requests in flight as are free
+    (see the module docstring). ``concurrency``: the number of requests;
+    ``info``: the engine's facts; ``input_shape``: the model's static input
+    shape (``-1`` where dynamic)."""
 
     def __init__(self, compiled, streams: Optional[int] = None,
                  info: Optional[dict] = None, channels_last: bool = False):
-        import openvino as ov
         self.compiled = compiled
         self.input_shape, self.output_shape = runtimes.openvino_io_shapes(
             compiled)
+        #: a second output, the labels (``OpenVINOEngine.labels_output``)
+        self.has_labels = len(compiled.outputs) == 2
         #: the compiled model outputs NHWC (see the module docstring)
         self.channels_last = channels_last
         if channels_last:
             n, h, w, c = self.output_shape
             self.output_shape = [n, c, h, w]
-        self.request = compiled.create_infer_request()
         self.streams = streams
-        self.queue = None
+        self.concurrency = 1
         if streams is not None and streams != 1:
-            jobs = compiled.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS')
-            self.queue = ov.AsyncInferQueue(compiled, int(jobs))
-            self.queue.set_callback(self._collect)
-        self.outputs = {}
+            self.concurrency = max(1, int(compiled.get_property(
+                'OPTIMAL_NUMBER_OF_INFER_REQUESTS')))
+        # OpenVINO's AsyncInferQueue has one wait_all for all callers; a
+        # pool of requests lets each call wait for its own windows only
+        self.idle = queue.SimpleQueue()
+        for _ in range(self.concurrency):
+            self.idle.put(compiled.create_infer_request())
         self.info = dict(info or {})
 
-    def _collect(self, request, index) -> None:
-        # a copy: the request reuses its output buffer
-        self.outputs[index] = np.array(request.get_output_tensor(0).data)
+    def _collect(self, request, output: int = 0) -> np.ndarray:
+        try:
+            request.wait()
+            # a copy: the request reuses its output buffer
+            return np.array(request.get_output_tensor(output).data)
+        finally:
+            self.idle.put(request)
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        self.request.infer({0: x}, share_inputs=True)
-        # a copy: the request reuses its output buffer
-        return np.array(self.request.get_output_tensor(0).data)
+    def _infer(self, x: np.ndarray, output: int = 0) -> np.ndarray:
+        """``x``'s logits (or labels) on a free request (sync: the GIL is
+        released)."""
+        request = self.idle.get()
+        try:
+            request.infer({0: x}, share_inputs=True)
+            return np.array(request.get_output_tensor(output).data)
+        finally:
+            self.idle.put(request)
+
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        """The argmax over the classes of ``x``'s logits (``N x H x W``,
+        int64 as mmseg's), computed in the compiled graph (compiled with
+        ``labels``); the windows of a batch run as for the logits."""
+        if not self.has_labels:
+            raise InputError('this OpenVINO model was compiled without '
+                             'its labels output (RunOptions(labels=True))')
+        arrays = x.detach().to('cpu', torch.float32).contiguous().numpy()
+        out = (self._infer(arrays, 1) if arrays.shape[0] == 1
+               else self._infer_each(arrays, 1))
+        return torch.from_numpy(out.reshape(out.shape[:3]).astype(np.int64))
+
+    def _infer_each(self, arrays: np.ndarray,
+                    output: int = 0) -> np.ndarray:
+        """The windows of ``arrays`` one by one, as many in flight as
+        requests are free; while none is, the oldest window of this call
+        is waited for and its request reused (a call blocks on the pool
+        only while it holds none: no deadlock between threads)."""
+        outputs, pending = [], collections.deque()
+        for i in range(arrays.shape[0]):
+            request = None
+            while request is None:
+                try:
+                    request = self.idle.get_nowait()
+                except queue.Empty:
+                    if not pending:
+                        request = self.idle.get()
+                    else:
+                        outputs.append(self._collect(pending.popleft(),
+                                                     output))
+            pending.append(request)
+            try:
+                request.start_async({0: arrays[i:i + 1]}, share_inputs=True)
+            except BaseException:
+                for started in pending:  # give every request back
+                    try:
+                        started.wait()
+                    except Exception:  # the error raised is the first one
+                        pass
+                    self.idle.put(started)
+                raise
+        outputs.extend(self._collect(r, output) for r in pending)
+        return np.concatenate(outputs)
 
     def _logits(self, out: np.ndarray, device) -> torch.Tensor:
         logits = torch.from_numpy(out)
@@ -129,22 +192,12 @@ class OpenVINORunner:
         device = x.device
         x = x.detach().to('cpu', torch.float32).contiguous()
         batch = self.input_shape[0] if self.input_shape else 1
-        if batch == x.shape[0] or (batch == -1 and self.queue is None):
+        if batch == x.shape[0] or (batch == -1 and self.concurrency == 1):
             return self._logits(self._infer(x.numpy()), device)
-        if batch != 1:
+        if batch not in (1, -1):
             raise InputError(f'the model takes batches of {batch}, given '
                              f'{x.shape[0]}')
-        if self.queue is None:
-            out = np.concatenate([self._infer(w.numpy()) for w in x.split(1)])
-            return self._logits(out, device)
-        self.outputs = {}
-        arrays = x.numpy()
-        for i in range(arrays.shape[0]):
-            self.queue.start_async({0: arrays[i:i + 1]}, userdata=i,
-                                   share_inputs=True)
-        self.queue.wait_all()
-        out = np.concatenate([self.outputs[i] for i in range(len(arrays))])
-        return self._logits(out, device)
+        return self._logits(self._infer_each(x.numpy()), device)
 
 
 class OpenVINOEngine(ExportedEngine):
@@ -199,9 +252,22 @@ class OpenVINOEngine(ExportedEngine):
         ppp.output().tensor().set_layout(ov.Layout('NHWC'))
         return ppp.build(), True
 
+    @staticmethod
+    def labels_output(model):
+        """``model`` (NHWC logits) given a second output: the argmax over
+        the classes (TopK with k=1, int32 ``N x H x W x 1``)."""
+        import openvino.opset13 as ops
+        logits = model.get_results()[0].input_value(0)
+        top = ops.topk(logits, ops.constant(np.int64(1)), axis=3,
+                       mode='max', sort='none', index_element_type='i32')
+        model.add_results([ops.result(top.output(1))])
+        return model
+
     def compiled_runner(self, model, options: RunOptions,
                         info: Optional[dict] = None) -> OpenVINORunner:
         model, channels_last = self.nhwc_output(model)
+        if options.labels and channels_last:
+            model = self.labels_output(model)
         compiled = runtimes.openvino_compile(
             model, self.hint(options.precision), options.threads,
             streams=options.streams)

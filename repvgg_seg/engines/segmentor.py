@@ -18,6 +18,7 @@ file, the file itself, whose static input shape every window must have.
 """
 import os
 import tempfile
+import threading
 import types
 from typing import Optional, Union
 
@@ -56,11 +57,17 @@ class EngineForward:
                          weights=weights)
         self.folder = None
         self.padded = False
+        self.lock = threading.Lock()
         if kind != 'checkpoint':
             run = self.engine.file_runner(weights, options)
             self._check_classes(run)
             self.file_run = run
             self.info.update(run.info)
+
+    def __deepcopy__(self, memo):
+        # a copy of the model (e.g. for the export) shares its engine: the
+        # runners hold compiled runtimes and a lock, which do not copy
+        return self
 
     def _check_classes(self, run) -> None:
         out = getattr(run, 'output_shape', None)
@@ -112,6 +119,13 @@ class EngineForward:
             return (self.file_run if self._check_shape(self.file_run, x)
                     else self._padded_run)
         shape = tuple(x.shape[2:])
+        run = self.runners.get(shape)
+        if run is not None:
+            return run
+        with self.lock:  # an inference job's workers call at once
+            return self._new_runner(shape)
+
+    def _new_runner(self, shape):
         run = self.runners.get(shape) or (
             next(iter(self.runners.values()))
             if self.runners and self.engine.name == 'winograd' else None)
@@ -129,6 +143,23 @@ class EngineForward:
             self.info.update(getattr(run, 'info', None) or {})
         self.runners[shape] = run
         return run
+
+    def labels(self, inputs: torch.Tensor) -> Optional[torch.Tensor]:
+        """The argmax of ``encode_decode(inputs)`` over the classes
+        (``N x H x W``) where the engine computes it in its graph
+        (OpenVINO with ``RunOptions(labels=True)``), else None."""
+        run = self.runner_for(inputs)
+        if not getattr(run, 'has_labels', False):
+            return None
+        return run.labels(inputs).to(inputs.device)
+
+    def concurrency(self) -> int:
+        """How many calls the engine runs at once (its requests in flight:
+        OpenVINO compiled for throughput), 1 before its first runner is
+        made or where calls run one at a time."""
+        runs = ([self.file_run] if self.kind != 'checkpoint'
+                else list(self.runners.values()))
+        return max([getattr(r, 'concurrency', 1) for r in runs] or [1])
 
     def __call__(self, inputs: torch.Tensor, batch_img_metas=None):
         run = self.runner_for(inputs)

@@ -72,6 +72,9 @@ class RepVGGSegInferencer(_mmseg_inferencer()):
             windows run in parallel). Defaults to None (one).
         threads (int, optional): CPU threads of the runtime. Defaults to
             None (its default).
+        graph_labels (bool): OpenVINO also computes the argmax labels in
+            its graph (``RunOptions.labels``; read by inference jobs).
+            Defaults to False.
         classes, palette, dataset_name, device, scope: as for
             ``MMSegInferencer``.
     """
@@ -80,6 +83,7 @@ class RepVGGSegInferencer(_mmseg_inferencer()):
                  engine: str = 'torch', precision: str = 'fp32',
                  streams: Optional[int] = None,
                  threads: Optional[int] = None,
+                 graph_labels: bool = False,
                  classes: Optional[Union[str, List]] = None,
                  palette: Optional[Union[str, List]] = None,
                  dataset_name: Optional[str] = None,
@@ -92,7 +96,8 @@ class RepVGGSegInferencer(_mmseg_inferencer()):
             device = 'cuda' if torch.cuda.is_available() and engine in (
                 'torch', 'fused') else 'cpu'
         self.run_options = RunOptions(precision=precision, device=device,
-                                      streams=streams, threads=threads)
+                                      streams=streams, threads=threads,
+                                      labels=graph_labels)
         init_default_scope(scope or 'mmseg')
         if cfg_options:
             from ..config import as_config

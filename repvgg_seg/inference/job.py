@@ -5,10 +5,14 @@ The model is :class:`~repvgg_seg.inference.RepVGGSegInferencer`'s: its
 pipeline, batching (``collate``), ``test_step`` and engine. Around it, what
 a long job over many inputs needs:
 
-* **throughput**: the next batch is decoded and preprocessed in a thread
-  while the current one runs (OpenCV and the engines release the GIL), and
-  outputs are drawn and written in another; with the OpenVINO engine and
-  ``streams``, a batch's images run on that many requests in flight;
+* **throughput**: images are decoded in a thread ahead of the model, and
+  batches run in worker threads, one more than the engine has requests in
+  flight (OpenVINO compiled for its THROUGHPUT hint unless ``streams`` is
+  given), so the requests stay busy while another batch is pre- or
+  post-processed and written (OpenCV, torch and the runtimes release the
+  GIL); where mmseg's post-processing would only take the argmax, the
+  labels come from the engine's graph (:meth:`InferenceJob.graph_labels`);
+  overlays are JPEG unless asked for PNG (a tenth of the encoding time);
 * **resume**: outputs are written atomically and an input whose outputs all
   exist is skipped, so a killed run over 100k frames continues where it
   stopped (``force`` redoes them);
@@ -25,8 +29,9 @@ import queue
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from collections import deque
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -35,7 +40,8 @@ from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
 from ..errors import InputError
-from ..io.files import publish, remove_quietly, temp_path
+from ..io.files import (atomic_write_bytes, publish, remove_quietly,
+                        temp_path)
 from .outputs import OutputWriter, check_out_dir, encode_image
 from .sources import Item, is_video, resolve_inputs, shard
 
@@ -54,6 +60,7 @@ class InferenceOptions:
     with_labels: bool = False
     legend: bool = False
     save_vis: bool = True
+    vis_format: str = 'jpg'
     save_pred: Optional[str] = None
     force: bool = False
     output_fourcc: str = 'mp4v'
@@ -167,29 +174,62 @@ class InferenceJob:
             raise InputError(f'--batch-size must be >= 1, got '
                              f'{options.batch_size}')
         self.options = options
+        streams = options.streams
+        if streams is None and options.engine == 'openvino':
+            streams = 0  # many inputs: OpenVINO's THROUGHPUT hint
         self.inferencer = RepVGGSegInferencer(
             model=config, weights=weights, engine=options.engine,
-            precision=options.precision, streams=options.streams,
+            precision=options.precision, streams=streams,
             threads=options.threads, device=options.device,
-            cfg_options=options.cfg_options)
+            graph_labels=True, cfg_options=options.cfg_options)
         self.model = self.inferencer.model
         self.writer = OutputWriter(
             options.out_dir, self.model.dataset_meta,
             save_vis=options.save_vis, save_pred=options.save_pred,
             opacity=options.opacity, with_labels=options.with_labels,
-            legend=options.legend)
+            legend=options.legend, vis_suffix='.' + options.vis_format)
         self.rank, self.world_size = dist_rank()
 
     # the model
 
     def predict(self, images: List[np.ndarray]) -> List[np.ndarray]:
-        """Label maps (train ids, HxW) of BGR images, one batch."""
+        """Label maps (train ids, HxW) of BGR images, one batch: mmseg's
+        ``test_step`` (its data preprocessor, inference and
+        post-processing), or the engine's labels where those are mmseg's
+        result (:meth:`graph_labels`)."""
         samples = [self.inferencer.pipeline(image) for image in images]
         data = self.inferencer.collate_fn(samples)
         with torch.no_grad():
-            results = self.model.test_step(data)
+            data = self.model.data_preprocessor(data, False)
+            labels = self.graph_labels(data['inputs'], data['data_samples'])
+            if labels is not None:
+                return [lab.numpy().astype(np.uint8) for lab in labels]
+            results = self.model.predict(data['inputs'],
+                                         data['data_samples'])
         return [r.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
                 for r in results]
+
+    def graph_labels(self, inputs: torch.Tensor,
+                     samples) -> Optional[torch.Tensor]:
+        """The labels the engine computes in its graph, where mmseg's
+        post-processing would only take the argmax: whole inference, no
+        padding, no flip, the image at its original size (mmseg's bilinear
+        resize to the same size is the identity), more than one class.
+        None elsewhere (slide windows are averaged first, a resized image
+        needs its logits resized)."""
+        forward = getattr(self.model, 'engine_forward', None)
+        if forward is None or forward.mode != 'whole' or \
+                self.model.out_channels < 2:
+            return None
+        size = tuple(inputs.shape[2:])
+        for sample in samples:
+            meta = sample.metainfo
+            padding = meta.get('img_padding_size',
+                               meta.get('padding_size', [0] * 4))
+            if any(padding) or meta.get('flip') or \
+                    tuple(meta['ori_shape']) != size:
+                return None
+        return forward.labels(inputs)
 
     # images
 
@@ -209,6 +249,21 @@ class InferenceJob:
         if batch:
             yield batch
 
+    def workers(self) -> int:
+        """Threads that run batches at once: one more than the engine's
+        requests in flight, so that while every request runs, one batch is
+        pre- or post-processed (mmseg's pipeline, data preprocessor and
+        post-processing, the outputs drawn and written) beside them."""
+        forward = getattr(self.model, 'engine_forward', None)
+        return (forward.concurrency() if forward is not None else 1) + 1
+
+    def _segment_and_write(self, batch: List[Tuple[Item, np.ndarray]]
+                           ) -> int:
+        labels = self.predict([image for _, image in batch])
+        for (item, image), label in zip(batch, labels):
+            self.writer.write(item.name, image, label)
+        return len(batch)
+
     def run_images(self, items: List[Item],
                    report: InferenceReport) -> None:
         todo = [item for item in shard(items, self.rank, self.world_size)
@@ -223,21 +278,29 @@ class InferenceJob:
             return
         bar = ProgressBar(len(todo), file=sys.stderr)
         start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = []
-            for batch in Prefetcher(lambda: self._batches(todo, report)):
-                labels = self.predict([image for _, image in batch])
-                for (item, image), label in zip(batch, labels):
-                    pending.append(pool.submit(self.writer.write, item.name,
-                                               image, label))
-                for _ in batch:
-                    bar.update()
-                report.done += len(batch)
-                # bound the memory held by queued writes
-                while len(pending) > 2 * self.options.batch_size:
-                    pending.pop(0).result()
-            for future in pending:
-                future.result()
+
+        def finished(count: int) -> None:
+            report.done += count
+            for _ in range(count):
+                bar.update()
+
+        batches = iter(Prefetcher(lambda: self._batches(todo, report),
+                                  depth=4))
+        first = next(batches, None)  # makes the engine's runner
+        if first is not None:
+            finished(self._segment_and_write(first))
+        workers = self.workers()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            running = set()
+            for batch in batches:
+                running.add(pool.submit(self._segment_and_write, batch))
+                if len(running) > workers:  # bounds the images held
+                    done, running = wait(running,
+                                         return_when=FIRST_COMPLETED)
+                    for future in done:
+                        finished(future.result())
+            for future in running:
+                finished(future.result())
         sys.stderr.write('\n')
         report.seconds += time.perf_counter() - start
 
@@ -291,31 +354,46 @@ class InferenceJob:
             if batch:
                 yield batch
 
+        def write_frames(batch, labels) -> None:
+            nonlocal writer, count
+            for frame, label in zip(batch, labels):
+                drawn = self.writer.overlay(frame, label)
+                if writer is None:
+                    height, width = drawn.shape[:2]
+                    writer = cv2.VideoWriter(
+                        tmp, cv2.VideoWriter_fourcc(
+                            *self.options.output_fourcc), fps,
+                        (width, height))
+                    if not writer.isOpened():
+                        raise InputError(
+                            f'cannot write a {self.options.output_fourcc}'
+                            f' video to {out}')
+                writer.write(drawn)
+                if self.options.save_pred:
+                    atomic_write_bytes(
+                        encode_image(self.writer.label_map(label)),
+                        osp.join(self.options.out_dir, 'pred', stem,
+                                 f'{count:06d}.png'))
+                count += 1
+                if bar is not None:
+                    bar.update()
+
         try:
-            for batch in Prefetcher(read_frames):
-                labels = self.predict(batch)
-                for frame, label in zip(batch, labels):
-                    drawn = self.writer.overlay(frame, label)
-                    if writer is None:
-                        height, width = drawn.shape[:2]
-                        writer = cv2.VideoWriter(
-                            tmp, cv2.VideoWriter_fourcc(
-                                *self.options.output_fourcc), fps,
-                            (width, height))
-                        if not writer.isOpened():
-                            raise InputError(
-                                f'cannot write a {self.options.output_fourcc}'
-                                f' video to {out}')
-                    writer.write(drawn)
-                    if self.options.save_pred:
-                        from ..io.files import atomic_write_bytes
-                        atomic_write_bytes(
-                            encode_image(self.writer.label_map(label)),
-                            osp.join(self.options.out_dir, 'pred', stem,
-                                     f'{count:06d}.png'))
-                    count += 1
-                    if bar is not None:
-                        bar.update()
+            batches = iter(Prefetcher(read_frames, depth=4))
+            first = next(batches, None)  # makes the engine's runner
+            if first is not None:
+                write_frames(first, self.predict(first))
+            workers = self.workers()
+            # frames are predicted by several workers and written in order
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                running = deque()
+                for batch in batches:
+                    running.append((batch, pool.submit(self.predict, batch)))
+                    if len(running) > workers:
+                        batch, future = running.popleft()
+                        write_frames(batch, future.result())
+                for batch, future in running:
+                    write_frames(batch, future.result())
             if writer is None:
                 report.skipped.append((video, 'has no frames'))
                 return

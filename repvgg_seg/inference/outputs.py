@@ -17,6 +17,9 @@ from ..io.files import atomic_write_bytes
 
 #: the label map formats of ``--save-pred``
 PRED_FORMATS = ('trainid', 'labelid', 'color')
+#: the overlay formats (``--vis-format``): JPEG (quality 95) is a tenth of
+#: PNG's encoding time (0.6 vs 6-7 ms at 512x256) and a fifth of its size
+VIS_SUFFIXES = ('.jpg', '.png')
 
 
 def encode_image(image: np.ndarray, suffix: str = '.png') -> bytes:
@@ -52,7 +55,10 @@ class OutputWriter:
     def __init__(self, out_dir: str, dataset_meta: dict,
                  save_vis: bool = True, save_pred: Optional[str] = None,
                  opacity: float = 0.5, with_labels: bool = False,
-                 legend: bool = False, vis_suffix: str = '.png'):
+                 legend: bool = False, vis_suffix: str = '.jpg'):
+        if vis_suffix not in VIS_SUFFIXES:
+            raise InputError(f'unknown overlay format {vis_suffix!r}; '
+                             'valid: ' + ', '.join(VIS_SUFFIXES))
         if save_pred is not None and save_pred not in PRED_FORMATS:
             raise InputError(f'unknown --save-pred {save_pred!r}; valid: '
                              + ', '.join(PRED_FORMATS))
@@ -74,6 +80,13 @@ class OutputWriter:
         self.colour_table = np.zeros((256, 3), np.uint8)
         self.colour_table[:len(self.classes)] = self.palette[
             :len(self.classes), ::-1]
+        # mmseg's blend, trunc(pixel * (1 - opacity) + colour * opacity)
+        # in float64, for every (pixel, colour) byte pair: the same
+        # operations on the same values, so the same bytes, 8x faster on a
+        # 512x256 image than computing it per pixel
+        values = np.arange(256, dtype=np.float64)
+        self.blend_table = (values[:, None] * (1 - opacity) + values[None]
+                            * opacity).astype(np.uint8).ravel()
         self._visualizer = None
 
     # where things go
@@ -108,9 +121,9 @@ class OutputWriter:
     def overlay(self, image_bgr: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The prediction drawn over the image (BGR) as mmseg's
         ``SegLocalVisualizer`` draws it, with a legend strip below when
-        asked. Without class names the same blend is computed here with a
-        colour lookup table (the visualizer paints one mask per class,
-        several times slower; the result is the same to the byte, tested)."""
+        asked. Without class names the same blend is computed here with
+        lookup tables (the visualizer paints one mask per class, several
+        times slower; the result is the same to the byte, tested)."""
         if self.with_labels:
             from mmengine.structures import PixelData
             from mmseg.structures import SegDataSample
@@ -122,9 +135,13 @@ class OutputWriter:
                 draw_pred=True, show=False, with_labels=True)
             drawn = self.visualizer.get_image()[..., ::-1]
         else:
-            mask = self.colour_table[labels]
-            drawn = (image_bgr * (1 - self.opacity)
-                     + mask * self.opacity).astype(np.uint8)
+            import cv2
+            labels = labels.astype(np.uint8, copy=False)
+            mask = cv2.LUT(cv2.merge([labels] * 3), self.colour_table[None])
+            pairs = image_bgr.astype(np.uint16)
+            pairs <<= 8
+            pairs |= mask
+            drawn = np.take(self.blend_table, pairs)
         if self.legend:
             drawn = np.concatenate([drawn, self.legend_strip(
                 labels, drawn.shape[1])])
