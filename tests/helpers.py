@@ -1,6 +1,7 @@
 """Helpers shared by the tests."""
 import contextlib
 import logging
+import socket
 from collections import OrderedDict
 
 import torch
@@ -63,6 +64,14 @@ def captured_log():
         yield handler
     finally:
         logger.removeHandler(handler)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (tests run in parallel, so no
+    fixed port)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def relative_error(reference, candidate) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from .conftest import REPO
-from .helpers import run_tool
+from .helpers import free_port, run_tool
 
 
 @pytest.fixture(scope='module')
@@ -134,7 +134,7 @@ def test_two_ranks_write_every_output_once(tiny_trained, photos, tmp_path):
     out = tmp_path / 'out'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
     cmd = [sys.executable, '-m', 'torch.distributed.run',
-           '--nproc_per_node', '2', '--master_port', '29517',
+           '--nproc_per_node', '2', '--master_port', str(free_port()),
            osp.join(REPO, 'tools', 'infer.py'), photos,
            tiny_trained['config'], tiny_trained['checkpoint'], '--out-dir',
            str(out), '--threads', '1', '--out-json', str(tmp_path / 'r.json'),

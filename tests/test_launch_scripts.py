@@ -5,7 +5,6 @@ import glob
 import json
 import os
 import os.path as osp
-import socket
 import stat
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers import run_tool
+from tests.helpers import free_port, run_tool
 
 SCRIPTS = sorted(osp.basename(p)
                  for p in glob.glob(osp.join(REPO, 'tools', '*.sh')))
@@ -128,12 +127,6 @@ def test_too_few_arguments_print_the_usage(script, needed):
     assert done.stderr.startswith(f'usage: tools/{script} ')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_dist_test_on_two_cpu_ranks_gives_the_mIoU_of_one(
         tiny_trained, tmp_path, capsys):
     """Each rank tests one of the 2 val images (gloo); the metric gathers
@@ -147,7 +140,7 @@ def test_dist_test_on_two_cpu_ranks_gives_the_mIoU_of_one(
     assert code == 0, err
 
     ranks = tmp_path / 'ranks.json'
-    env = dict(os.environ, PORT=str(_free_port()),
+    env = dict(os.environ, PORT=str(free_port()),
                PATH=f'{osp.dirname(sys.executable)}{os.pathsep}'
                f'{os.environ["PATH"]}', OMP_NUM_THREADS='1')
     done = subprocess.run(

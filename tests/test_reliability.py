@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.helpers import run_tool
+from tests.helpers import free_port, run_tool
 
 
 def _train_cmd(config, work_dir, *extra):
@@ -351,12 +351,8 @@ def test_resumable_loop_refuses_a_changed_epoch_length():
 def _two_ranks(target, *args) -> dict:
     """Run ``target(rank, *args)`` in a 2-process gloo group; returns
     ``{rank: what target returned}``."""
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Manager().dict()
     mp.spawn(_rank_main, args=(port, results, target, args), nprocs=2,
              join=True)

@@ -253,8 +253,9 @@ def layer_sensitivity(fp32_model, calibration, metric, names: ConvNames,
     """The per-layer table of ``--sensitivity``: the held-out ``metric``
     of the INT8 model with every layer quantized, and with each of
     ``nodes`` (OpenVINO conv nodes; default every exported layer) alone
-    left in fp32 (besides ``keep_fp32``), sorted by what that gains. Ranked this way rather than by quantizing one layer at a time:
-    the gain is what ``--keep-fp32 LAYER`` would give, errors of the other
+    left in fp32 (besides ``keep_fp32``), sorted by what that gains.
+    Ranked this way rather than by quantizing one layer at a time: the
+    gain is what ``--keep-fp32 LAYER`` would give, errors of the other
     layers included (they compound along the chain), and it is how NNCF's
     accuracy control ranks the layers it reverts."""
     from mmengine.utils import ProgressBar
