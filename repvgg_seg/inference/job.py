@@ -257,6 +257,14 @@ class InferenceJob:
         forward = getattr(self.model, 'engine_forward', None)
         return (forward.concurrency() if forward is not None else 1) + 1
 
+    def _runner_pending(self) -> bool:
+        """Whether the engine makes its runner at the first input (from a
+        checkpoint: exported or tuned for that shape): then the first batch
+        runs alone, and the workers are counted once it exists."""
+        forward = getattr(self.model, 'engine_forward', None)
+        return forward is not None and forward.kind == 'checkpoint' and \
+            not forward.runners
+
     def _segment_and_write(self, batch: List[Tuple[Item, np.ndarray]]
                            ) -> int:
         labels = self.predict([image for _, image in batch])
@@ -286,9 +294,10 @@ class InferenceJob:
 
         batches = iter(Prefetcher(lambda: self._batches(todo, report),
                                   depth=4))
-        first = next(batches, None)  # makes the engine's runner
-        if first is not None:
-            finished(self._segment_and_write(first))
+        if self._runner_pending():
+            first = next(batches, None)
+            if first is not None:
+                finished(self._segment_and_write(first))
         workers = self.workers()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             running = set()
@@ -380,9 +389,10 @@ class InferenceJob:
 
         try:
             batches = iter(Prefetcher(read_frames, depth=4))
-            first = next(batches, None)  # makes the engine's runner
-            if first is not None:
-                write_frames(first, self.predict(first))
+            if self._runner_pending():
+                first = next(batches, None)
+                if first is not None:
+                    write_frames(first, self.predict(first))
             workers = self.workers()
             # frames are predicted by several workers and written in order
             with ThreadPoolExecutor(max_workers=workers) as pool:
