@@ -58,7 +58,9 @@ def parse_args(argv=None):
                         default='jpg', help='overlay files (default jpg)')
     parser.add_argument('--save-pred', choices=list(PRED_FORMATS),
                         help='also write label maps in this format')
-    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='images a batch (slide inference on OpenVINO: '
+                        '2 keeps two requests busy to the last image)')
     parser.add_argument('--streams', type=int,
                         help='OpenVINO streams (default: OpenVINO\'s '
                         'THROUGHPUT hint chooses; 1: latency mode)')
