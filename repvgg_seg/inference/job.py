@@ -29,9 +29,9 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from collections import deque
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
