@@ -108,7 +108,6 @@ class OpenVINORunner:
         if channels_last:
             n, h, w, c = self.output_shape
             self.output_shape = [n, c, h, w]
-        self.streams = streams
         self.concurrency = 1
         if streams is not None and streams != 1:
             self.concurrency = max(1, int(compiled.get_property(
@@ -145,9 +144,7 @@ class OpenVINORunner:
         if not self.has_labels:
             raise InputError('this OpenVINO model was compiled without '
                              'its labels output (RunOptions(labels=True))')
-        arrays = x.detach().to('cpu', torch.float32).contiguous().numpy()
-        out = (self._infer(arrays, 1) if arrays.shape[0] == 1
-               else self._infer_each(arrays, 1))
+        out = self._run(x, 1)
         return torch.from_numpy(out.reshape(out.shape[:3]).astype(np.int64))
 
     def _infer_each(self, arrays: np.ndarray,
@@ -188,16 +185,21 @@ class OpenVINORunner:
             logits = logits.permute(0, 3, 1, 2)  # NCHW, channels-last
         return logits.to(device)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        device = x.device
-        x = x.detach().to('cpu', torch.float32).contiguous()
+    def _run(self, x: torch.Tensor, output: int = 0) -> np.ndarray:
+        """Output ``output`` for the batch ``x``: in one request where the
+        model takes the batch whole, else window by window."""
+        arrays = x.detach().to('cpu', torch.float32).contiguous().numpy()
         batch = self.input_shape[0] if self.input_shape else 1
-        if batch == x.shape[0] or (batch == -1 and self.concurrency == 1):
-            return self._logits(self._infer(x.numpy()), device)
+        if batch == arrays.shape[0] or (batch == -1 and
+                                        self.concurrency == 1):
+            return self._infer(arrays, output)
         if batch not in (1, -1):
             raise InputError(f'the model takes batches of {batch}, given '
-                             f'{x.shape[0]}')
-        return self._logits(self._infer_each(x.numpy()), device)
+                             f'{arrays.shape[0]}')
+        return self._infer_each(arrays, output)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._logits(self._run(x), x.device)
 
 
 class OpenVINOEngine(ExportedEngine):
