@@ -239,6 +239,13 @@ def test_keep_fp32_leaves_exactly_the_named_layers(tiny_trained, options,
     assert report['int8_convs'] == report['convs'] - 3
     assert 'convs run in fp32: backbone.stage1.0, backbone.stage1.1, ' \
         'decode_head.conv_seg' in err
+    # the pyramid's bins of 2x4 features at 64x128 export as Slice +
+    # ReduceMean cells: left in float, no quantizer of their own
+    ops = ov.Core().read_model(str(tmp_path / 'm.xml')).get_ops()
+    means = [op for op in ops if op.get_type_name() == 'ReduceMean']
+    assert len(means) > 40
+    assert not [op for op in means if op.input_value(0).get_node()
+                .get_type_name() == 'FakeQuantize']
 
 
 #: the layers of the sensitivity table: one behind each kind of planted
