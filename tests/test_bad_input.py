@@ -6,14 +6,13 @@ output, no checkpoint, no overwritten file. Through the command-line tools
 where that is how a user meets the case (exit status 2 and one ``error:``
 line instead of a traceback), through the library otherwise.
 """
+import contextlib
 import json
 import os
 import os.path as osp
 import resource
 import shutil
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -485,40 +484,43 @@ def test_unwritable_work_dir(tmp_path, capsys, monkeypatch):
     assert f'cannot create work dir {blocked}/sub' in err
 
 
-def _limit_file_size(limit: int):
-    """For a child process: writes beyond ``limit`` bytes per file fail
-    with EFBIG, a real write failure like a full disk (SIGXFSZ ignored so
-    that the write returns the error instead of killing the process)."""
-    def apply():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
+@contextlib.contextmanager
+def _file_size_limit(limit: int):
+    """Within the block, writes beyond ``limit`` bytes per file fail with
+    EFBIG, a real write failure like a full disk (Python ignores SIGXFSZ,
+    so the write returns the error instead of killing the process); the
+    limits before are restored after it."""
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_failing_disk_writes_stop_cleanly(tiny_config, tiny_checkpoint,
-                                          tmp_path):
-    """A checkpoint write that fails for real (the file-size limit of the
-    process stands in for a full disk) ends convert and train with one
-    line naming the file, and leaves no partial file."""
-    limit = _limit_file_size(200_000)  # logs fit, checkpoints do not
+                                          tmp_path, capsys):
+    """A checkpoint write that fails for real (a file-size limit stands in
+    for a full disk) ends convert and train with one line naming the file,
+    and leaves no partial file."""
     out = tmp_path / 'deploy.pth'
-    proc = subprocess.run(
-        [sys.executable, 'tools/convert.py', tiny_config, tiny_checkpoint,
-         str(out), '--shape', '64', '64'], cwd=REPO, capture_output=True,
-        text=True, preexec_fn=limit, timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    assert f'error: could not write {out}: File too large; earlier files ' \
-        'are untouched' in proc.stderr
-    assert _outputs(tmp_path) == []
-
     work = tmp_path / 'work'
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', tiny_config, '--work-dir',
-         str(work), '--cfg-options', *NO_WORKERS], cwd=REPO,
-        capture_output=True, text=True, preexec_fn=limit, timeout=300)
-    assert proc.returncode == 2, proc.stderr
+    with _file_size_limit(200_000):  # logs fit, checkpoints do not
+        convert = run_tool('convert', tiny_config, tiny_checkpoint, str(out),
+                           '--shape', '64', '64', capsys=capsys)
+        train = run_tool('train', tiny_config, '--work-dir', str(work),
+                         '--cfg-options', *NO_WORKERS, capsys=capsys)
+    code, err = convert
+    assert code == 2, err
+    assert f'error: could not write {out}: File too large; earlier files ' \
+        'are untouched' in err
+    assert _outputs(tmp_path) == []
+    code, err = train
+    assert code == 2, err
     assert f'error: could not write {work}/iter_3.pth: File too large' \
-        in proc.stderr
+        in err
     assert _weights(work) == []
 
 
