@@ -106,9 +106,9 @@ def test_killed_run_resumes_with_the_same_loss_curve(
     if loop == 'epoch' and how == 'SIGKILL':
         assert resume_point % 3 != 0  # mid-epoch
     assert not [p for p in os.listdir(work_dir) if '.partial' in p]
-    # a process of its own: the training forks a data-loader worker, which
-    # is not safe from the test process once OpenVINO's threads run in it
-    # (seen: a segfault in the full suite)
+    # a process of its own: the training forks a data-loader worker; made
+    # in the test process (after OpenVINO's threads had run in it), these
+    # runs segfaulted the full suite
     subprocess.run(_train_cmd(config, work_dir, '--resume'),
                    check=True, capture_output=True, cwd=REPO, timeout=600)
     runs = sorted(d for d in os.listdir(work_dir)

@@ -169,7 +169,8 @@ def quantize_model(ov_model, calibration: Iterable[torch.Tensor],
     (an iterable of model inputs with ``len``, re-iterable), after the
     constant folding that lets NNCF quantize grouped convs (see the module
     docstring); the OpenVINO nodes ``keep_fp32`` stay in fp32 (NNCF's
-    ignored scope, :meth:`.names.ConvNames.select`). With ``max_drop``,
+    ignored scope, :meth:`.names.ConvNames.select`; so do the ops of
+    :data:`FLOAT_OP_TYPES`). With ``max_drop``,
     ``nncf.quantize_with_accuracy_control`` instead: it keeps the layers
     that cost most of ``metric`` (:mod:`.metrics`, on its held-out items)
     in fp32 until the INT8 model's metric is within ``max_drop`` points of
