@@ -20,6 +20,22 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault('CI', 'true')
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'gpu: needs a CUDA device (pytest -m gpu); skipped, with '
+        'the reason, where none is visible')
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA device: none is visible '
+                            '(torch.cuda.is_available() is False)')
+    for item in items:
+        if 'gpu' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope='session')
 def official_keys():
     """Key names and shapes of the official checkpoints, per arch."""
