@@ -152,6 +152,70 @@ def test_table8_configs(name, block, restore_default_scope):
     assert model.decode_head.num_classes == 19
 
 
+# Every Table 8 config and its twins: the RepVGG archs, QARepVGG, ResNet.
+TABLE8_FILES = sorted(glob.glob(osp.join(REPO, 'configs', 'pspnet_*.py')))
+
+
+def _two_crops():
+    """A batch of two crops smaller than 713x713 in different ways (what
+    RandomCrop gives from images resized below it), with their labels."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    gen = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for h, w in ((600, 700), (713, 500)):
+        inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8,
+                                    generator=gen))
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w),
+                                             ori_shape=(h, w)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(
+            0, 19, (1, h, w), generator=gen))
+        samples.append(sample)
+    return inputs, samples
+
+
+def test_table8_batches_are_padded_to_the_crop():
+    """As in mmseg's configs, the data preprocessor pads every training
+    batch to the 713x713 crop (one shape for cudnn_benchmark; without a
+    size mmseg's cannot stack a training batch at all); the demo keeps its
+    own 256x256."""
+    from mmengine.config import Config
+    from mmseg.models import SegDataPreProcessor
+    assert len(TABLE8_FILES) == 32
+    for path in TABLE8_FILES:
+        cfg = Config.fromfile(path)
+        crop = [t for t in cfg.train_dataloader.dataset.pipeline
+                if t.type == 'RandomCrop'][0].crop_size
+        assert cfg.model.data_preprocessor.size == crop == (713, 713), path
+    assert Config.fromfile(DEMO).model.data_preprocessor.size == (256, 256)
+    pre_cfg = dict(Config.fromfile(TABLE8_FILES[0]).model.data_preprocessor)
+    assert pre_cfg.pop('type') == 'SegDataPreProcessor'
+    preprocessor = SegDataPreProcessor(**pre_cfg)
+    inputs, samples = _two_crops()
+    out = preprocessor(dict(inputs=inputs, data_samples=samples),
+                       training=True)
+    assert out['inputs'].shape == (2, 3, 713, 713)
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    for image, sample, batch_image in zip(inputs, out['data_samples'],
+                                          out['inputs']):
+        h, w = image.shape[1:]
+        # the crop at the top left, RGB and normalized; zeros around it
+        torch.testing.assert_close(batch_image[:, :h, :w],
+                                   (image.flip(0).float() - mean) / std)
+        assert batch_image[:, h:].abs().sum() == 0
+        assert batch_image[:, :, w:].abs().sum() == 0
+        gt = sample.gt_sem_seg.data
+        assert gt.shape == (1, 713, 713)
+        assert (gt[:, h:] == 255).all() and (gt[:, :, w:] == 255).all()
+        assert sample.pad_shape == (713, 713)
+    # the labels themselves unchanged under the padding
+    for sample, original in zip(out['data_samples'], _two_crops()[1]):
+        h, w = original.gt_sem_seg.shape
+        torch.testing.assert_close(sample.gt_sem_seg.data[:, :h, :w],
+                                   original.gt_sem_seg.data)
+
+
 def test_resnet_baselines_share_the_recipe():
     r50 = load_config(osp.join(REPO, 'configs', 'pspnet_r50.py'))
     r101 = load_config(osp.join(REPO, 'configs', 'pspnet_r101.py'))
