@@ -2,6 +2,7 @@
 and the command-line options turned into the config an mmengine Runner
 executes (work dir, resume, AMP, data checks, fusing and engine hooks for
 testing), and the Runner built and run."""
+import os
 import os.path as osp
 from typing import Optional, Sequence
 
@@ -24,10 +25,30 @@ TEST_ENGINES = tuple(ENGINES)
 DATA_CHECK_MODES = ('full', 'quick', 'off')
 
 
+# Where each of mmengine's launchers reads the global rank from.
+_RANK_VARIABLES = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID',
+                   'mpi': 'OMPI_COMM_WORLD_RANK'}
+
+
+def launch_rank(launcher: str) -> int:
+    """This process's global rank in a launch by mmengine's ``launcher``
+    (``'pytorch'``: torchrun's ``RANK``; ``'slurm'``: srun's
+    ``SLURM_PROCID``; ``'mpi'``), read from the environment because the
+    Runner makes the process group later; 0 for ``'none'``: a process on
+    its own, whatever the environment says."""
+    name = _RANK_VARIABLES.get(launcher)
+    return int(os.environ.get(name) or 0) if name else 0
+
+
 def check_data(cfg: Config, splits: Sequence[str],
                mode: Optional[str] = None) -> None:
     """Check the config's segmentation data sets before the Runner is
-    built (see :mod:`repvgg_seg.datasets.config_check`).
+    built (see :mod:`repvgg_seg.datasets.config_check`), once per job: on
+    rank 0 of the config's ``launcher`` (:func:`launch_rank`). The other
+    ranks go on to build their Runners and wait for rank 0 in the process
+    group; if rank 0 finds a problem it exits non-zero and torchrun (or
+    srun ``--kill-on-bad-exit``, as tools/slurm_train.sh runs it) ends
+    them. Processes without a launcher each check.
 
     Args:
         mode: ``'full'`` (decode every file; a passed check is remembered
@@ -39,6 +60,11 @@ def check_data(cfg: Config, splits: Sequence[str],
         raise ConfigError(f'invalid data check mode {mode!r}; valid modes: '
                           + ', '.join(DATA_CHECK_MODES))
     if mode == 'off':
+        return
+    rank = launch_rank(cfg.get('launcher', 'none'))
+    if rank != 0:
+        print_log(f'data check: rank 0 checks the data (this is rank {rank})',
+                  logger='current')
         return
     check_config_datasets(cfg, splits, quick=mode == 'quick',
                           cache_dir=cfg.work_dir)

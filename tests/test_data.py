@@ -547,3 +547,87 @@ def test_check_dataset_cli(synthetic, tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'error: ' in err and 'smaller than the crop size ' \
         '713x713' in err and f'aachen_000000_000019{IMG}: 128x256' in err
+
+
+# --------------------------------------- the check in a multi-process job
+def setup_with_missing_data(tmp_path, launcher):
+    """tools/train.py's set-up of the demo config with a train data root
+    that does not exist (the check fails wherever it runs)."""
+    from repvgg_seg.runs import setup_train_cfg
+    from tests.conftest import DEMO_CONFIG
+    return setup_train_cfg(
+        DEMO_CONFIG, work_dir=str(tmp_path / 'work'), launcher=launcher,
+        cfg_options={'train_dataloader.dataset.data_root':
+                     str(tmp_path / 'nowhere')})
+
+
+@pytest.mark.parametrize('launcher, rank_variable, others', [
+    ('pytorch', 'RANK', {'WORLD_SIZE': '2', 'LOCAL_RANK': '1'}),  # torchrun
+    ('slurm', 'SLURM_PROCID', {'SLURM_NTASKS': '2'}),  # srun
+])
+def test_the_data_check_runs_on_rank_0_only(tmp_path, monkeypatch, launcher,
+                                            rank_variable, others):
+    """torchrun and srun start every rank with the same command: the data
+    set is checked once, by rank 0, whose failure takes the job down."""
+    for name, value in others.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(rank_variable, '1')
+    with helpers.captured_log() as log:
+        cfg = setup_with_missing_data(tmp_path, launcher)
+    assert cfg.launcher == launcher
+    assert 'data check: rank 0 checks the data (this is rank 1)' in \
+        log.messages
+    monkeypatch.setenv(rank_variable, '0')
+    with raises(r'train data: data root .*nowhere does not exist'):
+        setup_with_missing_data(tmp_path, launcher)
+    # without a launcher a process is on its own: it checks, whatever the
+    # environment says
+    monkeypatch.setenv(rank_variable, '1')
+    with raises(r'train data: data root .*nowhere does not exist'):
+        setup_with_missing_data(tmp_path, 'none')
+
+
+def affinity(monkeypatch, cpus):
+    """This process may run on ``cpus`` of a 64-core machine (taskset,
+    a cpuset, Slurm's binding)."""
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(cpus))
+    monkeypatch.setattr(os, 'cpu_count', lambda: 64)
+
+
+def test_usable_cpus_follow_affinity_and_slurm(monkeypatch):
+    from repvgg_seg.datasets.checks import default_nproc, usable_cpus
+    monkeypatch.delenv('SLURM_CPUS_PER_TASK', raising=False)
+    affinity(monkeypatch, range(8, 16))
+    assert usable_cpus() == 8 and usable_cpus(3) == 3
+    assert default_nproc() == 8
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', '1')
+    assert usable_cpus() == 1 and usable_cpus(4) == 1
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', '5')
+    assert usable_cpus() == 5 and usable_cpus(2) == 2
+    affinity(monkeypatch, range(2))
+    assert usable_cpus() == 2 and default_nproc() == 2
+
+
+def test_the_check_decodes_in_the_usable_cpus(synthetic, tmp_path,
+                                              monkeypatch):
+    """The data check's processes: the CPUs this process may use (at most
+    8), also when more are asked for."""
+    from repvgg_seg.config import load_config
+    from repvgg_seg.datasets import checks
+    from repvgg_seg.datasets.config_check import check_config_datasets
+    root, _ = synthetic
+    pools = []
+
+    def serial(func, tasks, nproc, **kwargs):
+        pools.append(nproc)
+        return [func(task) for task in tasks]
+
+    monkeypatch.setattr(checks, 'track_parallel_progress', serial)
+    affinity(monkeypatch, range(8))
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', '3')
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '1')
+    cfg = load_config(write_config(tmp_path, (128, 128)))
+    reports = check_config_datasets(cfg, ['train'], data_root=root)
+    assert reports[0][2].num_images == 6
+    check_config_datasets(cfg, ['train'], data_root=root, nproc=16)
+    assert pools == [3, 3]

@@ -13,8 +13,8 @@ import argparse
 import sys
 
 from repvgg_seg.datasets import DatasetError, check_segmentation_dataset
-from repvgg_seg.datasets.config_check import (config_datasets, default_nproc,
-                                              missing_data_hint)
+from repvgg_seg.datasets.checks import default_nproc
+from repvgg_seg.datasets.config_check import config_datasets, missing_data_hint
 from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
 from repvgg_seg.config import load_config
 
@@ -29,7 +29,7 @@ def parse_args(argv=None):
                         help='pairing and file headers only (no decoding)')
     parser.add_argument('--nproc', type=int, default=default_nproc(),
                         help='processes that decode files (default: the '
-                        'cores, at most 8)')
+                        'CPUs this process may use, at most 8)')
     parser.add_argument('--data-root', help='override the datasets\' '
                         'data_root')
     add_config_args(parser, checkpoints=False)

@@ -11,14 +11,16 @@ import argparse
 import sys
 
 from repvgg_seg.datasets import prepare_cityscapes
+from repvgg_seg.datasets.checks import default_nproc
 from repvgg_seg.cli import run_cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('root', help='Cityscapes root, e.g. data/cityscapes')
-    parser.add_argument('--nproc', type=int, default=1,
-                        help='worker processes (default: 1)')
+    parser.add_argument('--nproc', type=int, default=default_nproc(),
+                        help='worker processes (default: the CPUs this '
+                        'process may use, at most 8)')
     parser.add_argument('--no-split-lists', action='store_true',
                         help='do not write train.txt / val.txt / test.txt')
     return parser.parse_args(argv)

@@ -390,11 +390,35 @@ def _totals(results: List[PairResult]):
     return dict(sizes), label_pixels
 
 
+def usable_cpus(limit: Optional[int] = None) -> int:
+    """The CPUs this process may use: its affinity mask (which taskset,
+    cpusets/cgroups and Slurm's task binding restrict; ``os.cpu_count()``
+    counts the whole machine), at most Slurm's ``--cpus-per-task``
+    (``SLURM_CPUS_PER_TASK``, set also where tasks are not bound) and at
+    most ``limit``; at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    slurm = os.environ.get('SLURM_CPUS_PER_TASK')
+    if slurm:
+        cpus = min(cpus, int(slurm))
+    if limit is not None:
+        cpus = min(cpus, limit)
+    return max(1, cpus)
+
+
+def default_nproc() -> int:
+    """Decoding processes of a data-set check: the CPUs this process may
+    use, at most 8. One process per job checks (rank 0 of a launch, see
+    :func:`repvgg_seg.runs.check_data`), so it takes all of them."""
+    return usable_cpus(8)
+
+
 def track_tasks(func, tasks: list, nproc: int = 1) -> list:
     """``[func(t) for t in tasks]`` with a progress bar (on stderr), in
-    ``nproc`` processes when above 1."""
+    ``nproc`` processes when above 1, at most the CPUs this process may
+    use (:func:`usable_cpus`)."""
     if not tasks:
         return []
+    nproc = usable_cpus(nproc)
     # stderr, like tqdm: stdout stays for results (JSON summaries)
     if nproc > 1:
         return track_parallel_progress(func, tasks, nproc, file=sys.stderr)

@@ -175,7 +175,7 @@ def prepare_cityscapes(root: str, nproc: int = 1,
 
     Args:
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
-        nproc: worker processes.
+        nproc: worker processes (at most the CPUs this process may use).
         splits: the splits to prepare (default: those present of train, val
             and test).
         split_lists: also write ``{split}.txt`` into ``root``.

@@ -18,7 +18,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from mmengine.logging import print_log
 
 from ..io.files import write_json
-from .checks import DatasetError, DatasetReport, check_segmentation_dataset
+from .checks import (DatasetError, DatasetReport, check_segmentation_dataset,
+                     default_nproc)
 
 # Transforms that change the image size before a RandomCrop: after them the
 # crop no longer bounds the size of the files on disk.
@@ -113,13 +114,6 @@ def config_datasets(cfg, splits: Sequence[str],
     return found
 
 
-def default_nproc() -> int:
-    """Decoding processes: the cores of this process's share of the
-    machine (torchrun starts one process per GPU), at most 8."""
-    local_ranks = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
-    return max(1, min(8, (os.cpu_count() or 1) // local_ranks))
-
-
 def fingerprint(options: dict, quick: bool) -> str:
     """A hash of the check's options and of every file's name, size and
     modification time under the image and label folders."""
@@ -174,6 +168,8 @@ def check_config_datasets(cfg,
 
     Args:
         quick: pairing and file headers only (no label values).
+        nproc: decoding processes (default: :func:`default_nproc`), at
+            most the CPUs this process may use.
         cache_dir: remember passed checks here (``data_check.json``) and
             skip a data set whose fingerprint has passed before.
 
