@@ -1,7 +1,8 @@
 """Inference speed of segmentors, several configs measured interleaved.
 
     python tools/benchmark.py CONFIG [CONFIG ...] [--fuse yes|no|both]
-        [--shape H W] [--batch-size N] [--device cpu|cuda] [--threads N]
+        [--shape H W] [--batch-size N] [--device cpu|cuda[:N]] [--tf32]
+        [--threads N]
         [--precision fp32|bf16|fp16|int8|int8-bf16 ...] [--channels-last]
         [--layout nchw|cl ...] [--compile]
         [--engine torch|winograd|onnxruntime|openvino ...] [--warmup N]
@@ -26,6 +27,9 @@ images (or generated ones, for speed only) and report how many convs run in
 INT8; --ir times an IR as it is (e.g. the one tools/quantize.py wrote).
 Throughput mode: --batch-size N --streams S runs N windows per sample on S
 OpenVINO requests in flight (--streams 0: OpenVINO's THROUGHPUT hint).
+On CUDA every row runs on the device (torch; onnxruntime's CUDA provider
+with device-bound inputs and outputs); fp32 is IEEE fp32 (TF32 off) unless
+--tf32; the peak's kernels are sized for the GPU.
 """
 import argparse
 import sys
@@ -48,9 +52,14 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, default=[713, 713],
                         metavar=('H', 'W'))
     parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--device', default='cpu',
+                        help='cpu, cuda or cuda:N (default cpu)')
+    parser.add_argument('--tf32', action='store_true',
+                        help='CUDA: let fp32 convs and matmuls run in TF32 '
+                        '(default: off, IEEE fp32; recorded in the setup)')
     parser.add_argument('--threads', type=int,
-                        help='torch/onnxruntime threads (default: all cores)')
+                        help='torch/onnxruntime CPU threads (default: all '
+                        'cores; --device cpu only)')
     parser.add_argument('--precision', nargs='+', default=['fp32'],
                         choices=list(PRECISIONS),
                         help='one or more; bf16/fp16: weights converted '
@@ -116,7 +125,7 @@ def main(argv=None):
         precisions=args.precision, layouts=args.layout, compile=args.compile,
         warmup=args.warmup, iters=args.iters, rounds=args.rounds,
         peak=args.peak or args.ceiling, images=args.image,
-        calib_images=args.calib_images, streams=args.streams)
+        calib_images=args.calib_images, streams=args.streams, tf32=args.tf32)
     result = benchmark(args.configs, options, checkpoints=args.checkpoint,
                        cfg_options=args.cfg_options, irs=args.ir)
     print(format_table(result))

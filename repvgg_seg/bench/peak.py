@@ -14,6 +14,14 @@ interleaved rounds as the rows (:meth:`MeasuredPeak.step`):
   quantized by :func:`repvgg_seg.deploy.quantize.quantize_module`, and
   refused if its kernel does not run in INT8.
 
+On CUDA the kernels are sized for a GPU (:data:`CUDA_PEAK_SIZES`: the
+CPU's 1536^3 matmul takes ~0.1 ms on a large one, mostly launch and sync)
+and each timed sample runs a kernel several times back to back: as many
+calls as fill :data:`CUDA_MIN_SAMPLE_S`, counted once in the warm-up
+(:meth:`MeasuredPeak.calibrate`); a sample's time is per call. fp32 kernels
+run under the benchmark's TF32 setting
+(:func:`repvgg_seg.bench.precision.cuda_precision_settings`), like its rows.
+
 The peak is what these kernels reach here, not a hardware bound: a row can
 exceed it (Winograd rows do fewer multiplications than their MACs; a
 model's convs may suit the plugin better than these shapes). The
@@ -22,6 +30,7 @@ RepVGG models' main op) is kept beside it as what it is: one conv of that
 shape, per precision and memory layout (``fp32-nchw``, ``bf16-cl``,
 ``int8-nchw`` ...).
 """
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -37,8 +46,8 @@ from ..engines.exported import INT8_PRECISIONS
 
 def sync(device: str) -> None:
     """Wait for the device's queued work (timing on CUDA needs it)."""
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize(torch.device(device))
 
 
 def reduced_precision_supported(precision: str, device: str = 'cpu') -> bool:
@@ -83,8 +92,24 @@ class KernelSizes:
     conv3x3: Tuple[int, int] = (512, 90)
 
 
-#: the sizes the benchmark uses (module level so tests can shrink them)
+#: the sizes the benchmark uses on CPU (module level so tests can shrink
+#: them)
 PEAK_SIZES = KernelSizes()
+#: on CUDA: a matmul and a 1x1 conv large enough to keep a big GPU's
+#: tensor cores busy (8192^3: ~1 ms in fp16, ~20 ms in IEEE fp32 on an
+#: H100-class GPU); the reference conv keeps its shape (it is one conv of
+#: the models, not a size to fill the device)
+CUDA_PEAK_SIZES = KernelSizes(matmul=8192, conv1x1=(2048, 128),
+                              conv3x3=(512, 90))
+#: on CUDA a timed sample of a kernel runs it back to back for at least
+#: this long (launch and sync overheads then weigh < 1%)
+CUDA_MIN_SAMPLE_S = 0.02
+
+
+def peak_sizes(device: str = 'cpu') -> KernelSizes:
+    """The kernels' sizes for ``device``: :data:`CUDA_PEAK_SIZES` on CUDA,
+    else :data:`PEAK_SIZES`."""
+    return CUDA_PEAK_SIZES if str(device).startswith('cuda') else PEAK_SIZES
 
 
 @dataclass
@@ -92,13 +117,15 @@ class Kernel:
     """One timed kernel: ``name`` (``matmul``, ``conv1x1-cl``,
     ``conv3x3-nchw`` ...), its ``precision``, its ``shape`` in words, its
     multiply-adds and a call that runs it once. ``ref_key``: set on the
-    reference conv (``fp32-nchw`` ...)."""
+    reference conv (``fp32-nchw`` ...). ``calls``: how many calls one
+    timed sample runs (see :meth:`MeasuredPeak.calibrate`)."""
     name: str
     precision: str
     shape: str
     macs: int
     run: Callable[[], None]
     ref_key: Optional[str] = None
+    calls: int = 1
 
     @property
     def id(self) -> str:
@@ -164,8 +191,9 @@ def peak_kernels(ref_layouts: Dict[str, Sequence[str]], device: str = 'cpu',
                  sizes: Optional[KernelSizes] = None) -> List[Kernel]:
     """The kernels of each precision in ``ref_layouts`` (``{precision:
     layouts of its reference conv}``): matmul, 1x1 conv, reference conv per
-    layout (see the module docstring)."""
-    sizes = sizes or PEAK_SIZES
+    layout (see the module docstring); ``sizes``: by default
+    :func:`peak_sizes` of ``device``."""
+    sizes = sizes or peak_sizes(device)
     gen = torch.Generator().manual_seed(0)
     n = sizes.matmul
     c1, s1 = sizes.conv1x1
@@ -219,24 +247,48 @@ def peak_kernels(ref_layouts: Dict[str, Sequence[str]], device: str = 'cpu',
 
 class MeasuredPeak:
     """The measured peak per precision and the reference conv(s), from
-    ``kernels`` (see :func:`peak_kernels`). :meth:`step` times one call of
-    every kernel; the benchmark calls it once per round, interleaved with
-    the rows; :meth:`result` takes the medians. ``times`` holds each
-    kernel's samples (seconds), by :attr:`Kernel.id`."""
+    ``kernels`` (see :func:`peak_kernels`). :meth:`step` times one sample
+    of every kernel (:attr:`Kernel.calls` calls); the benchmark calls it
+    once per round, interleaved with the rows; :meth:`result` takes the
+    medians. ``times`` holds each kernel's samples (seconds per call), by
+    :attr:`Kernel.id`. ``min_sample_s``: see :meth:`calibrate` (default:
+    :data:`CUDA_MIN_SAMPLE_S` on CUDA, none on CPU, whose kernels take
+    50-300 ms a call)."""
 
-    def __init__(self, kernels: Sequence[Kernel], device: str = 'cpu'):
+    def __init__(self, kernels: Sequence[Kernel], device: str = 'cpu',
+                 min_sample_s: Optional[float] = None):
         self.device = device
         self.kernels = {k.id: k for k in kernels}
         self.times: Dict[str, List[float]] = {k: [] for k in self.kernels}
+        if min_sample_s is None and str(device).startswith('cuda'):
+            min_sample_s = CUDA_MIN_SAMPLE_S
+        self.min_sample_s = min_sample_s
+
+    def _sample(self, kernel: Kernel) -> float:
+        """Seconds per call of ``kernel`` over one sample."""
+        sync(self.device)
+        start = time.perf_counter()
+        for _ in range(kernel.calls):
+            kernel.run()
+        sync(self.device)
+        return (time.perf_counter() - start) / kernel.calls
 
     def step(self, record: bool = True) -> None:
         for kid, kernel in self.kernels.items():
-            sync(self.device)
-            start = time.perf_counter()
-            kernel.run()
-            sync(self.device)
+            elapsed = self._sample(kernel)
             if record:
-                self.times[kid].append(time.perf_counter() - start)
+                self.times[kid].append(elapsed)
+
+    def calibrate(self) -> None:
+        """With ``min_sample_s``, set each kernel's calls per sample to
+        fill it, from one call timed now (after a warm-up: the first call
+        of a CUDA kernel includes cuDNN's/cuBLAS's set-up)."""
+        if not self.min_sample_s:
+            return
+        for kernel in self.kernels.values():
+            kernel.calls = 1
+            once = max(self._sample(kernel), 1e-6)
+            kernel.calls = max(1, math.ceil(self.min_sample_s / once))
 
     def result(self) -> dict:
         """``{'peak': {precision: {kernel, shape, gflops_per_s, latency_ms,
@@ -249,7 +301,8 @@ class MeasuredPeak:
             measured = dict(shape=kernel.shape, macs=kernel.macs,
                             gflops_per_s=2 * kernel.macs / median / 1e9,
                             latency_ms=median * 1e3,
-                            samples=len(self.times[kid]))
+                            samples=len(self.times[kid]),
+                            calls_per_sample=kernel.calls)
             entry = peak.setdefault(kernel.precision, dict(kernels={}))
             entry['kernels'][kernel.name] = measured
             if kernel.ref_key:
@@ -315,8 +368,11 @@ def measure_peak(ref_layouts: Optional[Dict[str, Sequence[str]]] = None,
     interleaved, ``warmup`` untimed rounds, then the median of ``iters``."""
     peak = MeasuredPeak(peak_kernels(ref_layouts or {'fp32': ['nchw']},
                                      device, threads, sizes), device)
-    for step in range(warmup + iters):
-        peak.step(record=step >= warmup)
+    for _ in range(warmup):
+        peak.step(record=False)
+    peak.calibrate()
+    for _ in range(iters):
+        peak.step()
     result = peak.result()
     for line in format_peak(result):
         print_log(line, logger='current')

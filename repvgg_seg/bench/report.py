@@ -6,12 +6,17 @@ def format_table(result: dict) -> str:
     """The rows as a readable table, with what was timed."""
     setup = result['setup']
     load = setup.get('load_average')
+    threads = setup.get('threads')
+    tf32 = setup.get('tf32')
     lines = [
         f'timed: {setup["timed"]}',
         f'input {setup["batch_size"]}x3x{setup["shape"][0]}x'
-        f'{setup["shape"][1]}, device {setup["device"]}, '
-        f'{setup["threads"]} threads'
-        f'{", torch.compile" if setup["compile"] else ""}; '
+        f'{setup["shape"][1]}, device {setup["device"]}'
+        + (f' ({setup["gpu"]})' if setup.get('gpu') else '')
+        + (f', {threads} threads' if threads else '')
+        + ('' if tf32 is None else
+           ', fp32 in TF32' if tf32 else ', fp32 without TF32')
+        + f'{", torch.compile" if setup["compile"] else ""}; '
         f'{setup["rounds"]} interleaved rounds x {setup["iters"]} passes '
         f'after {setup["warmup"]} warm-up passes; torch '
         f'{setup["torch_version"]}, {setup["date"]}'

@@ -45,7 +45,18 @@ Peak memory: on CPU the process's peak RSS (``VmHWM``, reset per row through
 ``/proc/self/clear_refs`` where the kernel allows it) while the row runs, and
 its increase over the RSS before the row (``peak_mem_delta_mb``: activations
 and workspace; every row's model stays resident, so the absolute figure
-includes them all); on CUDA ``torch.cuda.max_memory_allocated``.
+includes them all); on CUDA the same from the caching allocator
+(``torch.cuda.max_memory_allocated``, reset per row, over
+``torch.cuda.memory_allocated`` before the row).
+
+On CUDA (``device='cuda'`` or ``'cuda:N'``) every row runs on the device:
+the reference model, its data preprocessor and the agreement images move
+with it, onnxruntime rows run on its CUDA provider with their inputs and
+outputs bound on the device (the provider that ran is in the row's
+``provider``), and fp32 is IEEE fp32: TF32 off for cuDNN and cuBLAS
+(``tf32=True`` turns it on; recorded in the setup's ``tf32``, see
+:mod:`repvgg_seg.bench.precision`). CPU thread counts are CPU rows' only
+(``threads`` is ``None`` on CUDA).
 """
 import os
 import statistics
@@ -70,7 +81,8 @@ from ..models.convert import deploy_copy
 from .complexity import model_complexity
 from .memory import MemoryMeter
 from .peak import (MeasuredPeak, format_peak, peak_kernels, peak_precision,
-                   reduced_precision_supported, row_shares, sync)
+                   peak_sizes, reduced_precision_supported, row_shares, sync)
+from .precision import cuda_precision_settings
 
 PRECISIONS = ('fp32', 'bf16', 'fp16') + tuple(INT8_PRECISIONS)
 #: the benchmark's engines: fusing is its own axis (``fuse``), so the
@@ -101,6 +113,9 @@ class BenchmarkOptions:
     ``streams``: OpenVINO infer requests in flight (throughput mode: with
     ``batch_size`` N, each sample runs N windows in parallel requests;
     ``0`` lets OpenVINO's THROUGHPUT hint choose the streams).
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``threads``: CPU threads
+    (CPU only; default all cores). ``tf32``: on CUDA, let fp32 convs and
+    matmuls run in TF32 (default: off, IEEE fp32).
     """
     fuse: str = 'both'
     shape: Tuple[int, int] = (713, 713)
@@ -119,6 +134,7 @@ class BenchmarkOptions:
     calib_images: int = 20
     streams: Optional[int] = None
     seed: int = 0
+    tf32: bool = False
 
     def validated(self) -> 'BenchmarkOptions':
         """These options checked, with the shape, the thread count and the
@@ -143,14 +159,41 @@ class BenchmarkOptions:
                              'images must be >= 1, warmup >= 0')
         if self.streams is not None and self.streams < 0:
             raise InputError(f'--streams must be >= 0, got {self.streams}')
-        if self.device.startswith('cuda') and not torch.cuda.is_available():
-            raise UnavailableError('--device cuda: no CUDA device is '
-                                   'available')
+        cuda = check_device(self.device)
+        if cuda and self.threads:
+            raise InputError('--threads sets CPU threads: it applies to '
+                             '--device cpu only')
+        if self.tf32 and not cuda:
+            raise InputError('--tf32 applies to --device cuda only (CPU '
+                             'fp32 has no TF32)')
         images = _as_tuple(self.images) if self.images else None
         return replace(
             self, shape=checked_shape(self.shape, (713, 713)),
-            threads=self.threads or len(os.sched_getaffinity(0)),
+            threads=(None if cuda else
+                     self.threads or len(os.sched_getaffinity(0))),
             images=image_files(images) if images else None, **lists)
+
+
+def check_device(device: str) -> bool:
+    """Whether ``device`` (``cpu``, ``cuda``, ``cuda:N``) is a CUDA one;
+    :class:`InputError` for another name, :class:`UnavailableError` for a
+    CUDA device that is not here."""
+    kind, sep, index = str(device).partition(':')
+    if kind not in ('cpu', 'cuda') or (sep and not (kind == 'cuda'
+                                                    and index.isdigit())):
+        raise InputError(f'unknown device {device!r}; valid: cpu, cuda, '
+                         'cuda:N')
+    if kind == 'cpu':
+        return False
+    if not torch.cuda.is_available():
+        raise UnavailableError(f'--device {device}: no CUDA device is '
+                               'available')
+    if index and int(index) >= torch.cuda.device_count():
+        raise UnavailableError(
+            f'--device {device}: there are {torch.cuda.device_count()} '
+            f'CUDA devices (valid: cuda:0 to '
+            f'cuda:{torch.cuda.device_count() - 1})')
+    return True
 
 
 @dataclass
@@ -253,6 +296,9 @@ def benchmark(configs: Sequence[str],
     if irs and len(irs) > len(configs):
         raise InputError(f'{len(irs)} IRs for {len(configs)} configs; give '
                          'at most one per config')
+    if irs and any(irs) and options.device != 'cpu':
+        raise InputError('--ir runs on OpenVINO\'s CPU plugin: benchmark it '
+                         'with --device cpu')
     if irs:
         ENGINES['openvino'].require()
         for ir in irs:
@@ -268,20 +314,30 @@ def benchmark(configs: Sequence[str],
     for precision in options.precisions:
         if not reduced_precision_supported(precision, options.device):
             print_log(f'{precision} has no native kernels on this '
-                      f'{options.device} (oneDNN reports no AVX512-BF16/AMX/'
-                      'FP16 support): its convs are emulated and far slower '
-                      'than fp32', logger='current', level=30)
+                      f'{options.device} ' + (
+                          '(no bf16 support on this GPU)'
+                          if options.device.startswith('cuda') else
+                          '(oneDNN reports no AVX512-BF16/AMX/FP16 support)')
+                      + ': its convs are emulated and far slower than fp32',
+                      logger='current', level=30)
     previous_threads = torch.get_num_threads()
     previous_cudnn = torch.backends.cudnn.benchmark
-    torch.set_num_threads(options.threads)
+    if options.threads:  # CPU only (None on CUDA)
+        torch.set_num_threads(options.threads)
     # fixed input shape: let cuDNN pick its fastest kernels during the
     # warm-up passes (the configs' env_cfg.cudnn_benchmark, as mmseg does)
     torch.backends.cudnn.benchmark = options.device.startswith('cuda')
     try:
-        with tempfile.TemporaryDirectory(prefix='repvgg_bench_') as tmp:
+        with tempfile.TemporaryDirectory(prefix='repvgg_bench_') as tmp, \
+                cuda_precision_settings(options.device,
+                                        options.tf32) as precision:
+            print_log(f'precision: {precision["note"]}', logger='current')
             rows = _make_rows(configs, options, combos, checkpoints,
                               cfg_options, tmp, notes, irs)
-            return _measure(rows, options, notes)
+            result = _measure(rows, options, notes)
+            result['setup'].update(tf32=precision['tf32'],
+                                   precision_settings=precision)
+            return result
     finally:
         torch.set_num_threads(previous_threads)
         torch.backends.cudnn.benchmark = previous_cudnn
@@ -355,6 +411,8 @@ def _make_rows(configs, options, combos, checkpoints, cfg_options,
     for config, fused, model in build_models(configs, options.fuse,
                                              checkpoints, cfg_options):
         cx = model_complexity(model, options.shape, batch_size=1)
+        # LogitsModule.to moves the data preprocessor's device too: the
+        # agreement images are made on the device
         model.to(options.device)
         images = _agreement_images(model.model, config, options, cfg_options)
         for engine, precision, layout in combos:
@@ -379,6 +437,7 @@ def _make_rows(configs, options, combos, checkpoints, cfg_options,
                 scratch)
             row.info = dict(getattr(row.run, 'info', None) or {})
             _log_int8(row)
+            _log_provider(row, options, notes)
             rows.append(row)
         index = configs.index(config)
         if index < len(irs) and irs[index] and (fused or options.fuse
@@ -391,6 +450,20 @@ def _make_rows(configs, options, combos, checkpoints, cfg_options,
     if any(r.precision in INT8_PRECISIONS and not r.ir for r in rows):
         notes.append(_int8_note(options))
     return rows
+
+
+def _log_provider(row: 'Row', options: BenchmarkOptions,
+                  notes: List[str]) -> None:
+    """A note when an onnxruntime row on CUDA runs on another provider
+    (onnxruntime falls back to its CPU provider when CUDA's fails to
+    load)."""
+    provider = row.info.get('provider')
+    if (provider and options.device.startswith('cuda')
+            and provider != 'CUDAExecutionProvider'):
+        note = (f'{row.label} ran on onnxruntime\'s {provider}, not on '
+                f'{options.device}: its CUDA provider did not load')
+        print_log(note, logger='current', level=30)
+        notes.append(note)
 
 
 def _int8_note(options: BenchmarkOptions) -> str:
@@ -446,16 +519,33 @@ def _make_peak(rows: List[Row], device: str, notes: List[str],
         {p: v for p, v in ref_layouts.items() if p not in skipped}, device,
         threads), device)
     peak.step(record=False)  # warm-up
+    peak.calibrate()  # on CUDA: calls per sample
+    if device.startswith('cuda'):
+        sizes = peak_sizes(device)
+        notes.append(
+            f'peak on {device}: kernels sized for the GPU (matmul '
+            f'{sizes.matmul}^3, 1x1 conv {sizes.conv1x1[0]} channels at '
+            f'{sizes.conv1x1[1]}x{sizes.conv1x1[1]}); each sample runs a '
+            'kernel back to back for >= '
+            f'{peak.min_sample_s * 1e3:.0f} ms (' + ', '.join(
+                f'{k.id} x{k.calls}' for k in peak.kernels.values()) + ')')
     return peak
+
+
+def _timing_input(options: BenchmarkOptions) -> torch.Tensor:
+    """The generated batch every row is timed on, on the run's device."""
+    gen = torch.Generator().manual_seed(options.seed)
+    return torch.randn(options.batch_size, 3, *options.shape,
+                       generator=gen).to(options.device)
 
 
 def _time_rows(rows: List[Row], options: BenchmarkOptions,
                machine_peak: Optional[MeasuredPeak]) -> None:
-    """Warm up every row, then time them round-robin."""
+    """Warm up every row, then time them round-robin; each row's peak
+    memory is reset before its passes of a round (every row's model stays
+    resident: its own is the increase over what was in use before)."""
     device = options.device
-    gen = torch.Generator().manual_seed(options.seed)
-    x = torch.randn(options.batch_size, 3, *options.shape,
-                    generator=gen).to(device)
+    x = _timing_input(options)
     meter = MemoryMeter(device)
     print_log(f'warm-up: {options.warmup} passes per row', logger='current')
     for row in rows:
@@ -496,7 +586,10 @@ def _row_result(row: Row, options: BenchmarkOptions,
         engine=row.engine, precision=row.precision, device=options.device,
         ir=row.ir, streams=options.streams,
         layout=row.layout, channels_last=row.layout == 'cl',
-        compile=options.compile, threads=options.threads,
+        compile=options.compile,
+        # CPU threads: a CPU row's setting only (None on CUDA)
+        threads=None if options.device.startswith('cuda')
+        else options.threads,
         batch_size=options.batch_size, shape=list(options.shape),
         images_per_s=ips, latency_ms=med * 1e3, latency_ms_q1=q1 * 1e3,
         latency_ms_q3=q3 * 1e3, latency_ms_iqr=(q3 - q1) * 1e3,
@@ -534,13 +627,15 @@ def _measure(rows: List[Row], options: BenchmarkOptions,
 def _setup(rows: List[Row], options: BenchmarkOptions,
            notes: List[str]) -> dict:
     device = options.device
+    cuda = device.startswith('cuda')
     precisions = sorted({r.precision for r in rows})
     return dict(
         timed=('forward pass in test mode (whole image) + bilinear resize '
                'of the logits to the input size; preprocessing excluded; '
                'generated inputs'),
         shape=list(options.shape), batch_size=options.batch_size,
-        device=device, threads=options.threads, compile=options.compile,
+        device=device, threads=None if cuda else options.threads,
+        compile=options.compile,
         cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
         engines=sorted({r.engine for r in rows}), precisions=precisions,
         layouts=sorted({r.layout for r in rows}),
@@ -550,14 +645,17 @@ def _setup(rows: List[Row], options: BenchmarkOptions,
                           for p in precisions},
         date=time.strftime('%Y-%m-%d %H:%M:%S'),
         load_average=_load_average(), cpu=_cpu_name(),
-        gpu=(torch.cuda.get_device_name() if device.startswith('cuda')
-             else None),
+        gpu=torch.cuda.get_device_name(torch.device(device)) if cuda
+        else None,
         notes=notes,
         memory_note=(
+            'peak_mem_mb: torch.cuda.max_memory_allocated on the device '
+            'while the row ran (reset per row; all rows\' models resident); '
+            'peak_mem_delta_mb: its increase over the memory allocated '
+            'before the row' if cuda else
             'peak_mem_mb: process peak RSS while the row ran (all rows\' '
             'models resident); peak_mem_delta_mb: its increase over the RSS '
-            'before the row' if device == 'cpu' else
-            'torch.cuda.max_memory_allocated'))
+            'before the row'))
 
 
 def _load_average():

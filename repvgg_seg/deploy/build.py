@@ -137,6 +137,32 @@ class LogitsModule(nn.Module):
         head = getattr(model, 'decode_head', None)
         self.align_corners = bool(getattr(head, 'align_corners', False))
 
+    # nn.Module.to/cuda/cpu reach the inner model through _apply only,
+    # which moves its weights but not mmengine's record of the device
+    # (BaseModel.to sets it): its data preprocessor would send images to
+    # the old device, to meet mean/std on the new one. Delegating keeps it
+    # in step.
+    def to(self, *args, **kwargs):
+        if isinstance(self.model, BaseModel):
+            self.model.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    def cuda(self, device=None):
+        if isinstance(self.model, BaseModel):
+            self.model.cuda(device)
+        return super().cuda(device)
+
+    def cpu(self):
+        if isinstance(self.model, BaseModel):
+            self.model.cpu()
+        return super().cpu()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (CPU for a model without any)."""
+        param = next(self.parameters(), None)
+        return param.device if param is not None else torch.device('cpu')
+
     def forward(self, x):
         if isinstance(self.model, BaseModel):
             out = self.model(x, mode='tensor')

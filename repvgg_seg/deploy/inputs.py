@@ -221,10 +221,13 @@ class ImageWindows:
 
     def image(self, item) -> torch.Tensor:
         """One image as the model's data preprocessor makes it
-        (1x3xHxW float)."""
+        (1x3xHxW float, on the model's device)."""
         if self.source == 'generated':
+            # on the model's device, as the data preprocessor puts images
+            # from files
             return preprocess(self.model, synthetic_image(*self.shape,
-                                                          seed=item))
+                                                          seed=item),
+                              device=None)
         if self.source == 'dataset':
             sample = self.dataset[item]
         else:
@@ -291,19 +294,34 @@ class ImageWindows:
         return window
 
 
+def module_device(fn) -> Optional[torch.device]:
+    """The device of a module's weights (``None`` for a module without
+    any, or a plain function)."""
+    if isinstance(fn, torch.nn.Module):
+        param = next(fn.parameters(), None)
+        if param is not None:
+            return param.device
+    return None
+
+
 def windows_agreement(windows: ImageWindows, reference, run,
                       progress: bool = True) -> dict:
     """``run``'s agreement with ``reference`` (both ``x -> logits``) pooled
     over every window of ``windows`` (:func:`.verify.pooled_agreement`),
-    with a progress bar on stderr."""
+    with a progress bar on stderr. The windows go to ``reference``'s device
+    (a module's weights'; the windows' model may be elsewhere), and to
+    ``run`` as they are: each runner takes its inputs where it runs."""
     import sys
 
     from mmengine.utils import ProgressBar
+    device = module_device(reference)
     per_window = []
     bar = ProgressBar(len(windows.items), file=sys.stderr) if progress \
         else None
     for item in windows.items:
         for x in windows.windows_of(item):
+            if device is not None:
+                x = x.to(device)
             with torch.no_grad():
                 expected = reference(x)
             per_window.append(agreement(expected, run(x)))

@@ -6,7 +6,7 @@ by export, quantization and the benchmark alike."""
 import os
 import os.path as osp
 import statistics
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -70,17 +70,22 @@ def load_image(path: str, height: int, width: int) -> np.ndarray:
     return mmcv.imresize(img, (width, height))
 
 
-def preprocess(model: nn.Module, img: np.ndarray) -> torch.Tensor:
+def preprocess(model: nn.Module, img: np.ndarray,
+               device: Optional[Union[str, torch.device]] = 'cpu'
+               ) -> torch.Tensor:
     """Normalize an HxWx3 uint8 image as the model's data preprocessor
-    does (1x3xHxW float)."""
+    does (1x3xHxW float), on ``device`` (``None``: where the data
+    preprocessor puts it, the model's device)."""
     tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
     pre = getattr(model, 'data_preprocessor', None)
     if pre is not None and hasattr(pre, 'mean'):
         out = pre({'inputs': [tensor]}, False)['inputs']
         if isinstance(out, (list, tuple)):
             out = torch.stack(list(out))
-        return out.float().cpu()
-    return (tensor.float()[None] - 127.5) / 64.0
+        out = out.float()
+    else:
+        out = (tensor.float()[None] - 127.5) / 64.0
+    return out if device is None else out.to(device)
 
 
 def agreement(reference: torch.Tensor, candidate: torch.Tensor) -> dict:

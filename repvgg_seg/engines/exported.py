@@ -66,23 +66,32 @@ class ExportedEngine(Engine):
 
 
 class OnnxRuntimeEngine(ExportedEngine):
+    """onnxruntime, on its CPU provider or, for ``--device cuda[:N]``, its
+    CUDA provider on that device with inputs and outputs bound on it
+    (:func:`repvgg_seg.deploy.runtimes.onnxruntime_infer`). ``info``
+    names the provider that runs the session (``provider``), so a fall-back
+    to the CPU provider shows."""
+
     name = package = 'onnxruntime'
     devices = ('cpu', 'cuda')
 
     def file_runner(self, path, options):
+        self.require()
         import onnxruntime as ort
-        providers = ['CPUExecutionProvider']
-        if options.device.startswith('cuda'):
-            if 'CUDAExecutionProvider' not in ort.get_available_providers():
-                raise UnavailableError(
-                    'this onnxruntime has no CUDA provider')
-            providers = ['CUDAExecutionProvider']
-        run = runtimes.onnxruntime_infer(path, options.threads, providers)
+        if options.device.startswith('cuda') and \
+                'CUDAExecutionProvider' not in ort.get_available_providers():
+            raise UnavailableError(
+                'this onnxruntime has no CUDA provider (available: '
+                f'{", ".join(ort.get_available_providers())}); install '
+                'onnxruntime-gpu, or use --device cpu')
+        run = runtimes.onnxruntime_infer(path, options.threads,
+                                         options.device)
+
         def dims(port):
             return [d if isinstance(d, int) else -1 for d in port.shape]
         run.input_shape = dims(run.session.get_inputs()[0])
         run.output_shape = dims(run.session.get_outputs()[0])
-        run.info = {}
+        run.info = dict(provider=run.provider)
         return run
 
 
