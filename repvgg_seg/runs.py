@@ -251,7 +251,7 @@ def setup_test_cfg(config: str,
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
     cfg = _runner_config(config, cfg_options, work_dir, launcher,
                          trust_checkpoint)
-    if 'runner_type' not in cfg:
+    if cfg.get('runner_type', 'Runner') in ('Runner', 'ResumableRunner'):
         cfg.runner_type = 'TestRunner'  # keeps the work dir's config
     cfg.load_from = checkpoint if kind == 'checkpoint' else None
     cfg.resume = False

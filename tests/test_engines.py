@@ -480,3 +480,75 @@ def test_tta_on_an_openvino_ir_in_slide_mode(tiny_trained, tmp_path,
     for key in ('aAcc', 'mIoU'):
         assert metrics['openvino'][key] == pytest.approx(
             metrics['onnxruntime'][key], abs=0.05)
+
+
+@pytest.mark.parametrize('engine,device,expected', [
+    ('torch', 'cuda', 'cuda'), ('fused', 'cuda:1', 'cuda:1'),
+    ('onnxruntime', 'cuda:0', 'cuda:0'), ('openvino', 'cuda:1', 'cpu'),
+    ('winograd', 'cuda', 'cpu'), ('fused', 'cpu', 'cpu')])
+def test_an_engine_runs_where_the_model_is_when_it_can(engine, device,
+                                                       expected):
+    from repvgg_seg.engines import get_engine
+    assert get_engine(engine).device_for(device) == expected
+
+
+@pytest.mark.parametrize('engine,moved', [('fused', None),
+                                          ('onnxruntime', None),
+                                          ('openvino', 'cpu')])
+def test_the_test_hook_runs_the_engine_on_the_runners_device(
+        monkeypatch, engine, moved):
+    """tools/test.py --engine: the Runner put the model on cuda:1 (its
+    LOCAL_RANK); the engine's RunOptions say so (a CPU-only engine gets the
+    model moved to the CPU instead)."""
+    from types import SimpleNamespace
+
+    from repvgg_seg.engines import hooks
+    attached, moves = [], []
+    model = SimpleNamespace(
+        parameters=lambda: iter([SimpleNamespace(
+            device=torch.device('cuda', 1))]),
+        to=moves.append)
+    monkeypatch.setattr(hooks, 'attach_engine',
+                        lambda m, engine, weights, options, load: attached
+                        .append(options))
+    hook = hooks.EngineHook(engine=engine, precision='fp16')
+    hook.before_test(SimpleNamespace(model=model))
+    assert attached[0].device == (moved or 'cuda:1')
+    assert attached[0].precision == 'fp16'
+    assert moves == ([moved] if moved else [])
+
+
+@pytest.mark.gpu
+def test_gpu_test_tool_fused_fp16_and_onnxruntime_on_cuda(tiny_trained,
+                                                          tmp_path, capsys):
+    """tools/test.py on a GPU: the fused model in fp16 (weights and inputs
+    on the Runner's device) and onnxruntime (its CUDA provider when it has
+    one) give the fp32 mIoU."""
+    fp32 = _test_miou(tiny_trained, tmp_path, capsys)
+    fp16 = _test_miou(tiny_trained, tmp_path, capsys, '--engine', 'fused',
+                      '--precision', 'fp16')
+    assert fp16['mIoU'] == pytest.approx(fp32['mIoU'], abs=0.5)
+    ort = pytest.importorskip('onnxruntime')
+    if 'CUDAExecutionProvider' in ort.get_available_providers():
+        onnx = _test_miou(tiny_trained, tmp_path, capsys, '--engine',
+                          'onnxruntime')
+        assert onnx['mIoU'] == pytest.approx(fp32['mIoU'], abs=0.01)
+
+
+def test_onnxruntime_defaults_to_a_gpu_only_with_its_cuda_provider(
+        monkeypatch):
+    """The onnxruntime package has no CUDA provider: on a GPU machine its
+    default stays the CPU (a CUDA default would fail); with the provider
+    (onnxruntime-gpu) it is the GPU."""
+    ort = pytest.importorskip('onnxruntime')
+    from repvgg_seg.engines import get_engine
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    engine = get_engine('onnxruntime')
+    monkeypatch.setattr(ort, 'get_available_providers',
+                        lambda: ['CPUExecutionProvider'])
+    assert engine.default_device() == 'cpu'
+    monkeypatch.setattr(ort, 'get_available_providers',
+                        lambda: ['CUDAExecutionProvider',
+                                 'CPUExecutionProvider'])
+    assert engine.default_device() == 'cuda'
+    assert get_engine('openvino').default_device() == 'cpu'

@@ -330,3 +330,85 @@ def test_fast_overlay_is_mmseg_visualizers(opacity):
     visualizer.add_datasample('x', image[..., ::-1], sample, draw_gt=False,
                               with_labels=False)
     assert np.array_equal(ours, visualizer.get_image()[..., ::-1])
+
+
+@pytest.mark.parametrize('device,local_rank,expected', [
+    ('cuda', '1', 'cuda:1'), ('cuda', None, 'cuda'), ('cuda:0', '1', 'cuda:0'),
+    ('cpu', '1', 'cpu')])
+def test_each_torchrun_rank_gets_its_own_gpu(monkeypatch, device, local_rank,
+                                             expected):
+    from repvgg_seg.inference.job import local_device
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    if local_rank is not None:
+        monkeypatch.setenv('LOCAL_RANK', local_rank)
+    assert local_device(device) == expected
+
+
+@pytest.mark.parametrize('engine,device,expected,threads', [
+    ('onnxruntime', 'cuda', 'cuda:1', 2), ('onnxruntime', 'cpu', 'cpu', 1),
+    ('fused', None, 'cuda:1', 2), ('openvino', None, 'cpu', 1)])
+def test_an_inference_job_runs_on_its_ranks_device(
+        monkeypatch, tmp_path, engine, device, expected, threads):
+    """tools/dist_infer.sh rank with LOCAL_RANK=1 on a GPU machine: the
+    inferencer (and so the engine's RunOptions) gets cuda:1, and torch's
+    threads are pinned to one only where the runtime runs on the CPU."""
+    import torch
+    from types import SimpleNamespace
+
+    from repvgg_seg.inference import inferencer, job
+    made, devices_set = [], []
+
+    class RecordingInferencer:
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+            self.model = SimpleNamespace(dataset_meta=dict(
+                classes=['a', 'b'], palette=[[0, 0, 0], [255, 255, 255]]))
+
+    monkeypatch.setattr(inferencer, 'RepVGGSegInferencer',
+                        RecordingInferencer)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'set_device', devices_set.append)
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    options = job.InferenceOptions(out_dir=str(tmp_path / 'out'),
+                                   engine=engine, device=device)
+    run = job.InferenceJob('config.py', None, options)
+    assert made[0]['device'] == expected
+    assert devices_set == ([expected] if expected != 'cpu' else [])
+    seen = []
+    monkeypatch.setattr(run, 'run_images',
+                        lambda items, report: seen.append(
+                            torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (tmp_path / 'in').mkdir()
+        (tmp_path / 'in' / 'a.png').write_bytes(b'')
+        run.run(str(tmp_path / 'in'))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [threads]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__('torch').cuda.device_count() >= 2,
+                    reason='needs two CUDA devices')
+def test_gpu_dist_infer_puts_each_rank_on_its_own_gpu(tiny_trained, photos,
+                                                      tmp_path):
+    """tools/dist_infer.sh with 2 ranks on 2 GPUs: every output once, and
+    each rank's report names its own device."""
+    out = tmp_path / 'out'
+    env = dict(os.environ, PORT=str(free_port()),
+               PATH=f'{osp.dirname(sys.executable)}{os.pathsep}'
+               f'{os.environ["PATH"]}')
+    proc = subprocess.run(
+        ['bash', osp.join(REPO, 'tools', 'dist_infer.sh'), photos,
+         tiny_trained['config'], tiny_trained['checkpoint'], '2',
+         '--engine', 'fused', '--out-dir', str(out), '--out-json',
+         str(tmp_path / 'r.json'), '--cfg-options'] +
+        [f'{k}={v}' for k, v in tiny_trained['options'].items()],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(outputs(out)) == 8
+    reports = [json.loads((tmp_path / f'r.rank{r}.json').read_text())
+               for r in (0, 1)]
+    assert [r['device'] for r in reports] == ['cuda:0', 'cuda:1']

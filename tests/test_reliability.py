@@ -14,7 +14,11 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.helpers import free_port, run_tool
+from tests.helpers import captured_log, free_port, run_tool
+
+
+# Two data-loader workers: a signal to the process group reaches them too
+WORKERS = ['--cfg-options', 'train_dataloader.num_workers=2']
 
 
 def _train_cmd(config, work_dir, *extra):
@@ -48,17 +52,20 @@ def reference_losses(tmp_path_factory, tiny_config, tiny_epoch_config):
     for kind, config, iters in (('iter', tiny_config, 9),
                                 ('epoch', tiny_epoch_config, 12)):
         work_dir = tmp_path_factory.mktemp(f'reference_{kind}')
-        subprocess.run(_train_cmd(config, work_dir), check=True,
+        subprocess.run(_train_cmd(config, work_dir, *WORKERS), check=True,
                        capture_output=True, cwd=REPO, timeout=600)
         runs[kind] = _logged_losses(work_dir)
         assert sorted(runs[kind]) == list(range(1, iters + 1))
     return runs
 
 
-def _run_until(command, work_dir, iteration, timeout=300):
-    """Start training and return the process once ``iteration`` is logged."""
+def _run_until(command, work_dir, iteration, timeout=300, env=None):
+    """Start training in a process group of its own (as torchrun and Slurm
+    start their tasks) and return the process once ``iteration`` is
+    logged."""
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if iteration in _logged_losses(work_dir):
@@ -83,17 +90,19 @@ def _checkpoint_iteration(path) -> int:
 def test_killed_run_resumes_with_the_same_loss_curve(
         tmp_path, tiny_config, tiny_epoch_config, reference_losses, loop,
         how):
-    """Killed after iteration 5, resumed with --resume: the losses of every
-    later iteration equal the uninterrupted run's. The epoch-based runs
-    (3 iterations per epoch) stop mid-epoch and must continue at the next
-    batch, not restart the epoch. (A hard kill of the iteration-based loop
-    resumes from the same periodic checkpoints as the epoch-based one's,
-    through the same resume path as its stop on SIGINT.)"""
+    """Killed after iteration 5 -- the signal sent to the whole process
+    group, two data-loader workers included, as torchrun, Slurm and a
+    terminal's Ctrl-C send it -- and resumed with --resume: the losses of
+    every later iteration equal the uninterrupted run's. The epoch-based
+    runs (3 iterations per epoch) stop mid-epoch and must continue at the
+    next batch, not restart the epoch. (A hard kill of the iteration-based
+    loop resumes from the same periodic checkpoints as the epoch-based
+    one's, through the same resume path as its stop on SIGINT.)"""
     config, iters, interval = {'iter': (tiny_config, 9, 3),
                                'epoch': (tiny_epoch_config, 12, 4)}[loop]
     work_dir = tmp_path / 'work'
-    proc = _run_until(_train_cmd(config, work_dir), work_dir, 5)
-    proc.send_signal(getattr(signal, how))
+    proc = _run_until(_train_cmd(config, work_dir, *WORKERS), work_dir, 5)
+    os.killpg(proc.pid, getattr(signal, how))
     code = proc.wait(timeout=120)
     resume_point = _checkpoint_iteration(work_dir / 'last_checkpoint')
     if how == 'SIGKILL':
@@ -109,7 +118,7 @@ def test_killed_run_resumes_with_the_same_loss_curve(
     # a process of its own: the training forks a data-loader worker; made
     # in the test process (after OpenVINO's threads had run in it), these
     # runs segfaulted the full suite
-    subprocess.run(_train_cmd(config, work_dir, '--resume'),
+    subprocess.run(_train_cmd(config, work_dir, '--resume', *WORKERS),
                    check=True, capture_output=True, cwd=REPO, timeout=600)
     runs = sorted(d for d in os.listdir(work_dir)
                   if osp.isdir(work_dir / d))
@@ -374,10 +383,10 @@ def _rank_main(rank, port, results, target, args):
         dist.destroy_process_group()
 
 
-def _stub_runner(work_dir, saved):
+def _stub_runner(work_dir, saved, hooks=()):
     from types import SimpleNamespace
     return SimpleNamespace(
-        iter=0, work_dir=work_dir,
+        iter=0, work_dir=work_dir, hooks=list(hooks),
         message_hub=SimpleNamespace(get_info=lambda key: None),
         save_checkpoint=lambda folder, name, **kw: saved.append(name))
 
@@ -439,3 +448,228 @@ def test_nan_loss_on_one_rank_stops_every_rank():
     assert results[0][1].startswith('the training loss became non-finite on '
                                     'another rank at iteration 3; training '
                                     'stopped and no checkpoint was saved')
+
+
+def _both_hooks_sigterm_on_rank0(rank, work_dir):
+    """6 iterations through FiniteLossHook and SignalCheckpointHook (the
+    configs' pair); rank 0 alone gets SIGTERM during iteration 3. Returns
+    where each rank stopped and how many all-reduces it made."""
+    import torch.distributed as dist
+
+    from repvgg_seg.training import FiniteLossHook, SignalCheckpointHook
+    calls = []
+    real = dist.all_reduce
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    dist.all_reduce = counted
+    saved = []
+    finite, signals = FiniteLossHook(), SignalCheckpointHook()
+    runner = _stub_runner(work_dir, saved, hooks=[finite, signals])
+    signals.before_train(runner)
+    for i in range(6):
+        runner.iter = i
+        if rank == 0 and i == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            finite.after_train_iter(runner, i,
+                                    outputs={'loss': torch.tensor(1.0)})
+            signals.after_train_iter(runner, i)
+        except SystemExit as exc:
+            return (i, exc.code, saved, len(calls))
+    return None
+
+
+def test_one_all_reduce_per_iteration_stops_every_rank_together(tmp_path):
+    """The configs' finite-loss and signal hooks agree over the ranks in one
+    all-reduce per iteration (a blocking collective with a host-device copy
+    on GPUs), not one each."""
+    results = _two_ranks(_both_hooks_sigterm_on_rank0, str(tmp_path))
+    expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'], 3)
+    assert results[0] == expected and results[1] == expected
+
+
+REPEATED_SIGNALS = """
+import os, signal, sys
+from repvgg_seg.training import SignalCheckpointHook
+hook = SignalCheckpointHook()
+hook.before_train(None)
+for name in sys.argv[1:]:
+    os.kill(os.getpid(), getattr(signal, name))
+print('alive', hook.received)
+"""
+
+
+@pytest.mark.parametrize('signals,alive', [
+    (['SIGTERM', 'SIGTERM'], True), (['SIGINT', 'SIGTERM'], True),
+    (['SIGINT', 'SIGINT'], False)])
+def test_a_repeated_sigterm_still_saves_a_second_sigint_stops_at_once(
+        signals, alive):
+    """torchrun forwards the SIGTERM its tasks got from the process group:
+    the second one must not cancel the save. A second Ctrl-C does."""
+    done = subprocess.run([sys.executable, '-c', REPEATED_SIGNALS, *signals],
+                          capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    if alive:
+        first = getattr(signal, signals[0])
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[-2:] == ['alive', str(int(first))]
+    else:
+        assert 'KeyboardInterrupt' in done.stderr
+        assert 'alive' not in done.stdout
+
+
+@pytest.mark.parametrize('map_location', ['meta', 'remap'])
+def test_random_states_resume_from_a_checkpoint_loaded_anywhere(
+        tmp_path, map_location):
+    """mmengine's resume loads with map_location=get_device() ('cuda' on a
+    GPU): the saved random states must come back whatever device the
+    checkpoint's tensors were mapped to (here the meta device, which keeps
+    no values, or a remap function)."""
+    import random
+    from types import SimpleNamespace
+
+    from repvgg_seg.training import RandomStateHook
+
+    def draws():
+        return (torch.rand(3).tolist(), np.random.rand(3).tolist(),
+                random.random())
+
+    hook = RandomStateHook()
+    checkpoint = {'state_dict': {'w': torch.ones(2)}}
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    hook.before_save_checkpoint(None, checkpoint)
+    expected = draws()
+    path = tmp_path / 'iter_1.pth'
+    torch.save(checkpoint, path)
+    location = ('meta' if map_location == 'meta' else
+                (lambda storage, where: torch.UntypedStorage(
+                    storage.nbytes(), device='meta')))
+    loaded = torch.load(path, map_location=location, weights_only=False)
+    assert loaded['state_dict']['w'].is_meta  # mapped indeed
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), loaded)
+    assert draws() == expected
+
+
+def _rank_states(rank, saved):
+    """Rank ``rank`` seeds itself apart, gathers every rank's states as
+    ResumableRunner's save does, and restores its own from the gathered
+    list (the checkpoint) after drawing more."""
+    import random
+
+    from repvgg_seg.training.state import gather_rng_states, rank_rng_state
+    from repvgg_seg.training.state import set_rng_state
+    torch.manual_seed(10 + rank), random.seed(10 + rank)
+    np.random.seed(10 + rank)
+    states = gather_rng_states()
+    expected = torch.rand(2).tolist()
+    torch.rand(5)
+    set_rng_state(rank_rng_state(states))
+    return len(states), expected, torch.rand(2).tolist()
+
+
+def test_every_rank_restores_its_own_random_state():
+    results = _two_ranks(_rank_states, None)
+    assert results[0][0] == results[1][0] == 2
+    assert results[0][1] != results[1][1]  # the ranks differ
+    for rank in (0, 1):
+        assert results[rank][2] == results[rank][1]
+
+
+def test_another_rank_count_resumes_with_a_warning(monkeypatch):
+    """Resumed on 3 ranks from a 2-rank checkpoint: rank 1 restores its own
+    state, rank 2 keeps its seeded one, both with the warning."""
+    from repvgg_seg.training import state as rng
+    states = [rng.get_rng_state(), rng.get_rng_state()]
+    monkeypatch.setattr(rng, 'get_world_size', lambda: 3)
+    for rank, expected in ((1, states[1]), (2, None)):
+        monkeypatch.setattr(rng, 'get_rank', lambda: rank)
+        with captured_log() as log:
+            assert rng.rank_rng_state(states) is expected
+        assert [m for m in log.messages if m.startswith(
+            'the checkpoint holds the random states of 2 ranks, this run '
+            'has 3: each rank restores its own where there is one, ranks 2 '
+            'and above keep their seeded state')]
+
+
+def _dist_train_cmd(config, work_dir, *extra, ranks=2):
+    return ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config,
+            str(ranks), '--work-dir', str(work_dir), '--cfg-options',
+            'randomness.diff_rank_seed=True', *extra]
+
+
+def _interrupted_and_uninterrupted(make_cmd, tmp_path, iters=9):
+    """An uninterrupted run of ``make_cmd(work_dir, *extra)``, and one whose
+    process group gets SIGTERM after iteration 5, resumed with --resume:
+    ``(uninterrupted losses, resumed losses, resumed from)``."""
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PATH=f'{osp.dirname(sys.executable)}{os.pathsep}'
+               f'{os.environ["PATH"]}')
+    reference = tmp_path / 'reference'
+    done = subprocess.run(make_cmd(reference), capture_output=True,
+                          text=True, cwd=REPO, timeout=600,
+                          env=dict(env, PORT=str(free_port())))
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = _logged_losses(reference)
+    assert sorted(expected) == list(range(1, iters + 1))
+
+    work_dir = tmp_path / 'work'
+    proc = _run_until(make_cmd(work_dir), work_dir, 5,
+                      env=dict(env, PORT=str(free_port())))
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    resume_point = _checkpoint_iteration(work_dir / 'last_checkpoint')
+    assert 5 <= resume_point < iters
+    done = subprocess.run(make_cmd(work_dir, '--resume'),
+                          capture_output=True, text=True, cwd=REPO,
+                          timeout=600, env=dict(env, PORT=str(free_port())))
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(work_dir / d))
+    resumed = _logged_losses(work_dir / runs[-1])
+    assert sorted(resumed) == list(range(resume_point + 1, iters + 1))
+    return expected, resumed, resume_point
+
+
+def test_two_ranks_killed_and_resumed_continue_the_same_loss_curve(
+        tmp_path, tiny_config):
+    """Two gloo ranks (torchrun), each with its own random state (seeded
+    apart) and a data-loader worker, get SIGTERM in their whole process
+    group after iteration 5 and resume with --resume: the losses equal an
+    uninterrupted 2-rank run's. Each rank must restore its own random
+    state (the dropout masks of rank 1 change the all-reduced gradients)."""
+    expected, resumed, _ = _interrupted_and_uninterrupted(
+        lambda work_dir, *extra: _dist_train_cmd(tiny_config, work_dir,
+                                                 *extra), tmp_path)
+    for iteration, loss in resumed.items():
+        assert loss == pytest.approx(expected[iteration], abs=1e-6)
+
+
+# On a GPU (pytest -m gpu): deterministic cuDNN (the tiny config's
+# randomness.deterministic); CUDA's atomics in a few backward kernels
+# (bilinear upsampling) may still differ in the last bits, hence 1e-6.
+
+@pytest.mark.gpu
+def test_gpu_training_killed_in_its_process_group_resumes_exactly(
+        tmp_path, tiny_config):
+    expected, resumed, _ = _interrupted_and_uninterrupted(
+        lambda work_dir, *extra: _train_cmd(tiny_config, work_dir, *extra,
+                                            *WORKERS), tmp_path)
+    for iteration, loss in resumed.items():
+        assert loss == pytest.approx(expected[iteration], abs=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason='needs two CUDA devices')
+def test_gpu_two_ranks_killed_and_resumed_continue_the_same_loss_curve(
+        tmp_path, tiny_config):
+    """NCCL, SyncBN as the Table 8 configs, one GPU a rank."""
+    expected, resumed, _ = _interrupted_and_uninterrupted(
+        lambda work_dir, *extra: _dist_train_cmd(
+            tiny_config, work_dir, 'env_cfg.dist_cfg.backend=nccl',
+            "model.backbone.norm_cfg.type='SyncBN'", *extra), tmp_path)
+    for iteration, loss in resumed.items():
+        assert loss == pytest.approx(expected[iteration], abs=1e-6)

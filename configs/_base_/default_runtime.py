@@ -2,6 +2,9 @@
 # project's modules and safe checkpoint loader imported).
 custom_imports = dict(imports=['repvgg_seg'], allow_failed_imports=False)
 default_scope = 'mmseg'
+# mmengine's Runner with every rank's random state in checkpoints and data
+# workers that leave SIGTERM/SIGINT to the main process (repvgg_seg/training)
+runner_type = 'ResumableRunner'
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -112,6 +112,19 @@ class Engine:
             return '--compile applies to the torch engine only'
         return ''
 
+    def default_device(self) -> str:
+        """Where this engine runs unless told: a GPU when one is visible
+        and the engine runs there, else the CPU."""
+        return ('cuda' if 'cuda' in self.devices and torch.cuda.is_available()
+                else 'cpu')
+
+    def device_for(self, device) -> str:
+        """Where this engine runs a model that sits on ``device``: there,
+        where the engine runs on that kind of device (``cuda:1`` stays
+        ``cuda:1``), else on the CPU."""
+        device = torch.device(device)
+        return str(device) if device.type in self.devices else 'cpu'
+
     def check_weights(self, path: Optional[str]) -> str:
         """The kind of ``path`` (:func:`weights_kind`), refused with the
         reason when this engine does not take it."""

@@ -75,6 +75,18 @@ class OnnxRuntimeEngine(ExportedEngine):
     name = package = 'onnxruntime'
     devices = ('cpu', 'cuda')
 
+    def default_device(self) -> str:
+        """A visible GPU only where this onnxruntime has its CUDA provider
+        (the ``onnxruntime`` package has none; ``onnxruntime-gpu`` has)."""
+        if super().default_device() == 'cpu':
+            return 'cpu'
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return 'cpu'
+        return ('cuda' if 'CUDAExecutionProvider'
+                in ort.get_available_providers() else 'cpu')
+
     def file_runner(self, path, options):
         self.require()
         import onnxruntime as ort

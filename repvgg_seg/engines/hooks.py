@@ -1,6 +1,7 @@
 """The Runner hook of ``tools/test.py --engine``: evaluate on an engine
 inside the config's own test loop (registered in mmengine's root
 registry, so configs of every scope find it)."""
+from dataclasses import replace
 from typing import Optional
 
 from mmengine.hooks import Hook
@@ -9,6 +10,7 @@ from mmengine.registry import HOOKS
 
 from ..training.state import bare_model
 from .base import RunOptions
+from .registry import get_engine
 from .segmentor import attach_engine
 
 
@@ -35,9 +37,26 @@ class EngineHook(Hook):
                                   threads=threads, tune=tune)
 
     def before_test(self, runner) -> None:
-        attach_engine(bare_model(runner), self.engine, self.weights,
-                      self.options, load=False)
+        model = bare_model(runner)
+        options = replace(self.options,
+                          device=self.run_device(model))
+        attach_engine(model, self.engine, self.weights, options, load=False)
         print_log(f'testing on the {self.engine} engine '
-                  f'({self.options.precision}'
+                  f'({options.precision} on {options.device}'
                   + (f', {self.weights}' if self.weights else '') + ')',
                   logger='current')
+
+    def run_device(self, model) -> str:
+        """The device the engine runs on: the one the Runner put the model
+        on (``cuda:LOCAL_RANK`` under a launcher). An engine that runs on
+        the CPU only (OpenVINO, Winograd) gets the model moved to the CPU,
+        with its data preprocessor, so the test loop feeds it CPU
+        inputs."""
+        device = next(model.parameters()).device
+        run_on = get_engine(self.engine).device_for(device)
+        if run_on != str(device):
+            print_log(f'the {self.engine} engine runs on the CPU: the model '
+                      f'moves there from {device}', logger='current',
+                      level=30)
+            model.to(run_on)
+        return run_on

@@ -19,11 +19,10 @@ import os.path as osp
 import warnings
 from typing import List, Optional, Union
 
-import torch
 from mmengine.registry import init_default_scope
 
 from ..deploy.convert import read_checkpoint_meta
-from ..engines import RunOptions, load_engine, weights_kind
+from ..engines import RunOptions, get_engine, load_engine, weights_kind
 
 
 def _mmseg_inferencer():
@@ -75,8 +74,10 @@ class RepVGGSegInferencer(_mmseg_inferencer()):
         graph_labels (bool): OpenVINO also computes the argmax labels in
             its graph (``RunOptions.labels``; read by inference jobs).
             Defaults to False.
-        classes, palette, dataset_name, device, scope: as for
-            ``MMSegInferencer``.
+        device (str, optional): where the engine runs. Defaults to None (a
+            GPU when one is visible and the engine runs there, else the
+            CPU).
+        classes, palette, dataset_name, scope: as for ``MMSegInferencer``.
     """
 
     def __init__(self, model: str, weights: Optional[str] = None,
@@ -93,8 +94,7 @@ class RepVGGSegInferencer(_mmseg_inferencer()):
         self.engine = engine
         self.cfg_options = cfg_options
         if device is None:
-            device = 'cuda' if torch.cuda.is_available() and engine in (
-                'torch', 'fused') else 'cpu'
+            device = get_engine(engine).default_device()
         self.run_options = RunOptions(precision=precision, device=device,
                                       streams=streams, threads=threads,
                                       labels=graph_labels)
@@ -114,6 +114,8 @@ class RepVGGSegInferencer(_mmseg_inferencer()):
         model = load_engine(cfg, weights, self.engine, self.run_options)
         model.cfg = cfg
         model.dataset_meta = dataset_meta(cfg, weights)
-        if self.engine in ('torch', 'fused'):
+        if device.split(':')[0] in get_engine(self.engine).devices:
+            # the data preprocessor's output follows: the engine's inputs
+            # are on its device (onnxruntime binds CUDA tensors in place)
             model.to(device)
         return model.eval()

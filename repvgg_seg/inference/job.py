@@ -18,7 +18,7 @@ a long job over many inputs needs:
   stopped (``force`` redoes them);
 * **sharding**: launched by ``torchrun`` (``tools/dist_infer.sh``), rank
   *r* of *n* takes every *n*-th input, so each output is written by exactly
-  one rank;
+  one rank, and on GPUs each rank runs on its own (``cuda:LOCAL_RANK``);
 * **bad inputs**: an unreadable or truncated image, a non-image file in a
   list, a video that cannot be opened are skipped with one line each and
   listed at the end; the job goes on with the rest.
@@ -39,6 +39,7 @@ import torch
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
+from ..engines import get_engine
 from ..errors import InputError
 from ..io.files import (atomic_write_bytes, publish, remove_quietly,
                         temp_path)
@@ -78,6 +79,7 @@ class InferenceReport:
     seconds: float = 0.0
     rank: int = 0
     world_size: int = 1
+    device: str = 'cpu'
 
     @property
     def images_per_s(self) -> float:
@@ -89,7 +91,8 @@ class InferenceReport:
                              for p, r in self.skipped],
                     seconds=round(self.seconds, 2),
                     images_per_s=round(self.images_per_s, 2),
-                    rank=self.rank, world_size=self.world_size)
+                    rank=self.rank, world_size=self.world_size,
+                    device=self.device)
 
 
 def dist_rank() -> Tuple[int, int]:
@@ -97,6 +100,17 @@ def dist_rank() -> Tuple[int, int]:
     otherwise): sharding needs no process group."""
     return (int(os.environ.get('RANK', 0)),
             int(os.environ.get('WORLD_SIZE', 1)))
+
+
+def local_device(device: str) -> str:
+    """``device`` for this process: under ``torchrun`` (``LOCAL_RANK``) a
+    bare ``'cuda'`` is ``cuda:LOCAL_RANK``, so that every rank of
+    ``tools/dist_infer.sh`` runs on a GPU of its own (torch and onnxruntime
+    would all take the first one)."""
+    local_rank = os.environ.get('LOCAL_RANK')
+    if device == 'cuda' and local_rank is not None:
+        return f'cuda:{int(local_rank)}'
+    return device
 
 
 def truncated(data: bytes, path: str) -> bool:
@@ -174,13 +188,17 @@ class InferenceJob:
             raise InputError(f'--batch-size must be >= 1, got '
                              f'{options.batch_size}')
         self.options = options
+        self.device = local_device(options.device or get_engine(
+            options.engine).default_device())
+        if self.device.startswith('cuda:'):
+            torch.cuda.set_device(self.device)  # libraries' default GPU
         streams = options.streams
         if streams is None and options.engine == 'openvino':
             streams = 0  # many inputs: OpenVINO's THROUGHPUT hint
         self.inferencer = RepVGGSegInferencer(
             model=config, weights=weights, engine=options.engine,
             precision=options.precision, streams=streams,
-            threads=options.threads, device=options.device,
+            threads=options.threads, device=self.device,
             graph_labels=True, cfg_options=options.cfg_options)
         self.model = self.inferencer.model
         self.writer = OutputWriter(
@@ -423,9 +441,11 @@ class InferenceJob:
                   logger='current')
 
     def run(self, source: str) -> InferenceReport:
-        report = InferenceReport(rank=self.rank, world_size=self.world_size)
+        report = InferenceReport(rank=self.rank, world_size=self.world_size,
+                                 device=self.device)
         threads = torch.get_num_threads()
-        if self.options.engine in ('onnxruntime', 'openvino'):
+        if self.options.engine in ('onnxruntime', 'openvino') and \
+                self.device == 'cpu':
             # the runtime has its own threads on every core; torch's, for
             # the pre- and post-processing around it, would only contend
             torch.set_num_threads(1)

@@ -36,7 +36,8 @@ from mmengine.registry import HOOKS
 from ..errors import CheckpointError, NonFiniteLossError
 from ..io.files import atomic_write_bytes
 from ..io.state_dict import state_dict_differences, strip_prefix
-from .state import bare_model, get_rng_state, max_over_ranks, set_rng_state
+from .state import (agree_over_ranks, bare_model, get_rng_state,
+                    rank_rng_state, set_rng_state)
 
 
 @HOOKS.register_module()
@@ -45,21 +46,32 @@ class RandomStateHook(Hook):
 
     mmengine re-seeds a resumed run from the start, so without this the
     dropout masks (main process) would differ from an uninterrupted run.
-    Data-loader workers re-seed themselves and replay the skipped batches,
-    which reproduces their random state; with ``num_workers=0`` the
-    augmentations share the main process's state and are not reproduced.
+    Every rank's states are saved (gathered by
+    :class:`~repvgg_seg.training.ResumableRunner`; with mmengine's own
+    Runner, this process's alone) in a form no ``map_location`` moves, and
+    each rank restores its own. Data-loader workers re-seed themselves and
+    replay the skipped batches, which reproduces their random state; with
+    ``num_workers=0`` the augmentations share the main process's state and
+    are not reproduced.
     """
 
     priority = 'VERY_HIGH'
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})['rng_state'] = get_rng_state()
+        meta = checkpoint.setdefault('meta', {})
+        if 'rng_states' not in meta:
+            meta['rng_states'] = [get_rng_state()]
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = checkpoint.get('meta', {}).get('rng_state')
-        if state is None or not getattr(runner, '_resume', False):
+        if not getattr(runner, '_resume', False):
             return
-        set_rng_state(state)
+        meta = checkpoint.get('meta', {})
+        states = meta.get('rng_states')
+        if states is None and 'rng_state' in meta:  # before 0.2: one rank
+            states = [meta['rng_state']]
+        state = rank_rng_state(states) if states is not None else None
+        if state is not None:
+            set_rng_state(state)
 
 
 @HOOKS.register_module()
@@ -112,13 +124,18 @@ class CheckpointFitHook(Hook):
 class SignalCheckpointHook(Hook):
     """On SIGTERM or SIGINT, finish the iteration, save, and exit.
 
-    A second signal exits at once. In a distributed run all ranks stop
+    A second Ctrl-C (SIGINT) exits at once. A repeated SIGTERM does not:
+    torchrun forwards the SIGTERM its tasks already got from the process
+    group's, and schedulers follow SIGTERM with SIGKILL after a grace
+    period, which the save uses. In a distributed run all ranks stop
     after the same iteration, whichever got the signal. The checkpoint is
-    written like the
-    CheckpointHook's (optimizer and schedulers included) and recorded in
-    ``last_checkpoint``, so ``tools/train.py CONFIG --resume`` continues
-    from it: iteration-based loops and :class:`ResumableEpochBasedTrainLoop`
-    at the next batch (mmengine's own epoch loop would restart the epoch).
+    written like the CheckpointHook's (optimizer and schedulers included)
+    and recorded in ``last_checkpoint``, so ``tools/train.py CONFIG
+    --resume`` continues from it: iteration-based loops and
+    :class:`ResumableEpochBasedTrainLoop` at the next batch (mmengine's own
+    epoch loop would restart the epoch). Data-loader workers leave the
+    signals to the main process (:class:`~repvgg_seg.training.
+    ResumableRunner`).
     """
 
     priority = 'VERY_LOW'
@@ -126,12 +143,14 @@ class SignalCheckpointHook(Hook):
 
     def __init__(self):
         self._received = None
+        self._agreed = None
         self._previous = {}
 
     def _handler(self, signum, frame):
-        if self._received is not None:  # second signal: stop now
-            self._restore()
-            os.kill(os.getpid(), signum)
+        if self._received is not None:
+            if signum == signal.SIGINT:  # Ctrl-C again: stop now
+                self._restore()
+                os.kill(os.getpid(), signum)
             return
         self._received = signum
         print_log(f'received {signal.Signals(signum).name}: saving a '
@@ -153,20 +172,33 @@ class SignalCheckpointHook(Hook):
     def after_train(self, runner) -> None:
         self._restore()
 
-    def _signal_to_stop(self) -> Optional[int]:
+    @property
+    def received(self) -> int:
+        """The signal this process received (0 for none)."""
+        return self._received or 0
+
+    def agreed(self, iteration: int, signum: int) -> None:
+        """The signal the ranks agreed on after ``iteration`` (0: none),
+        from :class:`FiniteLossHook`'s exchange, which carries this hook's
+        flag: one all-reduce per iteration for both hooks."""
+        self._agreed = (iteration, signum)
+
+    def _signal_to_stop(self, runner) -> Optional[int]:
         """The signal that stops the run after this iteration, if any.
 
         Distributed: the largest signal number any rank received, so that
         every rank stops after the same iteration (Slurm signals the ranks
         at slightly different moments; a rank leaving one step early would
-        leave the others waiting in a gradient all-reduce). One scalar
-        all-reduce per iteration.
+        leave the others waiting in a gradient all-reduce). Agreed in
+        :class:`FiniteLossHook`'s exchange when it runs, else here.
         """
-        return max_over_ranks(self._received or 0) or None
+        if self._agreed is not None and self._agreed[0] == runner.iter:
+            return self._agreed[1] or None
+        return agree_over_ranks([self.received])[0] or None
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        signum = self._signal_to_stop()
+        signum = self._signal_to_stop(runner)
         if signum is None:
             return
         name = f'iter_{runner.iter + 1}.pth'
@@ -199,8 +231,15 @@ class FiniteLossHook(Hook):
         finite = loss is None or bool(torch.isfinite(loss).all())
         # Distributed: all ranks stop together. The optimizer has already
         # stepped on the all-reduced (non-finite) gradients everywhere, and
-        # a rank left running would hang in the next all-reduce.
-        if not max_over_ranks(int(not finite)):
+        # a rank left running would hang in the next all-reduce. The same
+        # exchange carries the signal flag of SignalCheckpointHook.
+        signals = next((h for h in runner.hooks
+                        if isinstance(h, SignalCheckpointHook)), None)
+        nonfinite, signum = agree_over_ranks(
+            [int(not finite), signals.received if signals else 0])
+        if signals is not None:
+            signals.agreed(runner.iter, signum)
+        if not nonfinite:
             return
         last = runner.message_hub.get_info('last_ckpt')
         kept = (f'the last good checkpoint is {last} (resume with --resume)'

@@ -3,6 +3,9 @@
 # project), the project's modules and safe checkpoint loader imported.
 custom_imports = dict(imports=['repvgg_seg'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
+# mmengine's Runner with every rank's random state in checkpoints and data
+# workers that leave SIGTERM/SIGINT to the main process (repvgg_seg/training)
+runner_type = 'ResumableRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
