@@ -248,3 +248,5 @@ def test_registered_type_names():
                  'CheckpointFitHook', 'EngineHook', 'DeployFuseHook'):
         assert HOOKS.get(hook) is not None, hook
     assert LOOPS.get('ResumableEpochBasedTrainLoop') is not None
+    from mmengine.registry import RUNNERS
+    assert RUNNERS.get('ResumableRunner') is not None

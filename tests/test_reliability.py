@@ -391,14 +391,27 @@ def _stub_runner(work_dir, saved, hooks=()):
         save_checkpoint=lambda folder, name, **kw: saved.append(name))
 
 
-def _sigterm_on_rank0(rank, work_dir):
-    """6 iterations through SignalCheckpointHook; rank 0 alone gets
-    SIGTERM during iteration 3."""
-    from repvgg_seg.training import SignalCheckpointHook
+def _sigterm_on_rank0(rank, work_dir, with_finite_loss_hook=False):
+    """6 iterations through SignalCheckpointHook (and FiniteLossHook before
+    it, the configs' pair); rank 0 alone gets SIGTERM during iteration 3.
+    Returns where each rank stopped, the checkpoints saved and how many
+    all-reduces the rank made."""
+    import torch.distributed as dist
+
+    from repvgg_seg.training import FiniteLossHook, SignalCheckpointHook
+    calls = []
+    real = dist.all_reduce
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    dist.all_reduce = counted
     saved = []
-    runner = _stub_runner(work_dir, saved)
-    hook = SignalCheckpointHook()
-    hook.before_train(runner)
+    signals = SignalCheckpointHook()
+    hooks = ([FiniteLossHook()] if with_finite_loss_hook else []) + [signals]
+    runner = _stub_runner(work_dir, saved, hooks=hooks)
+    signals.before_train(runner)
     for i in range(6):
         runner.iter = i
         if rank == 0 and i == 2:
@@ -406,16 +419,18 @@ def _sigterm_on_rank0(rank, work_dir):
         else:
             time.sleep(0.05 * rank)  # the ranks are not in lockstep
         try:
-            hook.after_train_iter(runner, i)
+            for hook in hooks:
+                hook.after_train_iter(runner, i,
+                                      outputs={'loss': torch.tensor(1.0)})
         except SystemExit as exc:
-            return (i, exc.code, saved)
+            return (i, exc.code, saved, len(calls))
     return None
 
 
 def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iteration(
         tmp_path):
     results = _two_ranks(_sigterm_on_rank0, str(tmp_path))
-    expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'])
+    expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'], 3)
     assert results[0] == expected and results[1] == expected
     assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
 
@@ -450,43 +465,11 @@ def test_nan_loss_on_one_rank_stops_every_rank():
                                     'stopped and no checkpoint was saved')
 
 
-def _both_hooks_sigterm_on_rank0(rank, work_dir):
-    """6 iterations through FiniteLossHook and SignalCheckpointHook (the
-    configs' pair); rank 0 alone gets SIGTERM during iteration 3. Returns
-    where each rank stopped and how many all-reduces it made."""
-    import torch.distributed as dist
-
-    from repvgg_seg.training import FiniteLossHook, SignalCheckpointHook
-    calls = []
-    real = dist.all_reduce
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    dist.all_reduce = counted
-    saved = []
-    finite, signals = FiniteLossHook(), SignalCheckpointHook()
-    runner = _stub_runner(work_dir, saved, hooks=[finite, signals])
-    signals.before_train(runner)
-    for i in range(6):
-        runner.iter = i
-        if rank == 0 and i == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        try:
-            finite.after_train_iter(runner, i,
-                                    outputs={'loss': torch.tensor(1.0)})
-            signals.after_train_iter(runner, i)
-        except SystemExit as exc:
-            return (i, exc.code, saved, len(calls))
-    return None
-
-
 def test_one_all_reduce_per_iteration_stops_every_rank_together(tmp_path):
     """The configs' finite-loss and signal hooks agree over the ranks in one
     all-reduce per iteration (a blocking collective with a host-device copy
     on GPUs), not one each."""
-    results = _two_ranks(_both_hooks_sigterm_on_rank0, str(tmp_path))
+    results = _two_ranks(_sigterm_on_rank0, str(tmp_path), True)
     expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'], 3)
     assert results[0] == expected and results[1] == expected
 
