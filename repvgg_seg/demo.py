@@ -113,9 +113,9 @@ def int8_step(config: str, checkpoint: str, work_dir: str,
     The demo reports the agreement rather than refusing a low one
     (``tools/quantize.py`` refuses below 98% by default): a demo trained
     for a few iterations has near-tie logits that INT8 flips easily."""
+    from .backends import require
     from .bench import BenchmarkOptions, benchmark
-    from .deploy.quantize import quantize_segmentor
-    from .deploy.runtimes import require
+    from .quantization.quantize import quantize_segmentor
     require('openvino', 'the demo\'s INT8 step')
     require('nncf', 'the demo\'s INT8 step')
     int8_dir = osp.join(work_dir, 'int8')
@@ -231,8 +231,8 @@ def draw_predictions(config: str, checkpoint: str, ir: str, out: str,
     from mmseg.visualization import SegLocalVisualizer
 
     from .config import as_config
-    from .deploy.inputs import build_split
     from .engines import load_engine
+    from .evaluation.windows import build_split
     cfg = as_config(config, options)
     model = load_engine(cfg, checkpoint, 'torch')
     dataset = build_split(cfg, 'val', annotations=True)

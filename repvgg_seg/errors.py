@@ -6,7 +6,7 @@ fit, an input that is too small, a missing optional package ...) is a
 ``error:`` line (:func:`repvgg_seg.cli.run_cli`); anything else is a bug and
 shows its traceback.
 """
-from typing import Iterable
+from typing import Iterable, Type
 
 
 class RepVGGSegError(Exception):
@@ -69,3 +69,15 @@ def shorten_list(items: Iterable, limit: int = 5, sep: str = ', ') -> str:
     if len(items) > limit:
         shown += f'{sep}... ({len(items)} in all)'
     return shown
+
+
+def check_choice(what: str, value, valid: Iterable,
+                 error: Type[RepVGGSegError] = None) -> None:
+    """Raise ``error`` (:class:`InputError` by default) saying
+    ``unknown <what> <value>; valid: a, b, c`` unless ``value`` is one of
+    ``valid``: the one wording of a wrong choice everywhere."""
+    valid = list(valid)
+    if value not in valid:
+        raise (error or InputError)(
+            f'unknown {what} {value!r}; valid: '
+            + ', '.join(str(v) for v in valid))

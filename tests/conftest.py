@@ -203,7 +203,7 @@ def tiny_trained(synthetic_root, tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_checkpoint(tmp_path_factory, tiny_config):
     """An (untrained) checkpoint of the tiny test segmentor."""
-    from repvgg_seg.deploy import build_model
+    from repvgg_seg.apis import build_model
     path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
     torch.save({'state_dict': build_model(tiny_config).state_dict(),
                 'meta': {}}, path)

@@ -92,10 +92,10 @@ A0_LAYERS = (['backbone.stage0'] + [f'backbone.stage1.{i}' for i in range(2)]
 def test_conv_names_match_every_exported_conv(tiny_trained, options):
     import numpy as np
 
-    from repvgg_seg.deploy import LogitsModule, load_model
-    from repvgg_seg.deploy.names import ConvNames
-    from repvgg_seg.deploy.quantize import exported_openvino
+    from repvgg_seg.apis import LogitsModule, load_model
     from repvgg_seg.models.convert import fuse_for_deploy
+    from repvgg_seg.quantization.names import ConvNames
+    from repvgg_seg.quantization.quantize import exported_openvino
     model = load_model(tiny_trained['config'], tiny_trained['checkpoint'],
                        cfg_options=options)
     fuse_for_deploy(model)
@@ -127,7 +127,7 @@ def test_conv_names_match_every_exported_conv(tiny_trained, options):
 
 
 def test_conv_names_tie_broken_by_scope():
-    from repvgg_seg.deploy.names import ConvNames
+    from repvgg_seg.quantization.names import ConvNames
     assert ConvNames._best(
         '/model/backbone/stage2/stage2.1/rbr_reparam/Conv',
         ['backbone.stage2.0.rbr_reparam',
@@ -180,10 +180,10 @@ def test_equalization_falls_back_to_bit_exact_scales(tiny_trained, options,
     fp32 function bit for bit."""
     import functools
 
-    from repvgg_seg.deploy import load_model
-    from repvgg_seg.deploy import quantize as quantize_module
-    from repvgg_seg.deploy.verify import preprocess, synthetic_image
+    from repvgg_seg.apis import load_model
+    from repvgg_seg.evaluation.agreement import preprocess, synthetic_image
     from repvgg_seg.models.convert import fuse_for_deploy
+    from repvgg_seg.quantization import quantize as quantize_module
     model = load_model(tiny_trained['config'], tiny_trained['checkpoint'],
                        cfg_options=options)
     fuse_for_deploy(model)
@@ -203,9 +203,9 @@ def test_heldout_miou_is_mmseg_s(tiny_trained, options):
     predictions (here the torch model's own)."""
     from mmseg.evaluation import IoUMetric
 
+    from repvgg_seg.apis import LogitsModule, load_model
     from repvgg_seg.config import as_config
-    from repvgg_seg.deploy import LogitsModule, load_model
-    from repvgg_seg.deploy.metrics import HeldoutMIoU
+    from repvgg_seg.evaluation.metrics import HeldoutMIoU
     cfg = as_config(tiny_trained['config'], options)
     model = load_model(cfg, tiny_trained['checkpoint']).eval()
     metric = HeldoutMIoU(cfg, model, 'val', [0, 1])

@@ -13,11 +13,11 @@ import time
 import pytest
 import torch
 
+from repvgg_seg.apis import LogitsModule, build_model
 from repvgg_seg.bench import memory, peak, timing
 from repvgg_seg.bench.timing import BenchmarkOptions, Row, benchmark
-from repvgg_seg.deploy import LogitsModule, build_model
-from repvgg_seg.deploy.inputs import ImageWindows, windows_agreement
 from repvgg_seg.errors import InputError
+from repvgg_seg.evaluation.windows import ImageWindows, windows_agreement
 
 
 @pytest.fixture
@@ -269,8 +269,8 @@ def test_cuda_rows_report_their_own_peak_over_what_was_allocated(
 
 
 def test_onnxruntime_providers_take_the_runs_device(monkeypatch):
+    from repvgg_seg.backends.onnxruntime import onnxruntime_providers
     from repvgg_seg.bench import precision
-    from repvgg_seg.deploy.runtimes import onnxruntime_providers
     assert onnxruntime_providers('cpu') == ['CPUExecutionProvider']
     assert onnxruntime_providers('cuda:1', tf32=False) == [
         ('CUDAExecutionProvider', {'device_id': 1, 'use_tf32': 0})]

@@ -10,12 +10,12 @@ import os.path as osp
 import pytest
 import torch
 
+from repvgg_seg.apis import (LogitsModule, build_model, is_deploy_config,
+                             load_model)
 from repvgg_seg.bench.complexity import (PAPER_TABLE4, arch_complexity,
                                          paper_round, paper_truncate)
 from repvgg_seg.cli import run_cli
 from repvgg_seg.config import load_config
-from repvgg_seg.deploy import (LogitsModule, build_model, is_deploy_config,
-                               load_model)
 from repvgg_seg.deploy.convert import read_checkpoint_meta
 
 from .conftest import DEMO_CONFIG as DEMO
@@ -200,7 +200,7 @@ def test_benchmark_agreement_over_a_folder_of_images(synthetic_root):
 
 
 def test_pooled_agreement_known_answer():
-    from repvgg_seg.deploy.verify import pooled_agreement
+    from repvgg_seg.evaluation.agreement import pooled_agreement
     pooled = pooled_agreement([
         dict(max_rel_error=0.01, argmax_agreement_pct=99.0),
         dict(max_rel_error=0.03, argmax_agreement_pct=100.0),
@@ -221,7 +221,7 @@ def test_benchmark_onnxruntime_engine_agrees():
 
 
 def test_agreement_helper():
-    from repvgg_seg.deploy.verify import agreement
+    from repvgg_seg.evaluation.agreement import agreement
     ref = torch.randn(1, 4, 8, 8)
     same = agreement(ref, ref.clone())
     assert same == dict(max_rel_error=0.0, argmax_agreement_pct=100.0)
@@ -531,9 +531,9 @@ WINO_ARCH = dict(num_blocks=(1, 2, 5, 1), width_factor=(0.25, 0.25, 0.25, 0.5),
 def test_winograd_matches_direct_conv(dilation):
     import copy
 
-    from repvgg_seg.deploy.winograd import (DilatedRun, WinogradConv2d,
-                                            convert_to_winograd,
-                                            nnpack_available)
+    from repvgg_seg.engines.winograd import (DilatedRun, WinogradConv2d,
+                                             convert_to_winograd,
+                                             nnpack_available)
     from repvgg_seg.models import RepVGG
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
@@ -564,7 +564,7 @@ def test_winograd_plan_cache_and_dilated_run_tuning(tmp_path, monkeypatch):
     file times nothing and picks the same plan."""
     import copy
 
-    from repvgg_seg.deploy import winograd
+    from repvgg_seg.engines import winograd
     from repvgg_seg.models import RepVGG
     if not winograd.nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
@@ -602,8 +602,9 @@ def test_winograd_plan_cache_and_dilated_run_tuning(tmp_path, monkeypatch):
 
 
 def test_winograd_engine_on_a_fused_segmentor():
+    from repvgg_seg.engines.winograd import (convert_to_winograd,
+                                             nnpack_available)
     from repvgg_seg.models.convert import fuse_for_deploy
-    from repvgg_seg.deploy.winograd import convert_to_winograd, nnpack_available
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
     model = build_model(DEMO)

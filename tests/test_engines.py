@@ -189,9 +189,9 @@ def test_openvino_runner_hands_over_channels_last_logits(tiny_trained,
     mmseg's argmax and resize then run on contiguous channels), batched
     over parallel requests too."""
     pytest.importorskip('openvino')
-    from repvgg_seg.deploy import LogitsModule, load_model
+    from repvgg_seg.apis import LogitsModule, load_model
+    from repvgg_seg.backends.openvino import openvino_infer
     from repvgg_seg.deploy.export import export_onnx_file
-    from repvgg_seg.deploy.runtimes import openvino_infer
     from repvgg_seg.engines import RunOptions, get_engine
     from repvgg_seg.models.convert import fuse_for_deploy
     model = load_model(tiny_trained['config'], tiny_trained['checkpoint'],
@@ -222,7 +222,8 @@ def test_openvino_runner_from_many_threads_and_its_graph_labels(
     torch's argmax of the same logits."""
     pytest.importorskip('openvino')
     from concurrent.futures import ThreadPoolExecutor
-    from repvgg_seg.deploy import LogitsModule, build_model
+
+    from repvgg_seg.apis import LogitsModule, build_model
     from repvgg_seg.deploy.export import export_onnx_file
     from repvgg_seg.engines import RunOptions, get_engine
     from repvgg_seg.models.convert import fuse_for_deploy
@@ -318,8 +319,8 @@ def test_tta_flip_equals_the_mean_of_two_softmaxes(engine, tiny_trained,
     from mmseg.evaluation import IoUMetric
 
     from repvgg_seg.config import as_config
-    from repvgg_seg.deploy.inputs import build_split
     from repvgg_seg.engines import load_engine
+    from repvgg_seg.evaluation.windows import build_split
     from repvgg_seg.runs import run_test, setup_test_cfg
     flip_tta = [
         dict(type='LoadImageFromFile'),

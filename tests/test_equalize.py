@@ -40,7 +40,7 @@ def tiny_model(fuse='all', seed=0, **options):
     """The tiny PSPNet-RepVGG, random weights, randomized BN; ``fuse``:
     ``'all'`` (fuse_for_deploy), ``'backbone'`` (reparameterize: the heads
     keep their BN) or ``'none'``."""
-    from repvgg_seg.deploy import build_model
+    from repvgg_seg.apis import build_model
     from repvgg_seg.models.convert import fuse_for_deploy, reparameterize
     torch.manual_seed(seed)
     model = build_model(DEMO, cfg_options={**TINY, **options})
@@ -56,7 +56,7 @@ def scenes(model, seeds, size=SIZE):
     """Synthetic street scenes, preprocessed as the model's data
     preprocessor does (1x3xHxW each)."""
     from repvgg_seg.datasets.scenes import draw_street_scene
-    from repvgg_seg.deploy.verify import preprocess
+    from repvgg_seg.evaluation.agreement import preprocess
     return [preprocess(model, draw_street_scene(
         size, np.random.default_rng(seed))[0]) for seed in seeds]
 
@@ -73,7 +73,7 @@ def heldout(tiny):
 
 def preserved(before, after, inputs, tolerance=None):
     """The worst relative logit error of ``after`` vs ``before``."""
-    from repvgg_seg.deploy.equalize import check_function_preserved
+    from repvgg_seg.quantization.equalize import check_function_preserved
     return check_function_preserved(before, after, inputs,
                                     tolerance)['max_rel_diff']
 
@@ -83,7 +83,7 @@ def preserved(before, after, inputs, tolerance=None):
 
 
 def test_channel_graph_of_the_tiny_model(tiny):
-    from repvgg_seg.deploy.channels import channel_graph
+    from repvgg_seg.quantization.channels import channel_graph
     graph = channel_graph(tiny)
     producers = {p.name: p for p in graph.producers}
     stem, s1, s2, s30, s31, s4 = (
@@ -123,7 +123,7 @@ def test_channel_graph_of_the_tiny_model(tiny):
 def test_every_consumer_is_needed(tiny, heldout):
     """Exactness shows that no consumer is missing; this shows that none is
     spurious: leave one out and the function changes."""
-    from repvgg_seg.deploy.channels import channel_graph, scale_channels
+    from repvgg_seg.quantization.channels import channel_graph, scale_channels
     for name in ('backbone.stage3.1.rbr_reparam',
                  'backbone.stage4.0.rbr_reparam'):
         producer = channel_graph(tiny).producer(name)
@@ -143,8 +143,8 @@ def test_every_consumer_is_needed(tiny, heldout):
     ('backbone', 4), ('decode_head', 4), ('auxiliary_head', 2),
     ('any', 12)])
 def test_planting_is_exact(where, pairs, tiny, heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.outliers import plant_outliers
     model = copy.deepcopy(tiny)
     report = plant_outliers(model, k=200.0, pairs=pairs, channels=4,
                             seed=1, where=where)
@@ -185,9 +185,9 @@ def test_planting_is_exact(where, pairs, tiny, heldout):
      'model.decode_head.dropout_ratio': 0.1}],
     ids=['grouped', 'fcn-concat', 'fcn-no-convs', 'leaky-dropout'])
 def test_planting_is_exact_on_other_structures(options, heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.equalize import equalize
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.equalize import equalize
+    from repvgg_seg.quantization.outliers import plant_outliers
     model = tiny_model(**options)
     reference = copy.deepcopy(model)
     graph = channel_graph(model)
@@ -209,8 +209,8 @@ def test_planting_is_exact_on_other_structures(options, heldout):
 
 
 def test_planting_a_bare_backbone_keeps_its_outputs(tiny, heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.outliers import plant_outliers
     backbone = copy.deepcopy(tiny.backbone)
     graph = channel_graph(backbone)
     # the returned stages are model outputs: their convs are not scaled
@@ -232,11 +232,11 @@ def int8_agreement(model, calibration, heldout, tmp_path):
     """Pixel argmax agreement (%) and the worst relative logit error of the
     INT8 OpenVINO model (NNCF PTQ on ``calibration``) with fp32 torch on
     the held-out images."""
-    from repvgg_seg.deploy import LogitsModule
+    from repvgg_seg.apis import LogitsModule
+    from repvgg_seg.backends.openvino import openvino_infer, openvino_read
     from repvgg_seg.deploy.export import export_onnx_file
-    from repvgg_seg.deploy.quantize import quantize_model
-    from repvgg_seg.deploy.runtimes import openvino_infer, openvino_read
-    from repvgg_seg.deploy.verify import agreement, pooled_agreement
+    from repvgg_seg.evaluation.agreement import agreement, pooled_agreement
+    from repvgg_seg.quantization.quantize import quantize_model
     module = LogitsModule(model).eval()
     path = str(tmp_path / 'model.onnx')
     export_onnx_file(module, path, tuple(calibration[0].shape))
@@ -253,8 +253,9 @@ def int8_results(tiny, tmp_path_factory):
     the planted one after equalization: ``{case: agreement}``."""
     pytest.importorskip('openvino')
     pytest.importorskip('nncf')
-    from repvgg_seg.deploy.equalize import check_function_preserved, equalize
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.equalize import (check_function_preserved,
+                                                  equalize)
+    from repvgg_seg.quantization.outliers import plant_outliers
     calibration = scenes(tiny, CALIB_SEEDS, PTQ_SIZE)
     heldout = scenes(tiny, HELDOUT_SEEDS, PTQ_SIZE)
     planted = copy.deepcopy(tiny)
@@ -302,7 +303,7 @@ def test_equalization_restores_ptq(int8_results):
     assert equalized >= plain - 2.0
     assert int8_results['equalized']['max_rel_error'] <= \
         1.1 * int8_results['plain']['max_rel_error']
-    from repvgg_seg.deploy.equalize import SWEEPS
+    from repvgg_seg.quantization.equalize import SWEEPS
     report = int8_results['equalization']
     assert len(report['pairs']) == 12 and report['sweeps'] == SWEEPS == 3
 
@@ -312,10 +313,10 @@ def test_equalization_restores_ptq(int8_results):
 
 
 def test_equalization_balances_planted_ranges(tiny, heldout):
-    from repvgg_seg.deploy.channels import (channel_graph, input_range,
-                                            output_range)
-    from repvgg_seg.deploy.equalize import equalize, log_spread
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.channels import (channel_graph, input_range,
+                                                  output_range)
+    from repvgg_seg.quantization.equalize import equalize, log_spread
+    from repvgg_seg.quantization.outliers import plant_outliers
     model = copy.deepcopy(tiny)
     report = plant_outliers(model, k=200.0, pairs=4, where='any', seed=3)
     planted_model = copy.deepcopy(model)
@@ -345,10 +346,10 @@ def test_equalization_balances_planted_ranges(tiny, heldout):
 
 
 def test_power_of_two_equalization_is_bit_exact(tiny, heldout):
-    from repvgg_seg.deploy.channels import (channel_graph, input_range,
-                                            output_range)
-    from repvgg_seg.deploy.equalize import equalize
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.channels import (channel_graph, input_range,
+                                                  output_range)
+    from repvgg_seg.quantization.equalize import equalize
+    from repvgg_seg.quantization.outliers import plant_outliers
     model = copy.deepcopy(tiny)
     plant_outliers(model, k=200.0, pairs=4, where='any', seed=3)
     planted = copy.deepcopy(model)
@@ -367,10 +368,10 @@ def test_power_of_two_equalization_is_bit_exact(tiny, heldout):
 
 
 def test_activation_equalization(tiny, heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.equalize import (activation_ranges, equalize,
-                                            log_spread)
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.equalize import (activation_ranges, equalize,
+                                                  log_spread)
+    from repvgg_seg.quantization.outliers import plant_outliers
     model = copy.deepcopy(tiny)
     plant_outliers(model, k=200.0, pairs=4, where='backbone', seed=0)
     calibration = scenes(tiny, CALIB_SEEDS)
@@ -387,8 +388,8 @@ def test_activation_equalization(tiny, heldout):
 
 
 def test_dead_channels_keep_scale_one(tiny, heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.equalize import equalize
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.equalize import equalize
     model = copy.deepcopy(tiny)
     graph = channel_graph(model)
     stem = graph.producer('backbone.stage0.rbr_reparam')
@@ -413,8 +414,8 @@ def test_dead_channels_keep_scale_one(tiny, heldout):
 @pytest.mark.parametrize('power_of_two,limit', [(True, 8.0),
                                                  (False, 10.0)])
 def test_extreme_scales_are_clamped(power_of_two, limit, tiny, heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.equalize import equalize
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.equalize import equalize
     model = copy.deepcopy(tiny)
     graph = channel_graph(model)
     stem = graph.producer('backbone.stage0.rbr_reparam')
@@ -435,8 +436,9 @@ def test_extreme_scales_are_clamped(power_of_two, limit, tiny, heldout):
 
 
 def test_unfused_bn_and_blocks_are_skipped(heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.equalize import equalize
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.equalize import equalize
+
     # backbone fused, the heads' BN not folded
     model = tiny_model(fuse='backbone')
     graph = channel_graph(model)
@@ -467,8 +469,8 @@ def test_unfused_bn_and_blocks_are_skipped(heldout):
      'squeeze-and-excitation after the conv: its gate depends on the '
      'scale')])
 def test_non_homogeneous_blocks_are_skipped(options, reason, heldout):
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.equalize import equalize
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.equalize import equalize
     model = tiny_model(**options)
     graph = channel_graph(model)
     skipped = {s['name']: s['reason'] for s in graph.skipped}
@@ -483,10 +485,10 @@ def test_non_homogeneous_blocks_are_skipped(options, reason, heldout):
 
 
 def test_resnet_backbone_is_skipped_heads_are_covered(heldout):
-    from repvgg_seg.deploy import build_model
-    from repvgg_seg.deploy.channels import channel_graph
-    from repvgg_seg.deploy.equalize import equalize
+    from repvgg_seg.apis import build_model
     from repvgg_seg.models.convert import fuse_for_deploy
+    from repvgg_seg.quantization.channels import channel_graph
+    from repvgg_seg.quantization.equalize import equalize
     config = osp.join(REPO, 'configs', 'pspnet_r50.py')
     model = build_model(config, cfg_options={
         'model.backbone.depth': 18, 'model.decode_head.in_channels': 512,
@@ -514,8 +516,9 @@ def test_resnet_backbone_is_skipped_heads_are_covered(heldout):
 
 
 def test_bad_input(tiny, heldout):
-    from repvgg_seg.deploy.equalize import check_function_preserved, equalize
-    from repvgg_seg.deploy.outliers import plant_outliers
+    from repvgg_seg.quantization.equalize import (check_function_preserved,
+                                                  equalize)
+    from repvgg_seg.quantization.outliers import plant_outliers
     model = copy.deepcopy(tiny)
     with pytest.raises(InputError, match='k must be positive'):
         plant_outliers(model, k=-5.0)

@@ -37,7 +37,7 @@ def grouped_module(groups: int, dilation=None):
     """A small fused PSPNet-RepVGG (LogitsModule) whose layers 2, 4 and 6
     are grouped 3x3 convs (one of them dilated with ``dilation``), with
     non-trivial BN statistics before fusing."""
-    from repvgg_seg.deploy import LogitsModule, build_model
+    from repvgg_seg.apis import LogitsModule, build_model
     from repvgg_seg.models.convert import fuse_for_deploy
     arch = dict(num_blocks=(2, 2, 2, 1), width_factor=(0.5, 0.5, 0.5, 0.5),
                 group_layer_map={2: groups, 4: groups, 6: groups},
@@ -70,8 +70,8 @@ def group_conv_weight_sources(model):
     (2, None), (4, None), (2, 'last_two_stages'), (4, 'last_two_stages')])
 def test_constant_folding_keeps_the_fp32_function(groups, dilation,
                                                   tmp_path):
-    from repvgg_seg.deploy.runtimes import (constant_folded,
-                                            openvino_infer, openvino_read)
+    from repvgg_seg.backends.openvino import (constant_folded, openvino_infer,
+                                              openvino_read)
     from repvgg_seg.models.convert import compare_outputs
     module = grouped_module(groups, dilation)
     path = export(module, tmp_path)
@@ -95,10 +95,10 @@ def test_constant_folding_keeps_the_fp32_function(groups, dilation,
                                              (4, None)])
 def test_every_conv_of_a_grouped_model_runs_in_int8(groups, dilation,
                                                     tmp_path):
-    from repvgg_seg.deploy.quantize import quantize_model
-    from repvgg_seg.deploy.runtimes import (openvino_compile,
-                                            openvino_conv_precisions,
-                                            openvino_read)
+    from repvgg_seg.backends.openvino import (openvino_compile,
+                                              openvino_conv_precisions,
+                                              openvino_read)
+    from repvgg_seg.quantization.quantize import quantize_model
     module = grouped_module(groups, dilation)
     path = export(module, tmp_path)
     gen = torch.Generator().manual_seed(0)
@@ -193,8 +193,8 @@ def test_int8_mIoU_in_the_test_loop(int8_ir, tiny_trained, tmp_path,
     from mmseg.evaluation import IoUMetric
 
     from repvgg_seg.config import as_config
-    from repvgg_seg.deploy.inputs import build_split
     from repvgg_seg.engines import load_engine
+    from repvgg_seg.evaluation.windows import build_split
     cfg = as_config(tiny_trained['config'], tiny_trained['options'])
     model = load_engine(cfg, int8_ir['xml'], 'openvino')
     dataset = build_split(cfg, 'test', annotations=True)
@@ -233,9 +233,9 @@ def test_engine_openvino_runs_the_ir_not_a_checkpoint(int8_ir,
 
 def test_heldout_images_are_never_calibration_images(tiny_trained,
                                                      synthetic_root):
+    from repvgg_seg.apis import load_model
     from repvgg_seg.config import as_config
-    from repvgg_seg.deploy import load_model
-    from repvgg_seg.deploy.quantize import _split_images
+    from repvgg_seg.quantization.quantize import _split_images
     cfg = as_config(DEMO, data_options(tiny_trained, synthetic_root))
     model = load_model(cfg)
     calib, held, calib_from, held_from = _split_images(
@@ -257,8 +257,8 @@ def test_heldout_images_are_never_calibration_images(tiny_trained,
 def test_slide_windows_are_mmseg_s(tiny_trained):
     """The calibration/held-out windows are the crops mmseg's own
     slide_inference hands to encode_decode (recorded, not re-computed)."""
-    from repvgg_seg.deploy import build_model
-    from repvgg_seg.deploy.inputs import model_windows
+    from repvgg_seg.apis import build_model
+    from repvgg_seg.evaluation.windows import model_windows
     options = dict(tiny_trained['options'])
     options['model.test_cfg'] = dict(mode='slide', crop_size=(713, 713),
                                      stride=(476, 476))
@@ -283,6 +283,7 @@ def test_slide_windows_are_mmseg_s(tiny_trained):
 
 def test_predictions_picture(int8_ir, tiny_trained, tmp_path):
     import mmcv
+
     from repvgg_seg.demo import draw_predictions
     out = str(tmp_path / 'predictions.png')
     draw_predictions(tiny_trained['config'], tiny_trained['checkpoint'],
@@ -308,8 +309,9 @@ def test_predictions_picture(int8_ir, tiny_trained, tmp_path):
 
 
 def test_benchmark_int8_rows_and_peak(monkeypatch):
-    from repvgg_seg.bench import BenchmarkOptions, benchmark, format_table
-    from repvgg_seg.bench import peak
+    from repvgg_seg.bench import (BenchmarkOptions, benchmark, format_table,
+                                  peak)
+
     # the peak's kernels shrunk from 1536^3 / 512->512 at 90x90 (seconds to
     # quantize)
     monkeypatch.setattr(peak, 'PEAK_SIZES', peak.KernelSizes(
@@ -472,8 +474,8 @@ def test_test_tool_without_openvino(int8_ir, tiny_trained, tmp_path, capsys,
 
 def fp32_ir(tmp_path, shape, cfg_options=None):
     """An fp32 IR of the tiny demo model (random weights)."""
-    from repvgg_seg.deploy import LogitsModule, build_model
-    from repvgg_seg.deploy.runtimes import write_openvino_ir
+    from repvgg_seg.apis import LogitsModule, build_model
+    from repvgg_seg.backends.openvino import write_openvino_ir
     module = LogitsModule(build_model(DEMO, cfg_options=cfg_options))
     module.eval()
     path = str(tmp_path / 'other.xml')

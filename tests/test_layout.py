@@ -99,10 +99,11 @@ def test_no_import_cycles():
     assert len(graph) > 30  # the walk found the package
     # known edges, so that a broken resolver cannot pass by seeing nothing
     assert 'repvgg_seg.models.reparam' in graph['repvgg_seg.models.repvgg']
-    assert 'repvgg_seg.io.files' in graph['repvgg_seg.deploy.winograd.tuning']
-    assert 'repvgg_seg.deploy.inputs' in graph['repvgg_seg.deploy.quantize']
+    assert 'repvgg_seg.io.files' in graph['repvgg_seg.engines.winograd.tuning']
+    assert 'repvgg_seg.evaluation.windows' in graph[
+        'repvgg_seg.quantization.quantize']
     assert 'repvgg_seg.engines' in graph['repvgg_seg.bench.timing']
-    assert 'repvgg_seg.models' in graph['repvgg_seg.deploy.build']
+    assert 'repvgg_seg.models' in graph['repvgg_seg.apis.build']
     cycle = find_cycle(graph)
     assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)
 
@@ -117,14 +118,15 @@ def test_cycle_finder_sees_function_level_imports(tmp_path):
                 if isinstance(n, ast.ImportFrom))
     assert _resolve('repvgg_seg.deploy', True, node.level,
                     node.module) == 'repvgg_seg.deploy.models'
-    assert _resolve('repvgg_seg.deploy.build', False, 2,
+    assert _resolve('repvgg_seg.apis.build', False, 2,
                     'models') == 'repvgg_seg.models'
 
 
 def test_layout_folders_hold_one_job_each():
     graph = import_graph()
-    layers = ['errors', 'io', 'models', 'training', 'deploy', 'engines',
-              'inference', 'bench']
+    layers = ['errors', 'io', 'models', 'training', 'apis', 'backends',
+              'evaluation', 'deploy', 'quantization', 'engines', 'inference',
+              'bench']
     rank = {name: i for i, name in enumerate(layers)}
 
     def layer(module):
@@ -142,6 +144,10 @@ def test_layout_folders_hold_one_job_each():
             if (a, b) in (('deploy', 'training'), ('engines', 'training')):
                 assert target == 'repvgg_seg.training.state', module
                 continue
+            if (a, b) == ('deploy', 'quantization'):
+                # until outlier planting leaves convert_checkpoint
+                assert target == 'repvgg_seg.quantization.outliers', module
+                continue
             assert {a, b} != {'inference', 'bench'}, (module, target)
             assert rank[a] > rank[b], f'{module} imports {target}'
 
@@ -155,10 +161,9 @@ def test_public_entry_points(tmp_path):
 
     import repvgg_seg
     from repvgg_seg import (ARCH_SETTINGS, ConfigError, RepVGG, RepVGGBlock,
-                            RepVGGSegError, UnsafeCheckpointError,
-                            deploy_copy, fuse_for_deploy,
-                            load_checkpoint_file, reparameterize,
-                            trusted_checkpoints)
+                            RepVGGSegError, UnsafeCheckpointError, deploy_copy,
+                            fuse_for_deploy, load_checkpoint_file,
+                            reparameterize, trusted_checkpoints)
     from tests.helpers import randomize_bn, relative_error
     assert {'reparameterize', 'fuse_for_deploy', 'deploy_copy', 'RepVGG',
             'RepVGGBlock', 'ARCH_SETTINGS', 'load_checkpoint_file',
@@ -241,7 +246,6 @@ def test_public_entry_points(tmp_path):
 
 def test_registered_type_names():
     from mmengine.registry import HOOKS, LOOPS
-
     from mmseg.registry import MODELS
     assert MODELS.get('RepVGG') is not None
     for hook in ('RandomStateHook', 'SignalCheckpointHook', 'FiniteLossHook',

@@ -302,7 +302,7 @@ def test_tiny_training_run_learns(tiny_trained):
 def test_test_tool_with_and_without_fuse(tiny_trained, tmp_path, capsys):
     # --fuse evaluates the same function: logits within 1e-4
     from repvgg_seg import fuse_for_deploy
-    from repvgg_seg.deploy import load_model
+    from repvgg_seg.apis import load_model
     model = load_model(DEMO, tiny_trained['checkpoint'],
                        cfg_options=tiny_trained['options'])
     report = fuse_for_deploy(model, verify=True, input_shape=(1, 3, 96, 192),
@@ -376,7 +376,7 @@ def test_winograd_engine_gives_the_same_metrics(tiny_trained, tmp_path,
     # --engine winograd: the fused model with NNPACK convs, same metrics.
     # Untuned, so every eligible conv runs on NNPACK (tuned, direct conv
     # may win every layer of so small a model)
-    from repvgg_seg.deploy.winograd import WinogradConv2d, nnpack_available
+    from repvgg_seg.engines.winograd import WinogradConv2d, nnpack_available
     if not nnpack_available():
         pytest.skip('no NNPACK in this PyTorch build')
     unfused = _run_test_tool(tiny_trained, tmp_path, capsys)

@@ -16,7 +16,6 @@ import torch
 from tests.conftest import REPO
 from tests.helpers import captured_log, free_port, run_tool
 
-
 # Two data-loader workers: a signal to the process group reaches them too
 WORKERS = ['--cfg-options', 'train_dataloader.num_workers=2']
 
@@ -276,8 +275,8 @@ def test_trust_is_scoped_to_one_command_or_config(tmp_path, monkeypatch,
     loads of the same process."""
     from repvgg_seg import (CheckpointError, UnsafeCheckpointError,
                             load_checkpoint_file, trusted_checkpoints)
+    from repvgg_seg.apis import load_model
     from repvgg_seg.config import load_config
-    from repvgg_seg.deploy import load_model
     from repvgg_seg.io.checkpoint import TRUST_ENV, trust_checkpoints
     path = tmp_path / 'pickle.pth'
     _untrusted_pickle(path)
@@ -305,8 +304,9 @@ def test_trust_is_scoped_to_one_command_or_config(tmp_path, monkeypatch,
     assert not trust_checkpoints()
 
     # the command-line flag: through the config of that command only
-    from repvgg_seg.cli import add_config_args, parse_tool_args
     import argparse
+
+    from repvgg_seg.cli import add_config_args, parse_tool_args
     parser = argparse.ArgumentParser()
     add_config_args(parser)
     args = parse_tool_args(parser, ['--trust-checkpoint'])
@@ -543,8 +543,8 @@ def _rank_states(rank, saved):
     list (the checkpoint) after drawing more."""
     import random
 
-    from repvgg_seg.training.state import gather_rng_states, rank_rng_state
-    from repvgg_seg.training.state import set_rng_state
+    from repvgg_seg.training.state import (gather_rng_states, rank_rng_state,
+                                           set_rng_state)
     torch.manual_seed(10 + rank), random.seed(10 + rank)
     np.random.seed(10 + rank)
     states = gather_rng_states()

@@ -230,7 +230,7 @@ def test_a_repvgg_checkpoint_for_a_resnet_config_is_named(
 
 def test_a_resnet_checkpoint_for_a_repvgg_config_is_named(
         tiny_config, tmp_path, capsys):
-    from repvgg_seg.deploy import build_model
+    from repvgg_seg.apis import build_model
     path = tmp_path / 'r18.pth'
     torch.save(build_model(osp.join(REPO, 'configs', 'pspnet_r50.py'),
                            cfg_options=R18).state_dict(), path)

@@ -1,5 +1,5 @@
 """The Winograd engine's plan: interleaved timings with a margin, one
-recording forward, the plan as data (:mod:`repvgg_seg.deploy.winograd`).
+recording forward, the plan as data (:mod:`repvgg_seg.engines.winograd`).
 
 Timings are faked (``tuning._time_once``) so that the rule, not the machine,
 decides; the convs still run for real (warm-up and the check)."""
@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from repvgg_seg.deploy import winograd
-from repvgg_seg.deploy.winograd import tuning
+from repvgg_seg.engines import winograd
+from repvgg_seg.engines.winograd import tuning
 from repvgg_seg.errors import InputError
 from repvgg_seg.models import RepVGG
 

@@ -9,7 +9,7 @@ Re-parameterizes every RepVGG block and folds the remaining conv+BN pairs
 (``repvgg_seg.models.convert.fuse_for_deploy``), checks on a random input that
 the logits match the original within 1e-4 (relative), and writes OUT plus the
 deploy config next to it (``x.pth`` -> ``x_deploy.py``). Reload with
-``repvgg_seg.deploy.load_model(DEPLOY_CONFIG, OUT)`` or test it with
+``repvgg_seg.apis.load_model(DEPLOY_CONFIG, OUT)`` or test it with
 ``tools/test.py DEPLOY_CONFIG OUT``. Segmentor and classifier (mmpretrain,
 ``default_scope='mmpretrain'``) configs both work.
 

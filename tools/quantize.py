@@ -32,9 +32,9 @@ import sys
 
 from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
                             parse_tool_args, run_cli)
-from repvgg_seg.deploy.metrics import METRICS
-from repvgg_seg.deploy.quantize import (CALIB_SPLITS, PRESETS,
-                                        quantize_segmentor)
+from repvgg_seg.evaluation.metrics import METRICS
+from repvgg_seg.quantization.quantize import (CALIB_SPLITS, PRESETS,
+                                              quantize_segmentor)
 
 
 def parse_args(argv=None):

@@ -36,8 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from ..deploy.build import (LogitsModule, build_model, checked_shape,
-                            default_input_shape, is_segmentor)
+from ..apis.build import (LogitsModule, build_model, checked_shape,
+                          default_input_shape, is_segmentor)
 from ..errors import InputError
 from ..models import ARCH_SETTINGS, RepVGG
 from ..models.convert import fuse_for_deploy
@@ -160,7 +160,7 @@ def model_complexity(model: nn.Module,
                      shape: Optional[Sequence[int]] = None,
                      batch_size: int = 1) -> dict:
     """Complexity of a built model's test-mode forward (a segmentor's logits
-    at the input size, see :class:`repvgg_seg.deploy.build.LogitsModule`)."""
+    at the input size, see :class:`repvgg_seg.apis.build.LogitsModule`)."""
     shape = checked_shape(shape, default_input_shape(model))
     wrapped = model if isinstance(model, LogitsModule) \
         else LogitsModule(model)

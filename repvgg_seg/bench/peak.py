@@ -11,7 +11,7 @@ interleaved rounds as the rows (:meth:`MeasuredPeak.step`):
   kernels are no peak of anything);
 * int8 (NNCF-quantized, OpenVINO's CPU plugin, the INT8 rows' engine):
   the same matmul (a ``Linear``), 1x1 conv and reference conv, each
-  quantized by :func:`repvgg_seg.deploy.quantize.quantize_module`, and
+  quantized by :func:`repvgg_seg.quantization.quantize.quantize_module`, and
   refused if its kernel does not run in INT8.
 
 On CUDA the kernels are sized for a GPU (:data:`CUDA_PEAK_SIZES`: the
@@ -144,8 +144,8 @@ def _openvino_runner(module: torch.nn.Module, x: torch.Tensor,
     """``module`` quantized to INT8 by NNCF (calibrated on ``x`` and three
     random inputs like it) and compiled by OpenVINO: a call that runs it
     once on ``x``, the quantization profile and the quantized model."""
-    from ..deploy.quantize import quantize_module
-    from ..deploy.runtimes import openvino_compile
+    from ..backends.openvino import openvino_compile
+    from ..quantization.quantize import quantize_module
     gen = torch.Generator().manual_seed(1)
     calibration = [x] + [torch.randn(x.shape, generator=gen)
                          for _ in range(3)]
@@ -172,7 +172,7 @@ def int8_matmul_runner(linear: torch.nn.Linear, x: torch.Tensor,
                        threads: Optional[int] = None) -> Callable[[], None]:
     """``linear(x)`` (a MatMul) quantized and compiled; raises unless
     OpenVINO's profile shows its kernel computing in INT8."""
-    from ..deploy.runtimes import openvino_compile
+    from ..backends.openvino import openvino_compile
     run, _, quantized = _openvino_runner(linear, x, threads)
     request = openvino_compile(quantized, 'int8', threads,
                                profile=True).create_infer_request()

@@ -6,7 +6,7 @@ One row is one (config, fused or not) variant. Each timed sample is one
 forward pass of a batch in test mode: a segmentor's whole-image forward
 (backbone, decode head; no auxiliary head, no sliding window) **plus** the
 bilinear resize of the logits to the input size
-(:class:`repvgg_seg.deploy.build.LogitsModule`); for the onnxruntime/OpenVINO
+(:class:`repvgg_seg.apis.build.LogitsModule`); for the onnxruntime/OpenVINO
 engines the same graph exported to ONNX. Preprocessing (decoding,
 normalization) is **excluded**: the inputs are generated tensors, created
 once. The paper's setting is the default: 713x713, batch 1.
@@ -70,13 +70,13 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from ..apis.build import LogitsModule, checked_shape, load_model
 from ..config import as_config
-from ..deploy.build import LogitsModule, checked_shape, load_model
-from ..deploy.inputs import ImageWindows, windows_agreement
-from ..deploy.verify import image_files
 from ..engines import ENGINES, RunOptions
 from ..engines.exported import INT8_PRECISIONS
 from ..errors import InputError, UnavailableError
+from ..evaluation.agreement import image_files
+from ..evaluation.windows import ImageWindows, windows_agreement
 from ..models.convert import deploy_copy
 from .complexity import model_complexity
 from .memory import MemoryMeter
@@ -382,8 +382,8 @@ def _ir_row(config: str, model: nn.Module, ir: str,
             options: BenchmarkOptions) -> 'Row':
     """A row that times the OpenVINO IR ``ir`` as it is (e.g. the one
     ``tools/quantize.py`` wrote and tested), checked against ``model``."""
-    from ..deploy.runtimes import (is_quantized, openvino_compile,
-                                   openvino_conv_precisions)
+    from ..backends.openvino import (is_quantized, openvino_compile,
+                                     openvino_conv_precisions)
     precision = 'int8' if is_quantized(ir) else 'fp32'
     row = Row(config=config, fused=True, model=model, engine='openvino',
               precision=precision, ir=ir)

@@ -24,7 +24,7 @@ A deploy config is the original config with:
 * ``custom_imports`` of ``repvgg_seg``, which registers ``FusedModel``.
 
 Deploy configs of repvgg-seg 0.2 (no ``FusedModel``, a ``DeployFuseHook``
-instead) still work: :func:`repvgg_seg.deploy.build.load_model` and that
+instead) still work: :func:`repvgg_seg.apis.build.load_model` and that
 hook fuse their freshly built model before loading.
 """
 import copy
@@ -41,15 +41,15 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import MODELS, DefaultScope
 
+from ..apis.build import (DEPLOY_KEY, LogitsModule, checked_shape,
+                          is_deploy_config, is_segmentor, load_model)
 from ..config import as_config
 from ..errors import ConfigError, ConversionError, InputError
 from ..io.checkpoint import load_checkpoint_file, trusted_checkpoints
 from ..io.files import check_writable, staged_outputs, write_bytes
 from ..models.convert import compare_outputs, fuse_for_deploy
 from ..models.fused import FUSED_TYPE, scoped_type
-from .build import (DEPLOY_KEY, LogitsModule, checked_shape, is_deploy_config,
-                    is_segmentor, load_model)
-from .outliers import plant_outliers
+from ..quantization.outliers import plant_outliers
 
 #: the checkpoint formats :func:`convert_checkpoint` writes
 FORMATS = ('pth', 'safetensors')
@@ -159,7 +159,7 @@ def convert_checkpoint(config: Union[str, Config],
        logits (same tolerance), and only then renames them into place.
 
     ``plant``: keyword arguments of
-    :func:`repvgg_seg.deploy.outliers.plant_outliers` (``k``, ``pairs``,
+    :func:`repvgg_seg.quantization.outliers.plant_outliers` (``k``, ``pairs``,
     ``where`` ...): the fused model gets outlier channels that keep its
     fp32 function (the INT8 hard case; recorded in the meta).
 

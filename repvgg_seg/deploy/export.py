@@ -1,6 +1,6 @@
 """ONNX (and OpenVINO IR) export of fused segmentors.
 
-The exported graph is :class:`repvgg_seg.deploy.build.LogitsModule` of the
+The exported graph is :class:`repvgg_seg.apis.build.LogitsModule` of the
 fused model (:func:`repvgg_seg.models.convert.fuse_for_deploy`): input a
 normalized ``N x 3 x H x W`` float tensor, output the logits at the input
 size (``N x classes x H x W``). It is checked with onnxruntime against torch
@@ -22,13 +22,17 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from ..apis.build import (LogitsModule, checked_shape, default_input_shape,
+                          load_model)
+from ..backends import require
+from ..backends.onnxruntime import onnxruntime_infer
+from ..backends.openvino import (openvino_infer, openvino_paths,
+                                 write_openvino_ir)
 from ..errors import ExportError
+from ..evaluation.agreement import (agreement, load_image, preprocess,
+                                    synthetic_image)
 from ..io.files import check_writable, staged_outputs, temp_path
 from ..models.convert import fuse_for_deploy
-from .build import LogitsModule, checked_shape, default_input_shape, load_model
-from .runtimes import (onnxruntime_infer, openvino_infer, openvino_paths,
-                       require, write_openvino_ir)
-from .verify import agreement, load_image, preprocess, synthetic_image
 
 OPSET = 17
 

@@ -154,7 +154,7 @@ class Engine:
     def runner(self, module: nn.Module, input_shape: Sequence[int],
                options: RunOptions, folder: str) -> Runner:
         """``run(x)`` computing ``module``'s logits (``module``: a
-        :class:`~repvgg_seg.deploy.build.LogitsModule`) on this engine, for
+        :class:`~repvgg_seg.apis.build.LogitsModule`) on this engine, for
         inputs of ``input_shape``. ``folder``: scratch space for exported
         files."""
         raise NotImplementedError

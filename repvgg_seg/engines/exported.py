@@ -31,7 +31,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..deploy import runtimes
+from ..backends import onnxruntime as ort_backend
+from ..backends import openvino as ov_backend
+from ..backends import require
 from ..deploy.export import export_onnx_file
 from ..errors import InputError, UnavailableError
 from .base import Engine, RunOptions
@@ -53,7 +55,7 @@ class ExportedEngine(Engine):
     batches = False
 
     def require(self):
-        runtimes.require(self.package, f'the {self.name} engine')
+        require(self.package, f'the {self.name} engine')
 
     def onnx_file(self, module, input_shape, folder) -> str:
         path = osp.join(folder, 'model.onnx')
@@ -68,7 +70,7 @@ class ExportedEngine(Engine):
 class OnnxRuntimeEngine(ExportedEngine):
     """onnxruntime, on its CPU provider or, for ``--device cuda[:N]``, its
     CUDA provider on that device with inputs and outputs bound on it
-    (:func:`repvgg_seg.deploy.runtimes.onnxruntime_infer`). ``info``
+    (:func:`repvgg_seg.backends.onnxruntime.onnxruntime_infer`). ``info``
     names the provider that runs the session (``provider``), so a fall-back
     to the CPU provider shows."""
 
@@ -96,7 +98,7 @@ class OnnxRuntimeEngine(ExportedEngine):
                 'this onnxruntime has no CUDA provider (available: '
                 f'{", ".join(ort.get_available_providers())}); install '
                 'onnxruntime-gpu, or use --device cpu')
-        run = runtimes.onnxruntime_infer(path, options.threads,
+        run = ort_backend.onnxruntime_infer(path, options.threads,
                                          options.device)
 
         def dims(port):
@@ -120,7 +122,7 @@ class OpenVINORunner:
     def __init__(self, compiled, streams: Optional[int] = None,
                  info: Optional[dict] = None, channels_last: bool = False):
         self.compiled = compiled
-        self.input_shape, self.output_shape = runtimes.openvino_io_shapes(
+        self.input_shape, self.output_shape = ov_backend.openvino_io_shapes(
             compiled)
         #: a second output, the labels (``OpenVINOEngine.labels_output``)
         self.has_labels = len(compiled.outputs) == 2
@@ -227,7 +229,7 @@ class OpenVINOEngine(ExportedEngine):
     """OpenVINO's CPU plugin at an explicit inference precision, or an INT8
     model: an IR from ``tools/quantize.py``, or (from a checkpoint) the
     exported model quantized by NNCF on the calibration inputs of the run
-    options (:func:`repvgg_seg.deploy.quantize.quantize_module`)."""
+    options (:func:`repvgg_seg.quantization.quantize.quantize_module`)."""
 
     name = package = 'openvino'
     precisions = ('fp32', 'bf16', 'fp16') + tuple(INT8_PRECISIONS)
@@ -239,9 +241,9 @@ class OpenVINOEngine(ExportedEngine):
 
     def require_precision(self, precision):
         if precision in INT8_PRECISIONS:
-            runtimes.require('nncf', 'INT8 rows (--precision int8)')
+            require('nncf', 'INT8 rows (--precision int8)')
         if 'bf16' in precision:
-            runtimes.require('openvino', 'the openvino engine')
+            require('openvino', 'the openvino engine')
             import openvino as ov
             caps = ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
             if 'BF16' not in caps:
@@ -264,7 +266,7 @@ class OpenVINOEngine(ExportedEngine):
         converted to NHWC in the graph, and whether it was."""
         import openvino as ov
         if isinstance(model, str):
-            model = runtimes.openvino_read(model)
+            model = ov_backend.openvino_read(model)
         else:
             model = model.clone()  # the caller's model keeps its output
         if len(model.outputs) != 1 or \
@@ -291,7 +293,7 @@ class OpenVINOEngine(ExportedEngine):
         model, channels_last = self.nhwc_output(model)
         if options.labels and channels_last:
             model = self.labels_output(model)
-        compiled = runtimes.openvino_compile(
+        compiled = ov_backend.openvino_compile(
             model, self.hint(options.precision), options.threads,
             streams=options.streams)
         return OpenVINORunner(compiled, options.streams, info,
@@ -301,7 +303,7 @@ class OpenVINOEngine(ExportedEngine):
         if not osp.isfile(path):
             raise FileNotFoundError(f'model file not found: {path}')
         if path.endswith('.xml'):
-            binary = runtimes.openvino_paths(path)[1]
+            binary = ov_backend.openvino_paths(path)[1]
             if not osp.isfile(binary):
                 raise FileNotFoundError(
                     f'the weights of the OpenVINO IR {path} are missing: '
@@ -311,7 +313,7 @@ class OpenVINOEngine(ExportedEngine):
     def runner(self, module, input_shape, options, folder):
         if options.precision not in INT8_PRECISIONS:
             return super().runner(module, input_shape, options, folder)
-        from ..deploy.quantize import quantize_module
+        from ..quantization.quantize import quantize_module
         calibration = options.calibration
         if calibration is None:
             raise InputError('INT8 from a checkpoint needs calibration '

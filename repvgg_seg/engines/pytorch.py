@@ -1,15 +1,15 @@
 """The engines that run the PyTorch model itself: ``torch`` (the model as
 loaded), ``fused`` (re-parameterized, conv+BN folded) and ``winograd`` (the
 fused model with its stride-1 3x3 convs on NNPACK's Winograd kernels,
-:mod:`repvgg_seg.deploy.winograd`)."""
+:mod:`repvgg_seg.engines.winograd`)."""
 import contextlib
 import copy
 
 import torch
 
-from ..deploy.winograd import require_nnpack, winograd_runner
 from ..models.convert import deploy_copy
 from .base import DTYPES, Engine
+from .winograd import require_nnpack, winograd_runner
 
 
 class TorchEngine(Engine):
@@ -64,7 +64,7 @@ class FusedTorchEngine(TorchEngine):
 
 class WinogradEngine(Engine):
     """The fused model with its stride-1 3x3 convs on NNPACK
-    (:mod:`repvgg_seg.deploy.winograd`; CPU, fp32, NCHW). The function is
+    (:mod:`repvgg_seg.engines.winograd`; CPU, fp32, NCHW). The function is
     the same at every input size; its per-layer plan is tuned for the first
     input shape."""
 

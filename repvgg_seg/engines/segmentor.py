@@ -3,7 +3,7 @@
 mmseg's ``EncoderDecoder.slide_inference`` and ``whole_inference`` call
 ``encode_decode(window, metas)`` once per window (or image); an engine's
 runner computes exactly that, the logits resized to the window's size
-(:class:`repvgg_seg.deploy.build.LogitsModule`, exported or not). So
+(:class:`repvgg_seg.apis.build.LogitsModule`, exported or not). So
 :func:`attach_engine` swaps that one method and everything around it -- the
 test pipeline, data preprocessor, slide/whole inference, post-processing,
 ``IoUMetric``, ``MMSegInferencer``'s visualisation -- stays mmseg's:
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..deploy.build import LogitsModule, build_model, load_model, load_weights
+from ..apis.build import LogitsModule, build_model, load_model, load_weights
 from ..errors import ConfigError, InputError, UnavailableError
 from ..models.convert import fuse_for_deploy
 from .base import RunOptions

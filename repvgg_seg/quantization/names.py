@@ -23,8 +23,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch.nn as nn
 
+from ..backends.openvino import CONV_NODE_TYPES
 from ..errors import InputError
-from .runtimes import CONV_NODE_TYPES
 
 #: modules that only group others: a layer is named below them
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -64,7 +64,7 @@ def _strip(name: str, prefix: str) -> str:
 class ConvNames:
     """Which OpenVINO conv node computes which conv module of ``module``
     (the torch module that was exported, e.g. a
-    :class:`~repvgg_seg.deploy.build.LogitsModule`; ``prefix`` is dropped
+    :class:`~repvgg_seg.apis.build.LogitsModule`; ``prefix`` is dropped
     from its names: ``'model.'`` gives the segmentor's own names), for the
     ``openvino.Model`` ``ov_model`` read from its export (before
     quantization: the weights must still be fp32 constants)."""

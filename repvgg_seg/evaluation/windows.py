@@ -4,7 +4,7 @@ One source for INT8 calibration and held-out agreement
 (:mod:`.quantize`), the benchmark's agreement and calibration images
 (:mod:`repvgg_seg.bench`) and the engines' checks: :class:`ImageWindows`.
 Its images come from a split of the config's data set, from image files, or
-are generated (:func:`repvgg_seg.deploy.verify.synthetic_image`; for speed
+are generated (:func:`repvgg_seg.evaluation.agreement.synthetic_image`; for speed
 only). Real images go through the config's own test pipeline
 (``LoadAnnotations`` dropped unless asked for) and the model's data
 preprocessor, exactly as mmseg's test loop feeds the model, and are cut into
@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from mmengine.registry import DefaultScope
 
 from ..errors import InputError
-from .verify import (agreement, pooled_agreement, preprocess,
-                     synthetic_image)
+from .agreement import agreement, pooled_agreement, preprocess, synthetic_image
 
 #: where the windows' images come from
 SOURCES = ('dataset', 'files', 'generated')

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .inputs import ImageWindows, build_split, replaced_encode_decode
+from .windows import ImageWindows, build_split, replaced_encode_decode
 
 #: ``auto``: mIoU when the held-out images have labels, else agreement
 METRICS = ('auto', 'miou', 'agreement')

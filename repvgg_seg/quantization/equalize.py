@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from ..errors import InputError, VerificationError
-from .channels import (ChannelGraph, Producer, channel_graph,
-                       function_outputs, input_range, output_range,
-                       scale_channels, worst_relative_error)
+from .channels import (ChannelGraph, Producer, channel_graph, function_outputs,
+                       input_range, output_range, scale_channels,
+                       worst_relative_error)
 
 RANGES = ('weights', 'activations')
 #: Sweeps of :func:`equalize`. Max-range balancing converges slowly on a

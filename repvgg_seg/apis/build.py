@@ -1,4 +1,4 @@
-"""Models for the deployment tools, built the same way everywhere.
+"""Models for every tool, built the same way everywhere.
 
 Everything the deployment and benchmark tools (``tools/convert.py``,
 ``tools/benchmark.py``, ``tools/get_flops.py``, ``tools/export_onnx.py``,
@@ -9,7 +9,8 @@ lives here, so that tests and notebooks do exactly what the command lines do:
   mmpretrain classifier, ...) through the config's own ``default_scope``, with
   SyncBN reverted to BN (nothing here is distributed) and no pretrained
   initialization (the weights are random unless a checkpoint is loaded).
-  A deploy config's model (see :mod:`.convert`) is fused right away.
+  A deploy config's model (see :mod:`repvgg_seg.deploy.convert`) is fused
+  right away.
 * :func:`load_model` builds a config's model and loads a checkpoint into it
   (strictly), for training configs and deploy configs alike.
 * :class:`LogitsModule` is the "what is timed / exported" forward: a

@@ -17,7 +17,7 @@ The graph is derived from the model's structure, not traced (mmseg's heads
 do not go through torch.fx). Covered, exactly:
 
 * the model: an mmseg ``EncoderDecoder`` without a neck (also inside a
-  :class:`~repvgg_seg.deploy.build.LogitsModule`), or a bare ``RepVGG``
+  :class:`~repvgg_seg.apis.build.LogitsModule`), or a bare ``RepVGG``
   backbone (whose returned stages are model outputs, so their last convs
   are not scaled);
 * the backbone: a ``RepVGG`` whose blocks are fused (``rbr_reparam``) with
@@ -108,7 +108,7 @@ class ChannelGraph:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The segmentor (or backbone) inside a LogitsModule-like wrapper."""
-    from .build import LogitsModule
+    from ..apis.build import LogitsModule
     return model.model if isinstance(model, LogitsModule) else model
 
 
@@ -303,7 +303,7 @@ def _dropout(head) -> Tuple[str, ...]:
 def _add_psp_head(builder: _Builder, head, prefix: str) -> List[tuple]:
     """The PSPHead's own pairs; returns how its input is consumed:
     ``(unit, offset, path)`` each."""
-    from .export import ExportableAdaptiveAvgPool2d
+    from ..deploy.export import ExportableAdaptiveAvgPool2d
     uses = []
     bottleneck = _conv_module_unit(f'{prefix}.bottleneck', head.bottleneck)
     conv_seg = _Unit(f'{prefix}.conv_seg', head.conv_seg)

@@ -4,7 +4,7 @@
 (:func:`repvgg_seg.models.convert.fuse_for_deploy`), equalizes it
 (:mod:`.equalize`, exact in fp32; on by default), exports it through the
 checked ONNX path and quantizes it with NNCF on calibration images
-(:class:`repvgg_seg.deploy.inputs.ImageWindows`: the config's test
+(:class:`repvgg_seg.evaluation.windows.ImageWindows`: the config's test
 pipeline, the model's windows): ``nncf.quantize``, or with ``max_drop``
 ``nncf.quantize_with_accuracy_control``, which keeps the layers that cost
 most of a held-out metric (:mod:`.metrics`: mmseg's mIoU, or pixel
@@ -37,21 +37,23 @@ from typing import Iterable, Optional, Sequence
 import torch
 from mmengine.logging import print_log
 
+from ..apis.build import (LogitsModule, checked_shape, default_input_shape,
+                          load_model)
+from ..backends import require
+from ..backends.openvino import (constant_folded, openvino_compile,
+                                 openvino_conv_precisions, openvino_infer,
+                                 openvino_paths, openvino_read)
 from ..config import as_config
+from ..deploy.export import export_onnx_file
 from ..errors import InputError, QuantizationError, VerificationError
-from ..io.files import (check_writable, staged_outputs, temp_path,
-                        write_bytes)
+from ..evaluation.agreement import agreement
+from ..evaluation.metrics import METRICS, heldout_metric
+from ..evaluation.windows import (ImageWindows, build_split, test_mode,
+                                  windows_agreement)
+from ..io.files import check_writable, staged_outputs, temp_path, write_bytes
 from ..models.convert import fuse_for_deploy
-from .build import LogitsModule, checked_shape, default_input_shape, load_model
 from .equalize import check_function_preserved, equalize
-from .export import export_onnx_file
-from .inputs import ImageWindows, build_split, test_mode, windows_agreement
-from .metrics import METRICS, heldout_metric
 from .names import ConvNames
-from .runtimes import (constant_folded, openvino_compile,
-                       openvino_conv_precisions, openvino_infer,
-                       openvino_paths, openvino_read, require)
-from .verify import agreement
 
 CALIB_SPLITS = ('train', 'val')
 PRESETS = ('performance', 'mixed')
@@ -231,7 +233,7 @@ def exported_openvino(module: torch.nn.Module, input_shape: Sequence[int],
 
 def int8_profile(quantized, x: torch.Tensor,
                  threads: Optional[int] = None) -> dict:
-    """:func:`~.runtimes.openvino_conv_precisions` of the INT8 model on
+    """:func:`~repvgg_seg.backends.openvino.openvino_conv_precisions` of the INT8 model on
     ``x``, from a compilation of its own (the timed ones run without the
     per-node counters)."""
     return openvino_conv_precisions(

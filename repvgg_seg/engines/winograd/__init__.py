@@ -44,8 +44,8 @@ from mmengine.logging import print_log
 
 from ...errors import VerificationError
 from ...models.convert import compare_outputs, flatten_tensors
-from .conv import (WinogradConv2d, is_candidate, nnpack_available,
-                   nnpack_conv, require_nnpack)
+from .conv import (WinogradConv2d, is_candidate, nnpack_available, nnpack_conv,
+                   require_nnpack)
 from .layout import (batch_to_space, layout_mask, mosaic_to_space,
                      space_to_batch, space_to_mosaic)
 from .surgery import DilatedRun, group_dilated_runs, plain_conv, swap_convs
