@@ -413,7 +413,7 @@ def test_demo_writes_a_json_summary(tmp_path):
     shrunk to 2 iterations on a 4-image data set: the summary is valid JSON
     with plain numbers. Without its INT8 step, whose parts (quantization,
     the INT8 test loop, the predictions picture, the INT8 benchmark rows)
-    are tested in test_int8.py."""
+    are tested in tests/quantization/test_quantize.py."""
     from repvgg_seg.demo import run_demo
     options = {k: v for k, v in TINY.items()
                if not k.startswith(('train_cfg', 'param_scheduler',

@@ -13,7 +13,7 @@ import torch
 
 from repvgg_seg.errors import CheckpointError, InputError, UnavailableError
 
-from .helpers import relative_error, run_tool
+from tests.helpers import relative_error, run_tool
 
 
 @pytest.fixture(scope='module')

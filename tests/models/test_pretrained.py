@@ -13,7 +13,7 @@ from tests.helpers import load_backbone as _load
 
 # The wrappers are parsed on A0; that every other arch's official key table
 # (D2se's SE layers included) is the model's state dict, name by name and
-# shape by shape, is test_backbone.py's
+# shape by shape, is tests/models/test_repvgg.py's
 # test_state_dict_matches_official_keys_and_shapes.
 @pytest.mark.parametrize('wrapper', ['bare', 'state_dict', 'model',
                                      'module'])

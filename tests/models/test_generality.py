@@ -308,8 +308,8 @@ def test_unknown_block_refused():
 
 
 # ------------------------------------------------------ training steps
-# (the QA configs themselves: test_pspnet.py::test_table8_configs and
-# test_imagenet.py::test_config_builds, parametrized over the block)
+# (the QA configs themselves: tests/configs/test_pspnet.py::test_table8_configs and
+# tests/configs/test_imagenet.py::test_config_builds, parametrized over the block)
 _TINY_ARCH = dict(num_blocks=(1, 2, 2, 1),
                   width_factor=(0.25, 0.25, 0.25, 0.25))
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import DEMO_CONFIG as DEMO
-from .helpers import randomize_bn, run_tool
+from tests.conftest import DEMO_CONFIG as DEMO
+from tests.helpers import randomize_bn, run_tool
 
 ov = pytest.importorskip('openvino')
 pytest.importorskip('nncf')

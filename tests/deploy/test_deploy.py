@@ -18,8 +18,8 @@ from repvgg_seg.cli import run_cli
 from repvgg_seg.config import load_config
 from repvgg_seg.deploy.convert import read_checkpoint_meta
 
-from .conftest import DEMO_CONFIG as DEMO
-from .helpers import load_tool, randomize_bn, relative_error, run_tool
+from tests.conftest import DEMO_CONFIG as DEMO
+from tests.helpers import load_tool, randomize_bn, relative_error, run_tool
 
 SMALL = ['--shape', '64', '64']
 

@@ -16,9 +16,9 @@ import torch
 
 from repvgg_seg.errors import InputError, VerificationError
 
-from .conftest import DEMO_CONFIG as DEMO
-from .conftest import REPO
-from .helpers import randomize_bn
+from tests.conftest import DEMO_CONFIG as DEMO
+from tests.conftest import REPO
+from tests.helpers import randomize_bn
 
 TINY_ARCH = dict(_delete_=True, num_blocks=(1, 1, 2, 1),
                  width_factor=(0.25, 0.25, 0.25, 0.25))

@@ -15,8 +15,8 @@ from repvgg_seg.datasets import (DatasetError, check_segmentation_dataset,
                                  prepare_cityscapes)
 from repvgg_seg.datasets.cityscapes import label_id_to_train_id_lut
 from tests import helpers
+from tests.conftest import REPO
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMG = '_leftImg8bit.png'
 SEG = '_gtFine_labelTrainIds.png'
 SMALL = dict(num_train=6, num_val=3, size=(128, 256), seed=0)

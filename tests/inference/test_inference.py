@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from .conftest import REPO
-from .helpers import free_port, run_tool
+from tests.conftest import REPO
+from tests.helpers import free_port, run_tool
 
 
 @pytest.fixture(scope='module')

@@ -16,8 +16,8 @@ import shutil
 import pytest
 import torch
 
-from .helpers import run_tool
-from .test_int8 import data_options, error_line, option_args
+from tests.helpers import run_tool
+from tests.quantization.test_quantize import data_options, error_line, option_args
 
 ov = pytest.importorskip('openvino')
 pytest.importorskip('nncf')

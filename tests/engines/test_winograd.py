@@ -14,7 +14,7 @@ from repvgg_seg.engines.winograd import tuning
 from repvgg_seg.errors import InputError
 from repvgg_seg.models import RepVGG
 
-from .helpers import relative_error
+from tests.helpers import relative_error
 
 ARCH = dict(num_blocks=(1, 2, 5, 1), width_factor=(0.25, 0.25, 0.25, 0.5),
             group_layer_map={2: 2, 4: 2, 6: 4, 8: 2})
