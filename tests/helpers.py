@@ -147,3 +147,38 @@ def seg_batch(count: int = 2, size: int = 64, classes: int = 19,
         data_samples=[SegDataSample(gt_sem_seg=PixelData(
             data=torch.randint(0, classes, (1, size, size), generator=gen)))
             for _ in range(count)])
+
+
+#: The tiny RepVGG archs of the suite, by what each one is for (every
+#: block kind appears in each: a stride-2 first block per stage, then
+#: identity blocks where a stage has more than one)
+TINY_ARCHS = {
+    # the smallest: one block a stage
+    'minimal': dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, ) * 4),
+    # the test segmentor of conftest's TINY_CONFIG: one identity block
+    'segmentor': dict(num_blocks=(1, 1, 2, 1), width_factor=(0.25, ) * 4),
+    # identity blocks in two stages, wider last stages
+    'two_identity_stages': dict(num_blocks=(1, 2, 2, 1),
+                                width_factor=(0.25, 0.25, 0.5, 0.5)),
+    # five stage-3 blocks: the 'fast' dilation's runs of dilated layers
+    'dilated_runs': dict(num_blocks=(1, 2, 5, 1),
+                         width_factor=(0.25, 0.25, 0.25, 0.5)),
+    # wide enough for INT8 per-channel statistics
+    'int8': dict(num_blocks=(2, 2, 2, 1), width_factor=(0.5, ) * 4),
+}
+
+
+def error_report(err: str) -> str:
+    """The ``error: ...`` report a tool ends with (its log lines go to
+    stderr before it); fails the test when there is none."""
+    assert err.startswith('error: ') or '\nerror: ' in err, err
+    return err[err.index('error: '):] if err.startswith('error: ') \
+        else err[err.index('\nerror: ') + 1:]
+
+
+def error_line(err: str) -> str:
+    """The one ``error:`` line of a tool's stderr (fails the test unless
+    there is exactly one)."""
+    lines = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1, err
+    return lines[0]
