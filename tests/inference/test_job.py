@@ -1,5 +1,6 @@
-"""tools/infer.py and the inferencer (issue: inference): images, folders,
-lists and videos on the engines; outputs, resume, sharding, bad input.
+"""The job behind tools/infer.py (:mod:`repvgg_seg.inference.job`):
+folders and lists on the engines, mirrored outputs equal to the
+inferencer's, resume, sharding over ranks, each rank's device, bad input.
 
 The tiny trained model of the suite (``tiny_trained``) on 64x128 synthetic
 images; the OpenVINO engine runs from the checkpoint, exported on the
@@ -17,45 +18,13 @@ import pytest
 from tests.conftest import REPO
 from tests.helpers import free_port, run_tool
 
-
-@pytest.fixture(scope='module')
-def photos(synthetic_root, tmp_path_factory):
-    """A user's folder: the 6 train and 2 val synthetic images in nested
-    folders, and a notes file that is no image."""
-    folder = tmp_path_factory.mktemp('photos')
-    images = sorted(
-        osp.join(root, name)
-        for root, _, names in os.walk(osp.join(synthetic_root,
-                                               'leftImg8bit'))
-        for name in names if name.endswith('.png'))
-    for k, path in enumerate(images):
-        sub = folder / ('day' if k % 2 else 'night') / f'trip{k // 4}'
-        sub.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, sub / f'frame{k:02d}.png')
-    (folder / 'notes.txt.md').write_text('not an image')
-    return str(folder)
-
-
-def infer(tiny_trained, source, out_dir, *extra, capsys=None):
-    return run_tool('infer', source, tiny_trained['config'],
-                    tiny_trained['checkpoint'], '--out-dir', str(out_dir),
-                    *extra, '--cfg-options',
-                    *[f'{k}={v}' for k, v in tiny_trained['options'].items()],
-                    capsys=capsys)
-
-
-def outputs(folder):
-    return sorted(osp.relpath(osp.join(root, name), folder)
-                  for root, _, names in os.walk(folder) for name in names)
-
-
-def read_png(path):
-    import cv2
-    return cv2.imread(path, cv2.IMREAD_UNCHANGED)
-
+from .conftest import infer, outputs, read_png
 
 def test_folder_mirrored_outputs_equal_the_inferencer(tiny_trained, photos,
                                                       tmp_path, capsys):
+    """A nested folder: an overlay and a label map per image, under the
+    image's relative path, and the label maps are the inferencer's
+    predictions."""
     from repvgg_seg.config import as_config
     from repvgg_seg.inference import RepVGGSegInferencer
     from repvgg_seg.inference.sources import folder_items
@@ -80,25 +49,11 @@ def test_folder_mirrored_outputs_equal_the_inferencer(tiny_trained, photos,
     assert vis.shape[1] == 128 and vis.shape[0] > 64
 
 
-def test_label_ids_and_colours(tiny_trained, tmp_path):
-    """--save-pred labelid maps train ids to Cityscapes label ids with
-    cityscapesscripts' table (road 0 -> 7, sidewalk 1 -> 8, car 13 -> 26);
-    color uses the palette."""
-    from repvgg_seg.inference.outputs import OutputWriter
-    from mmseg.datasets import CityscapesDataset
-    meta = dict(classes=CityscapesDataset.METAINFO['classes'],
-                palette=CityscapesDataset.METAINFO['palette'])
-    labels = np.array([[0, 1], [13, 18]], np.uint8)
-    ids = OutputWriter(str(tmp_path), meta, save_pred='labelid')
-    assert ids.label_map(labels).tolist() == [[7, 8], [26, 33]]
-    colours = OutputWriter(str(tmp_path), meta, save_pred='color')
-    bgr = colours.label_map(labels)
-    assert bgr[0, 0].tolist() == [128, 64, 128][::-1]  # road
-    assert bgr[1, 0].tolist() == [0, 0, 142][::-1]  # car
-
-
 def test_resume_writes_only_the_missing_outputs(tiny_trained, photos,
                                                 tmp_path, capsys):
+    """A rerun over a folder whose first 3 images have their outputs (from
+    a list file beside them: the same names) writes the other 5 and leaves
+    those 3 untouched; --force redoes all 8."""
     from repvgg_seg.inference.sources import folder_items
     items = folder_items(photos)
     first = tmp_path / 'first.txt'
@@ -131,6 +86,8 @@ def test_resume_writes_only_the_missing_outputs(tiny_trained, photos,
 
 
 def test_two_ranks_write_every_output_once(tiny_trained, photos, tmp_path):
+    """torchrun with 2 ranks: 8 outputs in all, 4 written by each rank,
+    one report per rank."""
     out = tmp_path / 'out'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
     cmd = [sys.executable, '-m', 'torch.distributed.run',
@@ -150,37 +107,10 @@ def test_two_ranks_write_every_output_once(tiny_trained, photos, tmp_path):
     assert [r['rank'] for r in reports] == [0, 1]
 
 
-def test_video_round_trip(tiny_trained, synthetic_root, tmp_path, capsys):
-    import cv2
-    from repvgg_seg.inference.sources import folder_items
-    frames = [cv2.imread(i.path) for i in folder_items(
-        osp.join(synthetic_root, 'leftImg8bit'))][:5]
-    video = str(tmp_path / 'drive.mp4')
-    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'mp4v'), 7.0,
-                             (128, 64))
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    out = tmp_path / 'out'
-    code, err = infer(tiny_trained, video, out, '--save-pred', 'trainid',
-                      '--batch-size', '2', capsys=capsys)
-    assert code == 0, err
-    result = cv2.VideoCapture(str(out / 'drive.mp4'))
-    assert result.isOpened()
-    assert int(result.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
-    assert result.get(cv2.CAP_PROP_FPS) == pytest.approx(7.0)
-    assert (int(result.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            int(result.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (128, 64)
-    result.release()
-    assert outputs(out / 'pred' / 'drive') == [f'{k:06d}.png'
-                                               for k in range(5)]
-    # a rerun finds the video done
-    code, err = infer(tiny_trained, video, out, capsys=capsys)
-    assert code == 0 and 'exists: skipped (--force redoes it)' in err
-
-
 def test_openvino_engine_with_streams_on_a_folder(tiny_trained, photos,
                                                   tmp_path, capsys):
+    """OpenVINO with batches of 4 over 2 streams writes the same label maps
+    as torch (99.9 % of the pixels)."""
     pytest.importorskip('openvino')
     torch_out, ov_out = tmp_path / 'torch', tmp_path / 'ov'
     code, err = infer(tiny_trained, photos, torch_out, '--save-pred',
@@ -239,6 +169,8 @@ def test_openvino_job_reads_the_graphs_labels_where_they_are_mmsegs(
 
 def test_bad_images_are_skipped_and_listed(tiny_trained, photos, tmp_path,
                                            capsys):
+    """An unreadable and a truncated image: each skipped with its reason,
+    listed at the end, exit status 1; every good image is written."""
     folder = tmp_path / 'in'
     shutil.copytree(photos, folder)
     good = sorted(p for p in outputs(folder) if p.endswith('.png'))
@@ -257,6 +189,8 @@ def test_bad_images_are_skipped_and_listed(tiny_trained, photos, tmp_path,
 @pytest.mark.parametrize('case', ['empty', 'not_an_image', 'video',
                                   'out_is_file', 'list_with_missing'])
 def test_bad_input_one_line(case, tiny_trained, tmp_path, capsys):
+    """Inputs the job cannot use: one line saying why, and exit status 2
+    (nothing to do) or 1 (inputs skipped)."""
     out = tmp_path / 'out'
     if case == 'empty':
         (tmp_path / 'empty').mkdir()
@@ -306,37 +240,13 @@ def test_weights_that_do_not_fit_the_config(tiny_trained, tmp_path,
     assert 'shape mismatches' in lines[0]
 
 
-@pytest.mark.parametrize('opacity', [0.5, 0.8])
-def test_fast_overlay_is_mmseg_visualizers(opacity):
-    """The colour-table overlay equals mmseg's SegLocalVisualizer drawing
-    to the byte (the labels include an ignore value, 255)."""
-    from mmengine.structures import PixelData
-    from mmseg.datasets import CityscapesDataset
-    from mmseg.structures import SegDataSample
-    from mmseg.visualization import SegLocalVisualizer
-
-    from repvgg_seg.inference.outputs import OutputWriter
-    meta = dict(classes=CityscapesDataset.METAINFO['classes'],
-                palette=CityscapesDataset.METAINFO['palette'])
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
-    labels = rng.integers(0, 19, (24, 40)).astype(np.uint8)
-    labels[:3] = 255
-    ours = OutputWriter('', meta, opacity=opacity).overlay(image, labels)
-    visualizer = SegLocalVisualizer(name=f'check_{opacity}', alpha=opacity)
-    visualizer.set_dataset_meta(meta['classes'], meta['palette'])
-    sample = SegDataSample()
-    sample.pred_sem_seg = PixelData(data=labels[None].astype(np.int64))
-    visualizer.add_datasample('x', image[..., ::-1], sample, draw_gt=False,
-                              with_labels=False)
-    assert np.array_equal(ours, visualizer.get_image()[..., ::-1])
-
-
 @pytest.mark.parametrize('device,local_rank,expected', [
     ('cuda', '1', 'cuda:1'), ('cuda', None, 'cuda'), ('cuda:0', '1', 'cuda:0'),
     ('cpu', '1', 'cpu')])
 def test_each_torchrun_rank_gets_its_own_gpu(monkeypatch, device, local_rank,
                                              expected):
+    """A bare 'cuda' under torchrun is cuda:LOCAL_RANK; an explicit device
+    or the CPU stays as given."""
     from repvgg_seg.inference.job import local_device
     monkeypatch.delenv('LOCAL_RANK', raising=False)
     if local_rank is not None:
