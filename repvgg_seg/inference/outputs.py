@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_choice
 from ..io.files import atomic_write_bytes
 
 #: the label map formats of ``--save-pred``
@@ -56,12 +56,9 @@ class OutputWriter:
                  save_vis: bool = True, save_pred: Optional[str] = None,
                  opacity: float = 0.5, with_labels: bool = False,
                  legend: bool = False, vis_suffix: str = '.jpg'):
-        if vis_suffix not in VIS_SUFFIXES:
-            raise InputError(f'unknown overlay format {vis_suffix!r}; '
-                             'valid: ' + ', '.join(VIS_SUFFIXES))
-        if save_pred is not None and save_pred not in PRED_FORMATS:
-            raise InputError(f'unknown --save-pred {save_pred!r}; valid: '
-                             + ', '.join(PRED_FORMATS))
+        check_choice('overlay format', vis_suffix, VIS_SUFFIXES)
+        if save_pred is not None:
+            check_choice('--save-pred', save_pred, PRED_FORMATS)
         if not 0 <= opacity <= 1:
             raise InputError(f'--opacity is between 0 and 1, got {opacity}')
         self.out_dir = out_dir

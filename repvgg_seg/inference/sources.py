@@ -5,16 +5,13 @@ Each image becomes an :class:`Item` with the name its outputs get
 (``name``: the path relative to the input folder or list, without the
 suffix), so the outputs mirror the input's folder structure.
 """
-import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import List, Sequence
 
 from ..errors import InputError
+from ..evaluation.images import IMAGE_SUFFIXES, images_under, is_image
 
-#: image files by suffix (lower case)
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff',
-                  '.webp')
 #: video files by suffix (lower case)
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v',
                   '.mpg', '.mpeg')
@@ -38,19 +35,10 @@ def _stem(rel: str) -> str:
 
 
 def folder_items(folder: str) -> List[Item]:
-    """Every image under ``folder`` (recursive, sorted), named by its
-    path relative to it. Files of other types are left out."""
-    items = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        for name in sorted(names):
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                path = osp.join(root, name)
-                items.append(Item(path, _stem(osp.relpath(path, folder))))
-    if not items:
-        raise InputError(f'no images ({", ".join(IMAGE_SUFFIXES)}) under '
-                         f'{folder}')
-    return items
+    """Every image under ``folder`` (:func:`images_under`: recursive,
+    sorted), named by its path relative to it."""
+    return [Item(path, _stem(osp.relpath(path, folder)))
+            for path in images_under(folder)]
 
 
 def list_items(list_file: str) -> List[Item]:
@@ -87,7 +75,7 @@ def resolve_inputs(source: str) -> List[Item]:
     suffix = osp.splitext(source)[1].lower()
     if suffix in LIST_SUFFIXES:
         return list_items(source)
-    if suffix in IMAGE_SUFFIXES:
+    if is_image(source):
         return [Item(source, _stem(osp.basename(source)))]
     raise InputError(
         f'{source}: not an image, a folder, a list of paths (.txt) or a '

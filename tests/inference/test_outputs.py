@@ -46,3 +46,19 @@ def test_fast_overlay_is_mmseg_visualizers(opacity):
                               with_labels=False)
     assert np.array_equal(ours, visualizer.get_image()[..., ::-1])
 
+
+
+def test_unknown_formats_are_named_with_the_valid_ones(tmp_path):
+    """A wrong overlay or label map format: one message naming the valid
+    ones (errors.check_choice's wording)."""
+    from repvgg_seg.errors import InputError
+    from repvgg_seg.inference.outputs import OutputWriter
+    meta = dict(classes=['road', 'car'], palette=[[0, 0, 0], [9, 9, 9]])
+    with pytest.raises(InputError) as caught:
+        OutputWriter(str(tmp_path), meta, vis_suffix='.gif')
+    assert str(caught.value) == \
+        "unknown overlay format '.gif'; valid: .jpg, .png"
+    with pytest.raises(InputError) as caught:
+        OutputWriter(str(tmp_path), meta, save_pred='ids')
+    assert str(caught.value) == \
+        "unknown --save-pred 'ids'; valid: trainid, labelid, color"
