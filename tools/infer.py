@@ -15,7 +15,9 @@ tools/quantize.py), or 'none' (random weights). Outputs mirror the input's
 folders: DIR/vis/<name>.jpg (the prediction over the image; --vis-format
 png for lossless ones) and, with
 --save-pred, DIR/pred/<name>.png (train ids; labelid: Cityscapes label ids
-for the official evaluation server; color: the palette); a video gives
+for the official evaluation server; color: the palette); <name> keeps
+the input's suffix where inputs share a stem (photo.png, photo.jpg:
+DIR/vis/photo.png.jpg, DIR/vis/photo.jpg.jpg); a video gives
 DIR/<video>.mp4 (same size and fps) and DIR/pred/<video>/<frame>.png.
 A rerun skips inputs whose outputs exist (--force redoes them); inputs that
 cannot be read are skipped, listed at the end, and the exit status is 1.

@@ -3,9 +3,14 @@
 
 Each image becomes an :class:`Item` with the name its outputs get
 (``name``: the path relative to the input folder or list, without the
-suffix), so the outputs mirror the input's folder structure.
+suffix), so the outputs mirror the input's folder structure. Images that
+would share a name (``photo.png``, ``photo.jpg``) keep their suffix in it
+(``photo.png``, ``photo.jpg``: ``vis/photo.png.jpg``), so every input
+gets outputs of its own; a clash that remains is an error before any
+work.
 """
 import os.path as osp
+from collections import Counter
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -34,35 +39,46 @@ def _stem(rel: str) -> str:
     return osp.splitext(rel)[0]
 
 
+def named_items(paths: Sequence[str], rels: Sequence[str]) -> List[Item]:
+    """The images ``paths`` named by their relative paths ``rels`` without
+    the suffix, or with it where two would share that name; raises
+    :class:`InputError` naming two inputs whose outputs still collide."""
+    stems = Counter(_stem(rel) for rel in rels)
+    owners = {}
+    items = []
+    for path, rel in zip(paths, rels):
+        name = _stem(rel) if stems[_stem(rel)] == 1 else rel
+        if name in owners:
+            raise InputError(f'{owners[name]} and {path} would write the same '
+                             f'outputs (named {name!r}); rename one of them')
+        owners[name] = path
+        items.append(Item(path, name))
+    return items
+
+
 def folder_items(folder: str) -> List[Item]:
     """Every image under ``folder`` (:func:`images_under`: recursive,
-    sorted), named by its path relative to it."""
-    return [Item(path, _stem(osp.relpath(path, folder)))
-            for path in images_under(folder)]
+    sorted), named by its path relative to it (:func:`named_items`)."""
+    paths = images_under(folder)
+    return named_items(paths, [osp.relpath(p, folder) for p in paths])
 
 
 def list_items(list_file: str) -> List[Item]:
     """The images a text file names (one path a line, relative to the
     file's folder unless absolute; blank lines and ``#`` comments
     skipped), named by their path relative to that folder (or their file
-    name when outside it)."""
+    name when outside it; :func:`named_items`)."""
     base = osp.dirname(osp.abspath(list_file))
     with open(list_file, encoding='utf-8') as f:
         lines = [line.strip() for line in f]
     paths = [line for line in lines if line and not line.startswith('#')]
     if not paths:
         raise InputError(f'{list_file} names no images')
-    items = []
-    for path in paths:
-        full = path if osp.isabs(path) else osp.join(base, path)
-        rel = osp.relpath(full, base)
-        name = _stem(osp.basename(full) if rel.startswith('..') else rel)
-        items.append(Item(full, name))
-    names = [item.name for item in items]
-    if len(set(names)) != len(names):
-        raise InputError(f'{list_file} names two images whose outputs would '
-                         'have the same name; list images under one folder')
-    return items
+    fulls = [path if osp.isabs(path) else osp.join(base, path)
+             for path in paths]
+    rels = [osp.relpath(full, base) for full in fulls]
+    return named_items(fulls, [osp.basename(full) if rel.startswith('..')
+                               else rel for full, rel in zip(fulls, rels)])
 
 
 def resolve_inputs(source: str) -> List[Item]:

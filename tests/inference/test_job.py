@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers import free_port, run_tool
+from tests.helpers import error_line, free_port, run_tool
 
 from .conftest import infer, outputs, read_png
 
@@ -47,6 +47,52 @@ def test_folder_mirrored_outputs_equal_the_inferencer(tiny_trained, photos,
     # the overlay: the image's size plus the legend strip below it
     vis = read_png(str(tmp_path / 'vis' / f'{items[0].name}.jpg'))
     assert vis.shape[1] == 128 and vis.shape[0] > 64
+
+
+def test_images_that_share_a_stem_get_outputs_of_their_own(
+        tiny_trained, synthetic_root, tmp_path, capsys):
+    """photo.png, photo.jpg and photo.webp (three different images) in one
+    folder: three overlays and three label maps, each the inferencer's
+    prediction of its own file, and the log counts 4 images for 4 inputs.
+    A clash that keeping the suffix cannot resolve stops the job before
+    any work, in one line."""
+    import cv2
+    from repvgg_seg.config import as_config
+    from repvgg_seg.inference import RepVGGSegInferencer
+    from repvgg_seg.inference.sources import folder_items
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    sources = [i.path for i in folder_items(
+        osp.join(synthetic_root, 'leftImg8bit'))]
+    for source, name in zip(sources, ('photo.png', 'photo.jpg', 'photo.webp',
+                                      'other.png')):
+        cv2.imwrite(str(folder / name), cv2.imread(source))
+    out = tmp_path / 'out'
+    code, err = infer(tiny_trained, str(folder), out, '--save-pred',
+                      'trainid', capsys=capsys)
+    assert code == 0, err
+    assert 'segmented 4 images' in err
+    names = ['other', 'photo.jpg', 'photo.png', 'photo.webp']
+    assert outputs(out) == [f'pred/{n}.png' for n in names] + [
+        f'vis/{n}.jpg' for n in names]
+    inferencer = RepVGGSegInferencer(
+        model=as_config(tiny_trained['config'], tiny_trained['options']),
+        weights=tiny_trained['checkpoint'])
+    files = [str(folder / n) if n != 'other' else str(folder / 'other.png')
+             for n in names]
+    expected = inferencer(files)['predictions']
+    written = [read_png(str(out / 'pred' / f'{n}.png')) for n in names]
+    assert all(np.array_equal(w, e) for w, e in zip(written, expected))
+    # three different images: three different label maps
+    assert not np.array_equal(written[1], written[2])
+    shutil.copy(folder / 'other.png', folder / 'photo.png.jpg')
+    code, err = infer(tiny_trained, str(folder), tmp_path / 'out2',
+                      capsys=capsys)
+    assert code == 2
+    assert error_line(err) == (
+        f'error: {folder}/photo.png and {folder}/photo.png.jpg would write the same '
+        "outputs (named 'photo.png'); rename one of them")
+    assert not osp.exists(tmp_path / 'out2')
 
 
 def test_resume_writes_only_the_missing_outputs(tiny_trained, photos,

@@ -66,3 +66,42 @@ def test_infer_lists_a_folder_with_the_one_lister(tmp_path):
                        'none$'):
         (tmp_path / 'none').mkdir()
         folder_items(str(tmp_path / 'none'))
+
+
+def test_inputs_that_share_a_stem_keep_their_suffix(tmp_path):
+    """photo.png, photo.jpg and photo.webp in one folder get the outputs
+    photo.png.*, photo.jpg.* and photo.webp.*; an image alone with its
+    stem (other.png, sub/photo.png) keeps the short name. A list file's
+    images are named the same way."""
+    from repvgg_seg.inference.sources import folder_items, list_items
+    touch(tmp_path, 'photo.png', 'photo.jpg', 'photo.webp', 'other.png',
+          'sub/photo.png')
+    assert [i.name for i in folder_items(str(tmp_path))] == [
+        'other', 'photo.jpg', 'photo.png', 'photo.webp', 'sub/photo']
+    listed = tmp_path / 'list.txt'
+    listed.write_text('photo.png\nsub/photo.png\nphoto.jpg\n')
+    assert [i.name for i in list_items(str(listed))] == [
+        'photo.png', 'sub/photo', 'photo.jpg']
+
+
+def test_outputs_that_would_still_collide_are_an_error(tmp_path):
+    """photo.png, photo.jpg and photo.png.jpg: photo.png's outputs, with
+    the suffix kept, are photo.png.jpg's; two listed images from other
+    folders with one file name. Each is one line naming both inputs."""
+    from repvgg_seg.inference.sources import folder_items, list_items
+    folder = tmp_path / 'clash'
+    touch(folder, 'photo.png', 'photo.jpg', 'photo.png.jpg')
+    with pytest.raises(InputError) as caught:
+        folder_items(str(folder))
+    assert str(caught.value) == (
+        f'{folder}/photo.png and {folder}/photo.png.jpg would write the same '
+        "outputs (named 'photo.png'); rename one of them")
+    a, b = touch(tmp_path, 'a/x.png', 'b/x.png')
+    listed = tmp_path / 'lists' / 'list.txt'
+    listed.parent.mkdir()
+    listed.write_text(f'{a}\n{b}\n')
+    with pytest.raises(InputError) as caught:
+        list_items(str(listed))
+    assert str(caught.value) == (
+        f"{a} and {b} would write the same outputs (named 'x.png'); rename "
+        'one of them')
