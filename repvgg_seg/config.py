@@ -37,6 +37,16 @@ def as_config(config: Union[str, os.PathLike, Config, dict],
     return cfg
 
 
+def unwrap_dataset(dataset: dict) -> dict:
+    """The data set config inside its wrappers (``RepeatDataset``,
+    ``ClassBalancedDataset`` ...: a ``dataset`` and no ``pipeline`` of
+    their own); the config itself, not a copy, so a change to it is a
+    change to the whole."""
+    while 'pipeline' not in dataset and 'dataset' in dataset:
+        dataset = dataset['dataset']
+    return dataset
+
+
 def default_work_dir(config_path: str) -> str:
     """``work_dirs/<config name>``, mmseg's convention."""
     return osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])

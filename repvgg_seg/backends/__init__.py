@@ -1,7 +1,10 @@
 """The inference runtimes besides PyTorch, as backends: onnxruntime
 (:mod:`.onnxruntime`) and OpenVINO's CPU plugin (:mod:`.openvino`), each
 with its sessions and runners; both are optional packages (the ``deploy``
-extra). Used by export, quantization, the engines and the benchmark."""
+extra). Used by export, quantization, the engines and the benchmark.
+What every runner is (:class:`.base.Runner`) and the mmseg segmentor
+whose logits a runner computes (:class:`.segmentor.EngineSegmentor`) live
+here too, below everything that uses them."""
 from ..errors import UnavailableError
 
 

@@ -1,12 +1,32 @@
 """OpenVINO's CPU plugin as a backend: reading, compiling and profiling
-models, IR files, and running a compiled model."""
+models, IR files, and running a compiled model (:class:`OpenVINORunner`).
+
+Compiled for throughput (``streams``), the runner keeps one infer request
+per stream: the windows of a batch run in parallel on them, and so do
+calls from several threads (an inference job's workers), which is what
+OpenVINO's THROUGHPUT hint is for. Compiled for latency, one request runs
+one window at a time. Inputs are shared with the requests, not copied.
+
+A runner made with ``channels_last`` hands over the logits of a model
+whose output was converted to NHWC inside the compiled graph (OpenVINO's
+``PrePostProcessor``, see :class:`repvgg_seg.engines.exported.OpenVINOEngine`)
+as an ``N x C x H x W`` tensor with channels-last strides: the same values,
+but mmseg's post-processing of 19-channel logits (the resize to the image
+size, the argmax over the channels) then runs on contiguous channels,
+several times faster, and the plugin's own layout is closer to NHWC than
+NCHW (measured: docs/benchmarks.md, "Inference: the OpenVINO runner").
+"""
+import collections
 import os.path as osp
+import queue
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..errors import InputError
 from . import require
+from .base import Runner
 
 #: OpenVINO's names of the inference precisions
 OPENVINO_PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16',
@@ -48,22 +68,6 @@ def openvino_compile(path_or_model, precision: str = 'fp32',
     model = (core.read_model(path_or_model)
              if isinstance(path_or_model, str) else path_or_model)
     return core.compile_model(model, 'CPU', options)
-
-
-def openvino_infer(path_or_model, precision: str = 'fp32',
-                   threads: Optional[int] = None, compiled=None):
-    """:func:`openvino_compile` (or ``compiled``, a model compiled
-    already), as ``run(x: Tensor) -> Tensor``."""
-    if compiled is None:
-        compiled = openvino_compile(path_or_model, precision, threads)
-    request = compiled.create_infer_request()
-
-    def run(x):
-        result = request.infer({0: x.detach().cpu().numpy()})
-        # a copy: the request reuses its output buffer on the next call
-        return torch.from_numpy(np.array(next(iter(result.values()))))
-
-    return run
 
 
 def openvino_read(path: str):
@@ -129,6 +133,131 @@ def openvino_io_shapes(compiled) -> Tuple[list, list]:
         return [d.get_length() if d.is_static else -1
                 for d in port.get_partial_shape()]
     return dims(compiled.inputs[0]), dims(compiled.outputs[0])
+
+
+class OpenVINORunner(Runner):
+    """A compiled OpenVINO model as ``run(x) -> logits`` for a batch of
+    windows, safe to call from several threads at once (see the module
+    docstring): it holds the compiled model's optimal number of infer
+    requests (one when compiled for latency, ``streams`` None or 1; one
+    per stream for throughput), ``concurrency`` of them. ``channels_last``:
+    the compiled model outputs NHWC (the logits are handed over as NCHW
+    with channels-last strides); ``labels``: its second output is their
+    argmax (:meth:`labels`). ``input_shape``/``output_shape``: the model's
+    (NCHW) shapes, ``-1`` where dynamic."""
+
+    def __init__(self, compiled, streams: Optional[int] = None,
+                 info: Optional[dict] = None, channels_last: bool = False,
+                 labels: bool = False):
+        input_shape, output_shape = openvino_io_shapes(compiled)
+        if channels_last:
+            n, h, w, c = output_shape
+            output_shape = [n, c, h, w]
+        super().__init__(info, input_shape, output_shape)
+        self.compiled = compiled
+        self.channels_last = channels_last
+        self.has_labels = labels
+        if streams is not None and streams != 1:
+            self.concurrency = max(1, int(compiled.get_property(
+                'OPTIMAL_NUMBER_OF_INFER_REQUESTS')))
+        # OpenVINO's AsyncInferQueue has one wait_all for all callers; a
+        # pool of requests lets each call wait for its own windows only
+        self.idle = queue.SimpleQueue()
+        for _ in range(self.concurrency):
+            self.idle.put(compiled.create_infer_request())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.from_numpy(self._run(x))
+        if self.channels_last:
+            logits = logits.permute(0, 3, 1, 2)  # NCHW, channels-last
+        return logits.to(x.device)
+
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        """The argmax over the classes of ``x``'s logits (``N x H x W``,
+        int64 as mmseg's), computed in the compiled graph (a runner made
+        with ``labels``); the windows of a batch run as for the logits."""
+        if not self.has_labels:
+            raise InputError('this OpenVINO model was compiled without '
+                             'its labels output (RunOptions(labels=True))')
+        out = self._run(x, 1)
+        return torch.from_numpy(out.reshape(out.shape[:3]).astype(np.int64))
+
+    def _run(self, x: torch.Tensor, output: int = 0) -> np.ndarray:
+        """Output ``output`` for the batch ``x``: in one request where the
+        model takes the batch whole, else window by window."""
+        arrays = x.detach().to('cpu', torch.float32).contiguous().numpy()
+        batch = self.input_shape[0] if self.input_shape else 1
+        if batch == arrays.shape[0] or (batch == -1 and
+                                        self.concurrency == 1):
+            return self._infer(arrays, output)
+        if batch not in (1, -1):
+            raise InputError(f'the model takes batches of {batch}, given '
+                             f'{arrays.shape[0]}')
+        return self._infer_each(arrays, output)
+
+    def _infer(self, x: np.ndarray, output: int = 0) -> np.ndarray:
+        """``x``'s output on a free request (sync: the GIL is released)."""
+        request = self.idle.get()
+        try:
+            request.infer({0: x}, share_inputs=True)
+            # a copy: the request reuses its output buffer
+            return np.array(request.get_output_tensor(output).data)
+        finally:
+            self.idle.put(request)
+
+    def _collect(self, request, output: int = 0) -> np.ndarray:
+        try:
+            request.wait()
+            return np.array(request.get_output_tensor(output).data)
+        finally:
+            self.idle.put(request)
+
+    def _infer_each(self, arrays: np.ndarray,
+                    output: int = 0) -> np.ndarray:
+        """The windows of ``arrays`` one by one, as many in flight as
+        requests are free; while none is, the oldest window of this call
+        is waited for and its request reused (a call blocks on the pool
+        only while it holds none: no deadlock between threads)."""
+        outputs, pending = [], collections.deque()
+        for i in range(arrays.shape[0]):
+            request = None
+            while request is None:
+                try:
+                    request = self.idle.get_nowait()
+                except queue.Empty:
+                    if not pending:
+                        request = self.idle.get()
+                    else:
+                        outputs.append(self._collect(pending.popleft(),
+                                                     output))
+            pending.append(request)
+            try:
+                request.start_async({0: arrays[i:i + 1]}, share_inputs=True)
+            except BaseException:
+                self._give_back(pending)
+                raise
+        outputs.extend(self._collect(r, output) for r in pending)
+        return np.concatenate(outputs)
+
+    def _give_back(self, started) -> None:
+        """Every request of a failed call back to the pool, once idle."""
+        for request in started:
+            try:
+                request.wait()
+            except Exception:  # the error raised is the first one
+                pass
+            self.idle.put(request)
+
+
+def openvino_infer(path_or_model, precision: str = 'fp32',
+                   threads: Optional[int] = None,
+                   compiled=None) -> OpenVINORunner:
+    """:func:`openvino_compile` for latency (or ``compiled``, a model
+    compiled already) as an :class:`OpenVINORunner`, ``run(x: Tensor) ->
+    Tensor`` (its plain NCHW output)."""
+    if compiled is None:
+        compiled = openvino_compile(path_or_model, precision, threads)
+    return OpenVINORunner(compiled)
 
 
 def write_openvino_ir(onnx_path: str, xml_path: str) -> None:

@@ -10,23 +10,25 @@ An :class:`Engine` says which precisions, layouts and devices it runs
 (:meth:`Engine.unsupported`), whether its package is here
 (:meth:`Engine.require`, :meth:`Engine.require_precision`), which weight
 files it takes (:attr:`Engine.weight_kinds`, by file type, see
-:func:`weights_kind`), and makes a *runner*, ``run(x) -> logits``: from a
-torch module (:meth:`Engine.runner`; the benchmark's rows, and checkpoints)
-or from an exported file (:meth:`Engine.file_runner`: ``.onnx``,
-``.xml``). A runner carries ``run.info``, a dict of facts for reports
-(INT8: how many convs run in INT8) and ``run.input_shape`` (the static
-input shape of an exported file, or ``None``).
+:func:`weights_kind`), and makes a :class:`~repvgg_seg.backends.base.Runner`,
+``run(x) -> logits``: from a torch module (:meth:`Engine.runner`; the
+benchmark's rows, and checkpoints) or from an exported file
+(:meth:`Engine.file_runner`: ``.onnx``, ``.xml``). A runner carries
+``info``, a dict of facts for reports (INT8: how many convs run in INT8),
+``input_shape``/``output_shape`` (an exported file's static shapes, or
+``None``), ``concurrency`` and, where its graph computes them, the labels
+(``has_labels``, ``labels(x)``).
 """
+import contextlib
 import os.path as osp
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from ..errors import InputError
-
-Runner = Callable[[torch.Tensor], torch.Tensor]
+from ..backends.base import Runner
+from ..errors import InputError, check_choice
 
 #: the torch dtypes of the precisions
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
@@ -48,11 +50,35 @@ def weights_kind(path: Optional[str]) -> str:
     if path is None:
         return 'checkpoint'
     suffix = osp.splitext(str(path))[1].lower()
-    if suffix not in WEIGHT_SUFFIXES:
-        raise InputError(
-            f'{path}: unknown weights file type {suffix or "(none)"}; '
-            'valid: ' + ', '.join(sorted(WEIGHT_SUFFIXES)))
+    check_choice(f'weights file type of {path}:', suffix or '(none)',
+                 sorted(WEIGHT_SUFFIXES))
     return WEIGHT_SUFFIXES[suffix]
+
+
+class TorchRunner(Runner):
+    """A torch module as a runner: inputs moved to ``device`` in ``dtype``
+    and ``memory_format``, the forward under ``inference_mode`` and, below
+    fp32, ``torch.autocast``."""
+
+    def __init__(self, module, device: str = 'cpu',
+                 dtype: torch.dtype = torch.float32,
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 info: Optional[dict] = None):
+        super().__init__(info)
+        self.module = module
+        self.device = device
+        self.dtype = dtype
+        self.memory_format = memory_format
+        self.device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        autocast = (torch.autocast(self.device_type, dtype=self.dtype)
+                    if self.dtype != torch.float32
+                    else contextlib.nullcontext())
+        x = x.to(device=self.device, dtype=self.dtype,
+                 memory_format=self.memory_format)
+        with torch.inference_mode(), autocast:
+            return self.module(x)
 
 
 @dataclass(frozen=True)

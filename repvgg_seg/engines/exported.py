@@ -5,31 +5,21 @@ benchmark).
 
 A model from a checkpoint is exported through the checked export
 (:func:`repvgg_seg.deploy.export.export_onnx_file`) at the shape of its
-first input; an ``.onnx``/``.xml`` file runs as it is.
+first input; an ``.onnx``/``.xml`` file runs as it is. The runners are the
+backends' (:class:`~repvgg_seg.backends.onnxruntime.OnnxRuntimeRunner`,
+:class:`~repvgg_seg.backends.openvino.OpenVINORunner`: a pool of infer
+requests for throughput).
 
-OpenVINO compiled for throughput (``streams``) keeps one infer request per
-stream: the windows of a batch run in parallel on them, and so do calls
-from several threads (an inference job's workers), which is what its
-THROUGHPUT hint is for. Compiled for latency, one request runs one window
-at a time. Inputs are shared with the requests, not copied.
-
-OpenVINO's runner hands the logits over channels-last: the model's output
-is converted to NHWC inside the compiled graph (OpenVINO's
-``PrePostProcessor``) and returned as an ``N x C x H x W`` tensor with
-channels-last strides -- the same values, but mmseg's post-processing of
-19-channel logits (the bilinear resize to the image size, the argmax over
-the channels) runs on contiguous channels: measured on the demo IR
-(256x512, one torch thread, EPYC Zen 3) argmax 44.5 -> 9.2 ms, resize
-14.5 -> 2.4 ms, and the inference itself 31-32 -> 26-27 ms (the plugin's
-own layout is closer to NHWC than NCHW).
+OpenVINO's model is compiled with its output converted to NHWC in the
+graph (:meth:`OpenVINOEngine.nhwc_output`) and its runner hands the logits
+over as NCHW with channels-last strides: mmseg's argmax and resize of the
+logits then run on contiguous channels, several times faster (measured in
+docs/benchmarks.md, "Inference: the OpenVINO runner").
 """
-import collections
 import os.path as osp
-import queue
 from typing import Optional
 
 import numpy as np
-import torch
 
 from ..backends import onnxruntime as ort_backend
 from ..backends import openvino as ov_backend
@@ -42,10 +32,6 @@ from .base import Engine, RunOptions
 #: float: ``int8`` keeps them in f32 (the default on every CPU), and
 #: ``int8-bf16`` runs them in bf16 (native on CPUs with AVX512-BF16/AMX)
 INT8_PRECISIONS = {'int8': 'fp32', 'int8-bf16': 'bf16'}
-
-
-def _shape_text(shape) -> str:
-    return 'x'.join(str(d) if d >= 0 else '?' for d in shape)
 
 
 class ExportedEngine(Engine):
@@ -98,131 +84,8 @@ class OnnxRuntimeEngine(ExportedEngine):
                 'this onnxruntime has no CUDA provider (available: '
                 f'{", ".join(ort.get_available_providers())}); install '
                 'onnxruntime-gpu, or use --device cpu')
-        run = ort_backend.onnxruntime_infer(path, options.threads,
-                                         options.device)
-
-        def dims(port):
-            return [d if isinstance(d, int) else -1 for d in port.shape]
-        run.input_shape = dims(run.session.get_inputs()[0])
-        run.output_shape = dims(run.session.get_outputs()[0])
-        run.info = dict(provider=run.provider)
-        return run
-
-
-class OpenVINORunner:
-    """A compiled OpenVINO model as ``run(x) -> logits`` for a batch of
-    windows, safe to call from several threads at once: it holds the
-    compiled model's optimal number of infer requests (one when compiled
-    for latency, one per stream for throughput), a call takes free ones,
-    and a batch's windows run on as many requests in flight as are free
-    (see the module docstring). ``concurrency``: the number of requests;
-    ``info``: the engine's facts; ``input_shape``: the model's static input
-    shape (``-1`` where dynamic)."""
-
-    def __init__(self, compiled, streams: Optional[int] = None,
-                 info: Optional[dict] = None, channels_last: bool = False):
-        self.compiled = compiled
-        self.input_shape, self.output_shape = ov_backend.openvino_io_shapes(
-            compiled)
-        #: a second output, the labels (``OpenVINOEngine.labels_output``)
-        self.has_labels = len(compiled.outputs) == 2
-        #: the compiled model outputs NHWC (see the module docstring)
-        self.channels_last = channels_last
-        if channels_last:
-            n, h, w, c = self.output_shape
-            self.output_shape = [n, c, h, w]
-        self.concurrency = 1
-        if streams is not None and streams != 1:
-            self.concurrency = max(1, int(compiled.get_property(
-                'OPTIMAL_NUMBER_OF_INFER_REQUESTS')))
-        # OpenVINO's AsyncInferQueue has one wait_all for all callers; a
-        # pool of requests lets each call wait for its own windows only
-        self.idle = queue.SimpleQueue()
-        for _ in range(self.concurrency):
-            self.idle.put(compiled.create_infer_request())
-        self.info = dict(info or {})
-
-    def _collect(self, request, output: int = 0) -> np.ndarray:
-        try:
-            request.wait()
-            # a copy: the request reuses its output buffer
-            return np.array(request.get_output_tensor(output).data)
-        finally:
-            self.idle.put(request)
-
-    def _infer(self, x: np.ndarray, output: int = 0) -> np.ndarray:
-        """``x``'s logits (or labels) on a free request (sync: the GIL is
-        released)."""
-        request = self.idle.get()
-        try:
-            request.infer({0: x}, share_inputs=True)
-            return np.array(request.get_output_tensor(output).data)
-        finally:
-            self.idle.put(request)
-
-    def labels(self, x: torch.Tensor) -> torch.Tensor:
-        """The argmax over the classes of ``x``'s logits (``N x H x W``,
-        int64 as mmseg's), computed in the compiled graph (compiled with
-        ``labels``); the windows of a batch run as for the logits."""
-        if not self.has_labels:
-            raise InputError('this OpenVINO model was compiled without '
-                             'its labels output (RunOptions(labels=True))')
-        out = self._run(x, 1)
-        return torch.from_numpy(out.reshape(out.shape[:3]).astype(np.int64))
-
-    def _infer_each(self, arrays: np.ndarray,
-                    output: int = 0) -> np.ndarray:
-        """The windows of ``arrays`` one by one, as many in flight as
-        requests are free; while none is, the oldest window of this call
-        is waited for and its request reused (a call blocks on the pool
-        only while it holds none: no deadlock between threads)."""
-        outputs, pending = [], collections.deque()
-        for i in range(arrays.shape[0]):
-            request = None
-            while request is None:
-                try:
-                    request = self.idle.get_nowait()
-                except queue.Empty:
-                    if not pending:
-                        request = self.idle.get()
-                    else:
-                        outputs.append(self._collect(pending.popleft(),
-                                                     output))
-            pending.append(request)
-            try:
-                request.start_async({0: arrays[i:i + 1]}, share_inputs=True)
-            except BaseException:
-                for started in pending:  # give every request back
-                    try:
-                        started.wait()
-                    except Exception:  # the error raised is the first one
-                        pass
-                    self.idle.put(started)
-                raise
-        outputs.extend(self._collect(r, output) for r in pending)
-        return np.concatenate(outputs)
-
-    def _logits(self, out: np.ndarray, device) -> torch.Tensor:
-        logits = torch.from_numpy(out)
-        if self.channels_last:
-            logits = logits.permute(0, 3, 1, 2)  # NCHW, channels-last
-        return logits.to(device)
-
-    def _run(self, x: torch.Tensor, output: int = 0) -> np.ndarray:
-        """Output ``output`` for the batch ``x``: in one request where the
-        model takes the batch whole, else window by window."""
-        arrays = x.detach().to('cpu', torch.float32).contiguous().numpy()
-        batch = self.input_shape[0] if self.input_shape else 1
-        if batch == arrays.shape[0] or (batch == -1 and
-                                        self.concurrency == 1):
-            return self._infer(arrays, output)
-        if batch not in (1, -1):
-            raise InputError(f'the model takes batches of {batch}, given '
-                             f'{arrays.shape[0]}')
-        return self._infer_each(arrays, output)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self._logits(self._run(x), x.device)
+        return ort_backend.onnxruntime_infer(path, options.threads,
+                                            options.device)
 
 
 class OpenVINOEngine(ExportedEngine):
@@ -289,15 +152,17 @@ class OpenVINOEngine(ExportedEngine):
         return model
 
     def compiled_runner(self, model, options: RunOptions,
-                        info: Optional[dict] = None) -> OpenVINORunner:
+                        info: Optional[dict] = None
+                        ) -> ov_backend.OpenVINORunner:
         model, channels_last = self.nhwc_output(model)
-        if options.labels and channels_last:
+        labels = options.labels and channels_last
+        if labels:
             model = self.labels_output(model)
         compiled = ov_backend.openvino_compile(
             model, self.hint(options.precision), options.threads,
             streams=options.streams)
-        return OpenVINORunner(compiled, options.streams, info,
-                              channels_last)
+        return ov_backend.OpenVINORunner(compiled, options.streams, info,
+                                         channels_last, labels)
 
     def file_runner(self, path, options):
         if not osp.isfile(path):

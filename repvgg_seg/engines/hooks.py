@@ -16,8 +16,10 @@ from .segmentor import attach_engine
 
 @HOOKS.register_module()
 class EngineHook(Hook):
-    """Before testing, make the runner's model compute ``encode_decode``
-    on ``engine`` (:func:`repvgg_seg.engines.attach_engine`).
+    """Before testing, put the runner's model on ``engine``: an
+    :class:`~repvgg_seg.backends.segmentor.EngineSegmentor` of it
+    (:func:`repvgg_seg.engines.attach_engine`) takes its place, inside the
+    runner's DDP or TTA wrapper if it has them.
 
     ``weights``: what the runner loaded (a checkpoint: the hook only fuses
     or converts the loaded model), or an ``.onnx``/``.xml`` file that
@@ -40,7 +42,8 @@ class EngineHook(Hook):
         model = bare_model(runner)
         options = replace(self.options,
                           device=self.run_device(model))
-        attach_engine(model, self.engine, self.weights, options, load=False)
+        install_bare_model(runner, attach_engine(
+            model, self.engine, self.weights, options, load=False))
         print_log(f'testing on the {self.engine} engine '
                   f'({options.precision} on {options.device}'
                   + (f', {self.weights}' if self.weights else '') + ')',
@@ -60,3 +63,17 @@ class EngineHook(Hook):
                       level=30)
             model.to(run_on)
         return run_on
+
+
+def install_bare_model(runner, model) -> None:
+    """Put ``model`` where the runner's bare model
+    (:func:`~repvgg_seg.training.state.bare_model`) is: the runner's model
+    itself, or the module of its DDP or TTA wrapper, whose ``test_step``
+    (what the test loop calls) hands the data to their module."""
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    holder, name = runner, 'model'
+    if is_model_wrapper(getattr(holder, name)):
+        holder, name = getattr(holder, name), 'module'
+    if isinstance(getattr(holder, name), BaseTTAModel):
+        holder, name = getattr(holder, name), 'module'
+    setattr(holder, name, model)

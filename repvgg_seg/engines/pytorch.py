@@ -2,13 +2,12 @@
 loaded), ``fused`` (re-parameterized, conv+BN folded) and ``winograd`` (the
 fused model with its stride-1 3x3 convs on NNPACK's Winograd kernels,
 :mod:`repvgg_seg.engines.winograd`)."""
-import contextlib
 import copy
 
 import torch
 
 from ..models.convert import deploy_copy
-from .base import DTYPES, Engine
+from .base import DTYPES, Engine, TorchRunner
 from .winograd import require_nnpack, winograd_runner
 
 
@@ -36,19 +35,7 @@ class TorchEngine(Engine):
             module = module.to(memory_format=torch.channels_last)
         fn = torch.compile(module, dynamic=False) if options.compile \
             else module
-        device = options.device
-        device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-
-        def run(x):
-            autocast = (torch.autocast(device_type, dtype=dtype)
-                        if dtype != torch.float32
-                        else contextlib.nullcontext())
-            x = x.to(device=device, dtype=dtype, memory_format=memory_format)
-            with torch.inference_mode(), autocast:
-                return fn(x)
-
-        run.info, run.input_shape = {}, None
-        return run
+        return TorchRunner(fn, options.device, dtype, memory_format)
 
 
 class FusedTorchEngine(TorchEngine):
@@ -74,8 +61,5 @@ class WinogradEngine(Engine):
         require_nnpack()
 
     def runner(self, module, input_shape, options, folder):
-        run = winograd_runner(deploy_copy(module), input_shape,
-                              tune=options.tune)
-        run.info = dict(getattr(run, 'info', None) or {})
-        run.input_shape = None
-        return run
+        return winograd_runner(deploy_copy(module), input_shape,
+                               tune=options.tune)

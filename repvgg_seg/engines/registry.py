@@ -1,7 +1,7 @@
 """The engines by name."""
 from typing import Dict
 
-from ..errors import InputError
+from ..errors import check_choice
 from .base import Engine
 from .exported import OnnxRuntimeEngine, OpenVINOEngine
 from .pytorch import FusedTorchEngine, TorchEngine, WinogradEngine
@@ -17,7 +17,5 @@ ENGINES: Dict[str, Engine] = {
 def get_engine(name: str) -> Engine:
     """The engine called ``name`` (:class:`InputError` naming the valid
     ones otherwise)."""
-    if name not in ENGINES:
-        raise InputError(f'unknown engine {name!r}; valid: '
-                         + ', '.join(ENGINES))
+    check_choice('engine', name, ENGINES)
     return ENGINES[name]

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from .windows import ImageWindows, build_split, replaced_encode_decode
+from ..backends.segmentor import EngineSegmentor
+from ..errors import InputError, check_choice
+from .windows import ImageWindows, build_split
 
 #: ``auto``: mIoU when the held-out images have labels, else agreement
 METRICS = ('auto', 'miou', 'agreement')
@@ -84,9 +85,10 @@ class HeldoutMIoU:
     """mmseg's mIoU (%) on images ``indices`` of the config's ``split``:
     each image through the config's test pipeline (labels loaded), the
     segmentor's own slide/whole inference and post-processing with
-    ``encode_decode`` computed by ``run``, and the areas of mmseg's
-    ``IoUMetric`` (its ``intersect_and_union``/``total_area_to_metrics``,
-    without its per-call table in the log). :class:`InputError` when the
+    ``encode_decode`` computed by ``run`` (an
+    :class:`~repvgg_seg.backends.segmentor.EngineSegmentor`), and the
+    areas of mmseg's ``IoUMetric`` (its ``intersect_and_union``/
+    ``total_area_to_metrics``, without its per-call table in the log). :class:`InputError` when the
     images have no label files."""
 
     name = 'miou'
@@ -114,9 +116,9 @@ class HeldoutMIoU:
         sample = self.dataset[index]
         data = dict(inputs=[sample['inputs']],
                     data_samples=[sample['data_samples']])
-        with replaced_encode_decode(self.model, _fitted(run, self.shape)), \
-                torch.no_grad():
-            out = self.model.test_step(data)[0]
+        segmentor = EngineSegmentor(self.model, _fitted(run, self.shape))
+        with torch.no_grad():
+            out = segmentor.test_step(data)[0]
         pred = out.pred_sem_seg.data.squeeze(0).cpu()
         label = out.gt_sem_seg.data.squeeze(0).cpu().to(pred.dtype)
         return np.stack([a.numpy() for a in IoUMetric.intersect_and_union(
@@ -147,9 +149,7 @@ def heldout_metric(name: str, cfg, model, heldout: ImageWindows,
     """The metric ``name`` (:data:`METRICS`) of the held-out images:
     ``auto`` is mIoU when they have labels (:func:`has_labels`), else
     agreement; ``miou`` on generated images is an :class:`InputError`."""
-    if name not in METRICS:
-        raise InputError(f'unknown metric {name!r}; valid: '
-                         f'{", ".join(METRICS)}')
+    check_choice('metric', name, METRICS)
     if name == 'miou' and heldout.source != 'dataset':
         raise InputError(f'--metric miou needs labelled held-out images; '
                          f'these are {heldout.description} images without '

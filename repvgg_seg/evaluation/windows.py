@@ -13,17 +13,17 @@ model are taken from mmseg itself: :func:`model_windows` runs the
 segmentor's own ``slide_inference`` and records the crops it hands to
 ``encode_decode``, so the geometry is mmseg's and not a copy of it.
 """
-import contextlib
 import copy
 import os.path as osp
-import types
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.registry import DefaultScope
 
-from ..errors import InputError
+from ..backends.segmentor import EngineSegmentor
+from ..config import unwrap_dataset
+from ..errors import InputError, check_choice
 from .agreement import agreement, pooled_agreement, preprocess, synthetic_image
 
 #: where the windows' images come from
@@ -34,9 +34,7 @@ def test_pipeline(cfg, annotations: bool = False) -> list:
     """The pipeline the config's test loop runs (without ``LoadAnnotations``
     unless ``annotations``: calibration and inference need no labels)."""
     for key in ('test_dataloader', 'val_dataloader'):
-        dataset = (cfg.get(key) or {}).get('dataset') or {}
-        while 'pipeline' not in dataset and 'dataset' in dataset:
-            dataset = dataset['dataset']  # a wrapper (RepeatDataset ...)
+        dataset = unwrap_dataset((cfg.get(key) or {}).get('dataset') or {})
         if dataset.get('pipeline'):
             pipeline = dataset['pipeline']
             break
@@ -71,9 +69,7 @@ def build_split(cfg, split: str, annotations: bool = False):
         raise InputError(f'config {cfg.filename} has no {split}_dataloader '
                          'to take images from')
     dataset_cfg = copy.deepcopy(loader['dataset'])
-    inner = dataset_cfg
-    while 'pipeline' not in inner and 'dataset' in inner:
-        inner = inner['dataset']
+    inner = unwrap_dataset(dataset_cfg)
     inner['pipeline'] = test_pipeline(cfg, annotations)
     # one process reads it: no serialization (which also fails, obscurely,
     # on an empty split)
@@ -116,32 +112,14 @@ def test_mode(model) -> Tuple[str, Optional[tuple]]:
     return 'whole', None
 
 
-@contextlib.contextmanager
-def replaced_encode_decode(model, compute):
-    """Within the block, ``model.encode_decode(x, metas)`` returns
-    ``compute(x)`` (logits at ``x``'s size): mmseg's slide/whole inference
-    and post-processing around another computation of the logits."""
-    had = 'encode_decode' in vars(model)
-    previous = vars(model).get('encode_decode')
-    model.encode_decode = types.MethodType(
-        lambda self, inputs, batch_img_metas: compute(inputs), model)
-    try:
-        yield
-    finally:
-        if had:
-            model.encode_decode = previous
-        else:
-            del model.encode_decode
-
-
-def recorded_encode_decode(model, record):
-    """Within the block, ``model.encode_decode(x, metas)`` calls
-    ``record(x)`` and returns zero logits of the right shape."""
+def _recording_segmentor(model, record) -> EngineSegmentor:
+    """``model`` whose ``encode_decode(x, metas)`` calls ``record(x)`` and
+    returns zero logits of the right shape."""
     def compute(inputs):
         record(inputs)
         return inputs.new_zeros((inputs.shape[0], model.out_channels)
                                 + tuple(inputs.shape[2:]))
-    return replaced_encode_decode(model, compute)
+    return EngineSegmentor(model, compute)
 
 
 def model_windows(model, inputs: torch.Tensor) -> List[torch.Tensor]:
@@ -155,8 +133,9 @@ def model_windows(model, inputs: torch.Tensor) -> List[torch.Tensor]:
     metas = [dict(img_shape=tuple(inputs.shape[2:]),
                   ori_shape=tuple(inputs.shape[2:]),
                   pad_shape=tuple(inputs.shape[2:]))] * inputs.shape[0]
-    with recorded_encode_decode(model, crops.append), torch.no_grad():
-        model.slide_inference(inputs, [dict(m) for m in metas])
+    with torch.no_grad():
+        _recording_segmentor(model, crops.append).slide_inference(
+            inputs, [dict(m) for m in metas])
     return crops
 
 
@@ -178,8 +157,7 @@ class ImageWindows:
                  dataset=None, pipeline=None,
                  shape: Optional[Tuple[int, int]] = None,
                  batch_size: int = 1, description: str = ''):
-        if source not in SOURCES:
-            raise ValueError(f'unknown image source {source!r}')
+        check_choice('image source', source, SOURCES)
         self.model = model
         self.source = source
         self.items = list(items)

@@ -255,7 +255,8 @@ def test_engine_weights_by_file_type(tiny_trained, tmp_path):
     assert [weights_kind(p) for p in ('a.pth', 'a.safetensors', 'a.onnx',
                                       'b.xml', None)] == [
         'checkpoint', 'checkpoint', 'onnx', 'ir', 'checkpoint']
-    with pytest.raises(InputError, match=r'unknown weights file type \.h5'):
+    with pytest.raises(InputError, match=r"unknown weights file type of "
+                       r"model\.h5: '\.h5'; valid: \.onnx, \.pt, \.pth"):
         weights_kind('model.h5')
     with pytest.raises(InputError, match='the winograd engine takes a '
                        r'PyTorch checkpoint .*; m\.onnx is an ONNX file'):
@@ -509,14 +510,20 @@ def test_the_test_hook_runs_the_engine_on_the_runners_device(
         parameters=lambda: iter([SimpleNamespace(
             device=torch.device('cuda', 1))]),
         to=moves.append)
-    monkeypatch.setattr(hooks, 'attach_engine',
-                        lambda m, engine, weights, options, load: attached
-                        .append(options))
+    on_engine = object()
+
+    def attach(m, engine, weights, options, load):
+        attached.append(options)
+        return on_engine
+
+    monkeypatch.setattr(hooks, 'attach_engine', attach)
     hook = hooks.EngineHook(engine=engine, precision='fp16')
-    hook.before_test(SimpleNamespace(model=model))
+    runner = SimpleNamespace(model=model)
+    hook.before_test(runner)
     assert attached[0].device == (moved or 'cuda:1')
     assert attached[0].precision == 'fp16'
     assert moves == ([moved] if moved else [])
+    assert runner.model is on_engine  # the test loop runs the engine
 
 
 @pytest.mark.gpu

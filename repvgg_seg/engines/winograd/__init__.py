@@ -44,6 +44,7 @@ from mmengine.logging import print_log
 
 from ...errors import VerificationError
 from ...models.convert import compare_outputs, flatten_tensors
+from ..base import TorchRunner
 from .conv import (WinogradConv2d, is_candidate, nnpack_available, nnpack_conv,
                    require_nnpack)
 from .layout import (batch_to_space, layout_mask, mosaic_to_space,
@@ -131,7 +132,33 @@ def convert_to_winograd(model: nn.Module,
     sample = torch.randn(*input_shape, generator=gen)
     # one forward: the reference output and the shapes to tune at
     reference, shapes = _forward_recording_shapes(model, sample)
+    runs = _swap_and_tune(model, shapes, tune, reps, group_runs, cache_file,
+                          margin)
+    plan = {name: module.method for name, module in model.named_modules()
+            if isinstance(module, WinogradConv2d)}
+    model.winograd_plan = plan
+    report = dict(convs=len(plan),
+                  nnpack=sum(m.startswith('nnpack') for m in plan.values()),
+                  direct=sum(m.startswith('direct') for m in plan.values()),
+                  runs=len(runs), plan=plan, max_rel_error=None)
+    if check:
+        report['max_rel_error'] = _checked_error(model, sample, reference,
+                                                 tolerance)
+    print_log(f'winograd engine: {report["nnpack"]} of {report["convs"]} '
+              f'stride-1 3x3 convs on NNPACK, {len(runs)} runs of dilated '
+              'blocks grouped' + (
+                  f'; max relative error vs direct '
+                  f'{report["max_rel_error"]:.2g}' if check else ''),
+              logger='current')
+    return report
 
+
+def _swap_and_tune(model: nn.Module, shapes: Dict[str, Tuple[int, ...]],
+                   tune: bool, reps: int, group_runs: bool,
+                   cache_file: Optional[str], margin: float) -> list:
+    """Swap the convs named in ``shapes``, group the dilated runs and,
+    with ``tune``, choose every conv's and run's method (cached plans
+    first); returns the runs."""
     load_plans(cache_file)
     measured = 0
     for name, conv in swap_convs(model, list(shapes)).items():
@@ -144,51 +171,45 @@ def convert_to_winograd(model: nn.Module,
                 measured += tune_run(run_name, run, shape, reps, margin)
     if cache_file and measured:
         save_plans(cache_file)
-    plan = {name: module.method for name, module in model.named_modules()
-            if isinstance(module, WinogradConv2d)}
-    model.winograd_plan = plan
+    return runs
 
-    report = dict(convs=len(plan),
-                  nnpack=sum(m.startswith('nnpack') for m in plan.values()),
-                  direct=sum(m.startswith('direct') for m in plan.values()),
-                  runs=len(runs), plan=plan, max_rel_error=None)
-    if check:
-        with torch.inference_mode():
-            out = model(sample)
-        report['max_rel_error'] = compare_outputs(
-            flatten_tensors(reference), flatten_tensors(out))['max_rel_diff']
-        if report['max_rel_error'] > tolerance:
-            raise VerificationError(
-                f'the Winograd model differs from the direct convolution: '
-                f'max relative error {report["max_rel_error"]:.3g} > '
-                f'{tolerance:g}')
-    print_log(f'winograd engine: {report["nnpack"]} of {report["convs"]} '
-              f'stride-1 3x3 convs on NNPACK, {len(runs)} runs of dilated '
-              'blocks grouped' + (
-                  f'; max relative error vs direct '
-                  f'{report["max_rel_error"]:.2g}' if check else ''),
-              logger='current')
-    return report
+
+def _checked_error(model: nn.Module, sample: torch.Tensor, reference,
+                   tolerance: float) -> float:
+    """The converted model's max relative error against ``reference`` on
+    ``sample``; :class:`VerificationError` above ``tolerance``."""
+    with torch.inference_mode():
+        out = model(sample)
+    error = compare_outputs(flatten_tensors(reference),
+                            flatten_tensors(out))['max_rel_diff']
+    if error > tolerance:
+        raise VerificationError(
+            f'the Winograd model differs from the direct convolution: '
+            f'max relative error {error:.3g} > {tolerance:g}')
+    return error
+
+
+class WinogradRunner(TorchRunner):
+    """A converted copy of a fused module (:func:`convert_to_winograd`) as
+    a runner on the CPU, fp32; ``info`` records the conversion for the
+    benchmark's row (``winograd_convs``, ``winograd_nnpack_convs``,
+    ``winograd_plan``: ``{conv name: method}``)."""
+
+    def __init__(self, module: nn.Module, input_shape: Sequence[int],
+                 **kwargs):
+        converted = copy.deepcopy(module).cpu().eval()
+        report = convert_to_winograd(converted, input_shape, **kwargs)
+        super().__init__(converted, info=dict(
+            winograd_convs=report['convs'],
+            winograd_nnpack_convs=report['nnpack'],
+            winograd_plan=report['plan']))
 
 
 def winograd_runner(module: nn.Module, input_shape: Sequence[int],
-                    **kwargs):
-    """A benchmark runner (see :mod:`repvgg_seg.bench`): a converted
-    copy of ``module`` called under ``inference_mode``; ``kwargs`` go to
+                    **kwargs) -> WinogradRunner:
+    """A :class:`WinogradRunner` of ``module`` for inputs of
+    ``input_shape`` (the benchmark's rows, the engine); ``kwargs`` go to
     :func:`convert_to_winograd`. The tuned plan is kept in the JSON file
-    named by ``$REPVGG_SEG_WINOGRAD_CACHE``, if set, and recorded with the
-    benchmark row as ``run.info['winograd_plan']`` (``{conv name:
-    method}``)."""
+    named by ``$REPVGG_SEG_WINOGRAD_CACHE``, if set."""
     kwargs.setdefault('cache_file', os.environ.get(CACHE_ENV) or None)
-    converted = copy.deepcopy(module).cpu().eval()
-    report = convert_to_winograd(converted, input_shape, **kwargs)
-
-    def run(x):
-        with torch.inference_mode():
-            return converted(x.cpu())
-
-    run.info = dict(winograd_convs=report['convs'],
-                    winograd_nnpack_convs=report['nnpack'],
-                    winograd_plan=report['plan'])
-    run.module = converted
-    return run
+    return WinogradRunner(module, input_shape, **kwargs)
