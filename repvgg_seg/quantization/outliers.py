@@ -16,8 +16,9 @@ from typing import Callable, Sequence, Union
 import torch
 from mmengine.logging import print_log
 
-from ..errors import InputError
-from .channels import ChannelGraph, Producer, channel_graph, scale_channels
+from ..errors import InputError, check_choice
+from .channels import ChannelGraph, Producer, channel_graph
+from .scaling import scale_channels
 
 #: ``where`` values of :func:`plant_outliers`, by what the producers feed
 WHERE = ('backbone', 'decode_head', 'auxiliary_head', 'heads', 'any')
@@ -31,10 +32,7 @@ def _selector(where) -> Callable[[Producer], bool]:
     if callable(where):
         return where
     if isinstance(where, str):
-        if where not in WHERE:
-            raise InputError(f'unknown where={where!r}; valid: '
-                             f'{", ".join(WHERE)}, a list of producer names '
-                             'or a function of a Producer')
+        check_choice('where', where, WHERE)
         return {
             'backbone': lambda p: p.name.startswith('backbone.'),
             'decode_head': lambda p: _feeds(p, 'decode_head'),
