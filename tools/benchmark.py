@@ -36,9 +36,8 @@ import sys
 
 from mmengine.logging import print_log
 
-from repvgg_seg.bench import (BENCH_ENGINES, BenchmarkOptions, benchmark,
-                              format_table)
-from repvgg_seg.bench.timing import PRECISIONS
+from repvgg_seg.bench import (BENCH_ENGINES, PRECISIONS, BenchmarkOptions,
+                              benchmark, format_table)
 from repvgg_seg.cli import add_config_args, parse_tool_args, run_cli
 from repvgg_seg.io.files import write_json
 

@@ -14,9 +14,9 @@ interleaved rounds as the rows (:meth:`MeasuredPeak.step`):
   quantized by :func:`repvgg_seg.quantization.quantize.quantize_module`, and
   refused if its kernel does not run in INT8.
 
-On CUDA the kernels are sized for a GPU (:data:`CUDA_PEAK_SIZES`: the
-CPU's 1536^3 matmul takes ~0.1 ms on a large one, mostly launch and sync)
-and each timed sample runs a kernel several times back to back: as many
+On CUDA the kernels are sized for a GPU (:data:`CUDA_PEAK_SIZES`: on a
+large one the CPU's sizes would time mostly launch and sync) and each
+timed sample runs a kernel several times back to back: as many
 calls as fill :data:`CUDA_MIN_SAMPLE_S`, counted once in the warm-up
 (:meth:`MeasuredPeak.calibrate`); a sample's time is per call. fp32 kernels
 run under the benchmark's TF32 setting
@@ -30,9 +30,9 @@ RepVGG models' main op) is kept beside it as what it is: one conv of that
 shape, per precision and memory layout (``fp32-nchw``, ``bf16-cl``,
 ``int8-nchw`` ...).
 """
+import functools
 import math
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -42,12 +42,7 @@ from mmengine.logging import print_log
 
 from ..engines.base import DTYPES
 from ..engines.exported import INT8_PRECISIONS
-
-
-def sync(device: str) -> None:
-    """Wait for the device's queued work (timing on CUDA needs it)."""
-    if str(device).startswith('cuda'):
-        torch.cuda.synchronize(torch.device(device))
+from ..engines.interleaved import Turn, round_robin, seconds_per_call
 
 
 def reduced_precision_supported(precision: str, device: str = 'cpu') -> bool:
@@ -85,8 +80,9 @@ def ref_conv_key(precision: str, layout: str) -> str:
 @dataclass(frozen=True)
 class KernelSizes:
     """The kernels' sizes: the matmul's M = N = K, and (channels, map
-    size) of the 1x1 conv and of the reference 3x3 conv. The defaults take
-    about 50-300 ms a call on 2 quiet Zen 3 cores in fp32."""
+    size) of the 1x1 conv and of the reference 3x3 conv. The defaults are
+    compute-bound and take a fraction of a second a call on a CPU (figures
+    in docs/benchmarks.md)."""
     matmul: int = 1536
     conv1x1: Tuple[int, int] = (1024, 64)
     conv3x3: Tuple[int, int] = (512, 90)
@@ -96,9 +92,9 @@ class KernelSizes:
 #: them)
 PEAK_SIZES = KernelSizes()
 #: on CUDA: a matmul and a 1x1 conv large enough to keep a big GPU's
-#: tensor cores busy (8192^3: ~1 ms in fp16, ~20 ms in IEEE fp32 on an
-#: H100-class GPU); the reference conv keeps its shape (it is one conv of
-#: the models, not a size to fill the device)
+#: tensor cores busy for milliseconds (estimates in docs/benchmarks.md);
+#: the reference conv keeps its shape (it is one conv of the models, not a
+#: size to fill the device)
 CUDA_PEAK_SIZES = KernelSizes(matmul=8192, conv1x1=(2048, 128),
                               conv3x3=(512, 90))
 #: on CUDA a timed sample of a kernel runs it back to back for at least
@@ -252,8 +248,8 @@ class MeasuredPeak:
     once per round, interleaved with the rows; :meth:`result` takes the
     medians. ``times`` holds each kernel's samples (seconds per call), by
     :attr:`Kernel.id`. ``min_sample_s``: see :meth:`calibrate` (default:
-    :data:`CUDA_MIN_SAMPLE_S` on CUDA, none on CPU, whose kernels take
-    50-300 ms a call)."""
+    :data:`CUDA_MIN_SAMPLE_S` on CUDA, none on CPU, where one call of each
+    kernel is long enough)."""
 
     def __init__(self, kernels: Sequence[Kernel], device: str = 'cpu',
                  min_sample_s: Optional[float] = None):
@@ -266,18 +262,26 @@ class MeasuredPeak:
 
     def _sample(self, kernel: Kernel) -> float:
         """Seconds per call of ``kernel`` over one sample."""
-        sync(self.device)
-        start = time.perf_counter()
-        for _ in range(kernel.calls):
-            kernel.run()
-        sync(self.device)
-        return (time.perf_counter() - start) / kernel.calls
+        return seconds_per_call(kernel.run, kernel.calls, self.device)
+
+    def turns(self) -> List[Turn]:
+        """A turn per kernel (in the order of :attr:`kernels`) for
+        :func:`~repvgg_seg.engines.interleaved.round_robin`: one sample."""
+        def one_sample(kernel: Kernel) -> List[float]:
+            return [self._sample(kernel)]
+        return [functools.partial(one_sample, kernel)
+                for kernel in self.kernels.values()]
+
+    def add(self, samples: Sequence[Sequence[float]]) -> None:
+        """Record the samples of the kernels' :meth:`turns`."""
+        for kid, taken in zip(self.kernels, samples):
+            self.times[kid].extend(taken)
 
     def step(self, record: bool = True) -> None:
-        for kid, kernel in self.kernels.items():
-            elapsed = self._sample(kernel)
-            if record:
-                self.times[kid].append(elapsed)
+        """One sample of every kernel (a warm-up unless ``record``)."""
+        samples = round_robin(self.turns(), 1)
+        if record:
+            self.add(samples)
 
     def calibrate(self) -> None:
         """With ``min_sample_s``, set each kernel's calls per sample to
@@ -368,11 +372,9 @@ def measure_peak(ref_layouts: Optional[Dict[str, Sequence[str]]] = None,
     interleaved, ``warmup`` untimed rounds, then the median of ``iters``."""
     peak = MeasuredPeak(peak_kernels(ref_layouts or {'fp32': ['nchw']},
                                      device, threads, sizes), device)
-    for _ in range(warmup):
-        peak.step(record=False)
+    round_robin(peak.turns(), warmup)
     peak.calibrate()
-    for _ in range(iters):
-        peak.step()
+    peak.add(round_robin(peak.turns(), iters))
     result = peak.result()
     for line in format_peak(result):
         print_log(line, logger='current')

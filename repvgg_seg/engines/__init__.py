@@ -9,8 +9,10 @@ checkpoint, an ``.onnx`` file or an ``.xml`` IR). :mod:`.base` is the
 interface, :mod:`.pytorch` and :mod:`.exported` the engines,
 :mod:`.segmentor` the mmseg segmentor on an engine
 (:class:`~repvgg_seg.backends.segmentor.EngineSegmentor`), :mod:`.hooks`
-the Runner hook of ``tools/test.py --engine``. Every consumer -- the test
-loop, the benchmark, the inferencer, the demo -- goes through here.
+the Runner hook of ``tools/test.py --engine``, :mod:`.interleaved` the
+interleaved timing the Winograd tuner and the benchmark share. Every
+consumer -- the test loop, the benchmark, the inferencer, the demo -- goes
+through here.
 """
 from ..backends.segmentor import EngineSegmentor
 from .base import DTYPES, Engine, RunOptions, weights_kind

@@ -1,12 +1,12 @@
 """Checking a deployed model against the PyTorch model it came from: the
-images it is checked on (a synthetic street-like image, or files and
-folders), preprocessed exactly as the model's data preprocessor does, and the
-agreement measures (max relative logit error, pixel argmax agreement). Used
-by export, quantization and the benchmark alike."""
-import os
+images it is checked on (a synthetic street-like image, or an image file;
+folders are listed by :mod:`.images`), preprocessed exactly as the model's
+data preprocessor does, and the agreement measures (max relative logit
+error, pixel argmax agreement). Used by export, quantization and the
+benchmark alike."""
 import os.path as osp
 import statistics
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,30 +34,6 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
         img[mask] = rng.uniform(0, 255, size=3)
     img += rng.normal(0, 4, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
-
-
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
-
-
-def image_files(paths: Sequence[str]) -> List[str]:
-    """The image files named by ``paths``: files as given, folders searched
-    recursively (sorted, so the set and order are reproducible)."""
-    files = []
-    for path in paths:
-        if osp.isdir(path):
-            found = sorted(
-                osp.join(root, name)
-                for root, _, names in os.walk(path) for name in names
-                if name.lower().endswith(IMAGE_SUFFIXES))
-            if not found:
-                raise FileNotFoundError(
-                    f'no images ({", ".join(IMAGE_SUFFIXES)}) under {path}')
-            files += found
-        elif osp.isfile(path):
-            files.append(path)
-        else:
-            raise FileNotFoundError(f'image not found: {path}')
-    return files
 
 
 def load_image(path: str, height: int, width: int) -> np.ndarray:

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from repvgg_seg.apis import LogitsModule, build_model
-from repvgg_seg.bench import memory, peak, timing
+from repvgg_seg.bench import host, memory, peak, timing
 from repvgg_seg.bench.timing import BenchmarkOptions, Row, benchmark
+from repvgg_seg.engines import interleaved
 from repvgg_seg.errors import InputError
 from repvgg_seg.evaluation.windows import ImageWindows, windows_agreement
 
@@ -253,7 +254,7 @@ def test_cuda_rows_report_their_own_peak_over_what_was_allocated(
               run=lambda x: fake.use(300 * mb, resident=20 * mb))
     small = Row(config='small.py', fused=True, model=None,
                 run=lambda x: fake.use(10 * mb))
-    monkeypatch.setattr(timing, 'sync', lambda device: None)
+    monkeypatch.setattr(interleaved, 'sync', lambda device: None)
     monkeypatch.setattr(timing, '_timing_input',
                         lambda options: torch.zeros(1))
     options = BenchmarkOptions(device='cuda', warmup=0, iters=1, rounds=2)
@@ -335,12 +336,12 @@ def test_gpu_rows_and_setup_report_no_cpu_threads(monkeypatch):
               latencies=[0.01, 0.02, 0.03])
     cuda = BenchmarkOptions(device='cuda:0', threads=4)
     assert timing._row_result(row, cuda, None)['threads'] is None
-    setup = timing._setup([row], cuda, [])
+    setup = host.setup_record([row], cuda, [])
     assert setup['threads'] is None and setup['gpu'] == 'a GPU'
     assert 'reset per row' in setup['memory_note']
     cpu = BenchmarkOptions(threads=2)
     assert timing._row_result(row, cpu, None)['threads'] == 2
-    assert timing._setup([row], cpu, [])['threads'] == 2
+    assert host.setup_record([row], cpu, [])['threads'] == 2
 
 
 def test_cpu_benchmark_records_no_tf32_and_the_onnxruntime_provider(

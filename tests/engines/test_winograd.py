@@ -1,22 +1,29 @@
-"""The Winograd engine's plan: interleaved timings with a margin, one
-recording forward, the plan as data (:mod:`repvgg_seg.engines.winograd`).
+"""The Winograd engine (:mod:`repvgg_seg.engines.winograd`): the same
+function as the direct convs (groups, dilations, dilated runs, a fused
+segmentor), and its plan: interleaved timings with a margin, one recording
+forward, the plan as data, the plan's cache file.
 
 Timings are faked (``tuning._time_once``) so that the rule, not the machine,
 decides; the convs still run for real (warm-up and the check)."""
 import copy
+import json
 
 import pytest
 import torch
 import torch.nn as nn
 
+from repvgg_seg.apis import LogitsModule, build_model
 from repvgg_seg.engines import winograd
 from repvgg_seg.engines.winograd import tuning
 from repvgg_seg.errors import InputError
 from repvgg_seg.models import RepVGG
+from repvgg_seg.models.convert import fuse_for_deploy
 
-from tests.helpers import relative_error
+from tests.conftest import DEMO_CONFIG as DEMO
+from tests.helpers import TINY_ARCHS, randomize_bn, relative_error
 
-ARCH = dict(num_blocks=(1, 2, 5, 1), width_factor=(0.25, 0.25, 0.25, 0.5),
+# the 'fast' dilation's runs, with grouped convs of 2 and 4 groups
+ARCH = dict(TINY_ARCHS['dilated_runs'],
             group_layer_map={2: 2, 4: 2, 6: 4, 8: 2})
 SHAPE = (1, 3, 45, 53)
 
@@ -175,3 +182,82 @@ def test_the_names_other_modules_import_are_there():
                  'mosaic_to_space'):
         assert hasattr(winograd, name), name
     assert winograd.CACHE_ENV == 'REPVGG_SEG_WINOGRAD_CACHE'
+
+
+@needs_nnpack
+@pytest.mark.parametrize('dilation', ['fast', 'last_two_stages'])
+def test_winograd_matches_direct_conv(dilation):
+    model = RepVGG(ARCH, dilation=dilation, deploy=True).eval()
+    x = torch.randn(1, 3, 61, 67)  # 8x9 maps: not multiples of 2 or 4
+    with torch.no_grad():
+        reference = model(x)
+    for method in winograd.WinogradConv2d.DILATED_METHODS:
+        converted = copy.deepcopy(model)
+        report = winograd.convert_to_winograd(converted, x.shape, tune=False)
+        assert report['max_rel_error'] < 1e-4
+        assert report['runs'] == 1  # the dilated stage-3 blocks
+        assert any(isinstance(m, winograd.DilatedRun)
+                   for m in converted.modules())
+        convs = [m for m in converted.modules()
+                 if isinstance(m, winograd.WinogradConv2d)]
+        assert {c.groups for c in convs} >= {1, 2, 4}
+        for conv in convs:
+            if conv.dilated:
+                conv.method = method
+        with torch.no_grad():
+            out = converted(x)
+        assert relative_error(list(reference), list(out)) < 1e-4, method
+
+
+@needs_nnpack
+def test_winograd_plan_cache_and_dilated_run_tuning(tmp_path, monkeypatch):
+    """Tuning times every conv's methods and each dilated run's choices,
+    keeps the winners in the cache file, and a second conversion with that
+    file times nothing and picks the same plan."""
+    model = RepVGG(ARCH, dilation='last_two_stages', deploy=True).eval()
+    x = torch.randn(1, 3, 45, 53)
+    with torch.no_grad():
+        reference = model(x)
+    cache = tmp_path / 'plan.json'
+    monkeypatch.setattr(winograd.tuning, '_PLAN_CACHE', {})
+    timed = []
+    real_time = winograd.tuning._time_once
+    monkeypatch.setattr(winograd.tuning, '_time_once', lambda fn, inp: (
+        timed.append(fn), real_time(fn, inp))[1])
+    first = copy.deepcopy(model)
+    report = winograd.convert_to_winograd(first, x.shape, tune=True, reps=1,
+                                          cache_file=str(cache))
+    assert report['runs'] >= 1 and report['max_rel_error'] < 1e-4
+    # one timing per method of every conv, and per choice of every run
+    runs = [m for m in first.modules() if isinstance(m, winograd.DilatedRun)]
+    assert runs and any(fn is runs[0] for fn in timed)
+    plan = json.loads(cache.read_text())
+    run_keys = [k for k in plan if ':run-' in k]
+    assert run_keys and all(plan[k] in ('plan', ) + winograd.RUN_CHOICES
+                            for k in run_keys)
+    # the second conversion reads the file: no timing, the same plan
+    monkeypatch.setattr(winograd.tuning, '_PLAN_CACHE', {})
+    timed.clear()
+    second = copy.deepcopy(model)
+    again = winograd.convert_to_winograd(second, x.shape, tune=True, reps=1,
+                                         cache_file=str(cache))
+    assert timed == []
+    assert again['plan'] == report['plan']
+    with torch.no_grad():
+        assert relative_error(list(reference), list(second(x))) < 1e-4
+
+
+@needs_nnpack
+def test_winograd_engine_on_a_fused_segmentor():
+    model = build_model(DEMO)
+    randomize_bn(model, seed=3)
+    x = torch.randn(1, 3, 48, 40)
+    with torch.no_grad():
+        reference = LogitsModule(model.eval())(x)
+    module = LogitsModule(fuse_for_deploy(model))
+    report = winograd.convert_to_winograd(module, x.shape, tune=True, reps=1)
+    assert report['convs'] > 10 and report['max_rel_error'] < 1e-4
+    assert set(report['plan'].values()) <= {'direct', 'direct_s2b', 'nnpack',
+                                            'nnpack_mosaic'}
+    with torch.no_grad():
+        assert relative_error(reference, module(x)) < 1e-4

@@ -3,17 +3,15 @@ conv (and each run of dilated blocks) uses at one input shape.
 
 Every candidate is timed in interleaved rounds (each round times each
 candidate once, in a rotated order, so that drift and background load hit
-all alike); the medians decide, and an alternative replaces the baseline
-(direct convolution for a conv, the per-conv plan for a run) only when it is
-at least :data:`MARGIN` faster: a single timing flipped plans from run to
-run. Choices are cached per layer signature, shape and thread count, in
-memory and optionally in a JSON file (:func:`load_plans`,
-:func:`save_plans`).
+all alike: :mod:`repvgg_seg.engines.interleaved`); the medians decide, and
+an alternative replaces the baseline (direct convolution for a conv, the
+per-conv plan for a run) only when it is at least :data:`MARGIN` faster: a
+single timing flipped plans from run to run. Choices are cached per layer
+signature, shape and thread count, in memory and optionally in a JSON file
+(:func:`load_plans`, :func:`save_plans`).
 """
 import json
 import os.path as osp
-import statistics
-import time
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
@@ -21,6 +19,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from ...io.files import write_json
+from ..interleaved import medians, round_robin, seconds_per_call
 from .conv import WinogradConv2d
 from .surgery import DilatedRun, plain_conv
 
@@ -55,29 +54,31 @@ def run_key(convs: Sequence[WinogradConv2d], shape: Sequence[int]) -> str:
 
 
 def _time_once(fn: Callable, x: torch.Tensor) -> float:
-    start = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - start
+    return seconds_per_call(lambda: fn(x))
 
 
 def interleaved_medians(fn: Callable, x: torch.Tensor,
                         setups: Mapping[str, Callable[[], None]],
                         rounds: int) -> Dict[str, float]:
     """The median seconds of ``fn(x)`` under each candidate's setup over
-    ``rounds`` rounds; each round times every candidate once, the order
-    rotated from round to round. One untimed call per candidate first
-    (NNPACK allocates, oneDNN creates its primitive)."""
+    ``rounds`` rounds (:func:`~repvgg_seg.engines.interleaved.round_robin`:
+    each round times every candidate once, the order rotated from round to
+    round). One untimed call per candidate first (NNPACK allocates, oneDNN
+    creates its primitive)."""
     names = list(setups)
     for name in names:
         setups[name]()
         fn(x)
-    samples = {name: [] for name in names}
-    for r in range(max(1, rounds)):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+
+    def turn(name):
+        def timed():
             setups[name]()
-            samples[name].append(_time_once(fn, x))
-    return {name: statistics.median(s) for name, s in samples.items()}
+            return [_time_once(fn, x)]
+        return timed
+
+    samples = round_robin([turn(n) for n in names], max(1, rounds),
+                          rotate=True)
+    return dict(zip(names, medians(samples)))
 
 
 def pick(medians: Mapping[str, float], baseline: str,
