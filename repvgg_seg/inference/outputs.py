@@ -5,15 +5,20 @@ Cityscapes label ids (the official evaluation server's format, mapped
 with cityscapesscripts' label table as mmseg's ``CityscapesDataset``
 does), or the palette colours. Files are written atomically
 (:func:`repvgg_seg.io.files.atomic_write_bytes`): a killed run leaves no
-half-written output, so a rerun can trust every file it finds.
+half-written output, so a rerun can trust every file it finds, and
+removes the temporary files the killed run left (:func:`remove_partials`).
 """
+import os
 import os.path as osp
-from typing import Dict, List, Optional
+import re
+import threading
+from collections import defaultdict
+from typing import Container, Dict, Iterable, List, Optional
 
 import numpy as np
 
 from ..errors import InputError, check_choice
-from ..io.files import atomic_write_bytes
+from ..io.files import atomic_write_bytes, remove_quietly
 
 #: the label map formats of ``--save-pred``
 PRED_FORMATS = ('trainid', 'labelid', 'color')
@@ -85,6 +90,9 @@ class OutputWriter:
         self.blend_table = (values[:, None] * (1 - opacity) + values[None]
                             * opacity).astype(np.uint8).ravel()
         self._visualizer = None
+        # the visualizer draws on one canvas: one image at a time, though
+        # the job's workers call overlay() at once
+        self._visualizer_lock = threading.Lock()
 
     # where things go
 
@@ -127,10 +135,11 @@ class OutputWriter:
             sample = SegDataSample()
             sample.pred_sem_seg = PixelData(
                 data=labels[None].astype(np.int64))
-            self.visualizer.add_datasample(
-                'image', image_bgr[..., ::-1], sample, draw_gt=False,
-                draw_pred=True, show=False, with_labels=True)
-            drawn = self.visualizer.get_image()[..., ::-1]
+            with self._visualizer_lock:
+                self.visualizer.add_datasample(
+                    'image', image_bgr[..., ::-1], sample, draw_gt=False,
+                    draw_pred=True, show=False, with_labels=True)
+                drawn = self.visualizer.get_image()[..., ::-1]
         else:
             import cv2
             labels = labels.astype(np.uint8, copy=False)
@@ -177,6 +186,45 @@ class OutputWriter:
             return self.palette[labels][..., ::-1]
         return labels
 
+    def labels_of_map(self, label_map: np.ndarray) -> Optional[np.ndarray]:
+        """The train ids of a label PNG in the ``save_pred`` format (the
+        inverse of :meth:`label_map`), or None where it is not one: another
+        format, or a value that is no class's."""
+        classes = len(self.classes)
+        if self.save_pred == 'color':
+            if label_map.ndim != 3 or label_map.shape[2] != 3:
+                return None
+            # a colour as one number; the first class of a colour wins
+            codes = label_map.astype(np.int32) @ np.array([1, 256, 65536])
+            palette = self.colour_table[:classes].astype(np.int32) @ \
+                np.array([1, 256, 65536])
+            values, first = np.unique(palette, return_index=True)
+            where = np.minimum(np.searchsorted(values, codes), len(values) - 1)
+            if not np.array_equal(values[where], codes):
+                return None
+            return first[where].astype(np.uint8)
+        if label_map.ndim != 2:
+            return None
+        if self.save_pred == 'labelid':
+            train_ids = np.full(256, 255, np.uint8)
+            train_ids[self.label_ids[:classes][::-1]] = np.arange(
+                classes)[::-1]
+            label_map = train_ids[label_map]
+        if label_map.max() >= classes:
+            return None
+        return label_map.astype(np.uint8, copy=False)
+
+    def read_labels(self, name: str) -> Optional[np.ndarray]:
+        """The train ids of ``name``'s label map as an earlier run wrote
+        it, or None where there is none or it is not one
+        (:meth:`labels_of_map`)."""
+        import cv2
+        path = self.pred_path(name)
+        if not self.save_pred or not osp.isfile(path):
+            return None
+        label_map = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        return None if label_map is None else self.labels_of_map(label_map)
+
     # writing
 
     def write(self, name: str, image_bgr: Optional[np.ndarray],
@@ -189,10 +237,49 @@ class OutputWriter:
                                             self.vis_suffix), path)
             written['vis'] = path
         if self.save_pred:
-            path = self.pred_path(name)
-            atomic_write_bytes(encode_image(self.label_map(labels)), path)
-            written['pred'] = path
+            written['pred'] = self.write_label_map(name, labels)
         return written
+
+    def write_label_map(self, name: str, labels: np.ndarray) -> str:
+        """Write the label map of ``name``; returns its path."""
+        path = self.pred_path(name)
+        atomic_write_bytes(encode_image(self.label_map(labels)), path)
+        return path
+
+
+#: a temporary file of :func:`repvgg_seg.io.files.temp_path`:
+#: ``.<stem>.<8 random characters>.partial<suffix>``, and the
+#: ``.partial.tmp.mp4`` videos that earlier versions wrote
+PARTIAL_FILE = re.compile(
+    r'\.(?P<stem>.+)\.[a-z0-9_]{8}\.partial(?:\.tmp)?(?P<suffix>\.[^.]*)')
+
+
+def remove_partials(folder: str,
+                    outputs: Optional[Container[str]] = None) -> int:
+    """Remove the temporary files that a killed run left in ``folder`` for
+    the ``outputs`` (file names in it; None: for any file), as a rerun
+    that rewrites those outputs finds them. Returns how many."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for entry in entries:
+        match = PARTIAL_FILE.fullmatch(entry.name)
+        if match and entry.is_file() and (outputs is None or (
+                match['stem'] + match['suffix']) in outputs):
+            remove_quietly(entry.path)
+            removed += 1
+    return removed
+
+
+def remove_partials_of(paths: Iterable[str]) -> None:
+    """:func:`remove_partials` for these output paths, folder by folder."""
+    by_folder = defaultdict(set)
+    for path in paths:
+        by_folder[osp.dirname(path)].add(osp.basename(path))
+    for folder, names in by_folder.items():
+        remove_partials(folder, names)
 
 
 def check_out_dir(out_dir: str) -> None:

@@ -62,3 +62,72 @@ def test_unknown_formats_are_named_with_the_valid_ones(tmp_path):
         OutputWriter(str(tmp_path), meta, save_pred='ids')
     assert str(caught.value) == \
         "unknown --save-pred 'ids'; valid: trainid, labelid, color"
+
+
+@pytest.mark.parametrize('fmt', ['trainid', 'labelid', 'color'])
+def test_label_maps_read_back_as_the_labels_written(fmt, tmp_path):
+    """A label map written in each --save-pred format reads back as the
+    train ids it was written from (a resumed video draws its overlay from
+    them); a map of another format, or a value no class has, reads as
+    none (the frame is segmented again)."""
+    from mmseg.datasets import CityscapesDataset
+
+    from repvgg_seg.inference.outputs import OutputWriter
+    meta = dict(classes=CityscapesDataset.METAINFO['classes'],
+                palette=CityscapesDataset.METAINFO['palette'])
+    writer = OutputWriter(str(tmp_path), meta, save_pred=fmt)
+    labels = (np.arange(6 * 7).reshape(6, 7) % 19).astype(np.uint8)
+    assert writer.read_labels('scene/000000') is None  # not written yet
+    path = writer.write_label_map('scene/000000', labels)
+    assert path == str(tmp_path / 'pred' / 'scene' / '000000.png')
+    back = writer.read_labels('scene/000000')
+    assert back.dtype == np.uint8 and np.array_equal(back, labels)
+    other = 'trainid' if fmt == 'color' else 'color'
+    assert writer.labels_of_map(OutputWriter(
+        str(tmp_path), meta, save_pred=other).label_map(labels)) is None
+    if fmt != 'color':
+        assert writer.labels_of_map(np.full((2, 2), 250, np.uint8)) is None
+
+
+def test_a_rerun_removes_the_partial_files_of_its_outputs(tmp_path):
+    """Temporary files a killed run left (io.files.temp_path's, and the
+    .partial.tmp.mp4 of earlier versions) are removed for the outputs
+    named, or for every output of the folder; others' are left."""
+    from repvgg_seg.inference.outputs import remove_partials
+    names = ['.photo.png.abcd_123.partial.jpg',
+             '.photo.jpg.zz99zz99.partial.jpg', '.drive.k1ll3d_0.partial.mp4',
+             '.drive.abcdefgh.partial.tmp.mp4', '.drive.short.partial.mp4',
+             'photo.png.jpg', 'notes.partial.jpg']
+    for name in names:
+        (tmp_path / name).write_bytes(b'half')
+    assert remove_partials(str(tmp_path), {'photo.png.jpg'}) == 1
+    assert remove_partials(str(tmp_path), {'drive.mp4', 'photo.jpg'}) == 2
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ['.drive.short.partial.mp4',
+                    '.photo.jpg.zz99zz99.partial.jpg', 'notes.partial.jpg',
+                    'photo.png.jpg']
+    assert remove_partials(str(tmp_path)) == 1
+    assert remove_partials(str(tmp_path / 'missing')) == 0
+
+
+def test_overlays_with_class_names_drawn_at_once_are_drawn_alone():
+    """--with-labels draws on mmseg's visualizer, one canvas: overlays that
+    the job's workers draw at once (4 threads, 24 images) are each the one
+    drawn alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmseg.datasets import CityscapesDataset
+
+    from repvgg_seg.inference.outputs import OutputWriter
+    meta = dict(classes=CityscapesDataset.METAINFO['classes'],
+                palette=CityscapesDataset.METAINFO['palette'])
+    writer = OutputWriter('', meta, with_labels=True)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+              for _ in range(6)]
+    labels = [np.kron(rng.integers(0, 19, (3, 4)), np.ones((16, 16))
+                      ).astype(np.uint8) for _ in range(6)]
+    alone = [writer.overlay(i, l) for i, l in zip(images, labels)]
+    with ThreadPoolExecutor(4) as pool:
+        at_once = list(pool.map(writer.overlay, images * 4, labels * 4))
+    assert all(np.array_equal(a, b) for a, b in zip(at_once, alone * 4))
