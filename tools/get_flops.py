@@ -8,8 +8,8 @@ deploy form at 224x224 (backbone + global pool + 1000-class linear).
 CONFIG: the config's model at 713x713 (segmentor; logits resized to the
 input) or 224x224 (classifier), fused for deployment unless --unfused.
 FLOPs count multiply-adds (as the paper); Wino MULs count stride-1 3x3 convs
-at 4/9 (Winograd F(2x2,3x3)). See repvgg_seg/complexity.py for the rounding
-rule of Table 4.
+at 4/9 (Winograd F(2x2,3x3)). See repvgg_seg/bench/complexity.py for the
+rounding rule of Table 4.
 """
 import argparse
 import sys

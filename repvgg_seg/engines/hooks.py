@@ -71,9 +71,9 @@ def install_bare_model(runner, model) -> None:
     itself, or the module of its DDP or TTA wrapper, whose ``test_step``
     (what the test loop calls) hands the data to their module."""
     from mmengine.model import BaseTTAModel, is_model_wrapper
-    holder, name = runner, 'model'
-    if is_model_wrapper(getattr(holder, name)):
-        holder, name = getattr(holder, name), 'module'
-    if isinstance(getattr(holder, name), BaseTTAModel):
-        holder, name = getattr(holder, name), 'module'
+    holder, name, inside = runner, 'model', runner.model
+    if is_model_wrapper(inside):
+        holder, name, inside = inside, 'module', inside.module
+    if isinstance(inside, BaseTTAModel):
+        holder, name = inside, 'module'
     setattr(holder, name, model)
