@@ -17,14 +17,17 @@ deploy config next to it (``x.pth`` -> ``x_deploy.py``). Reload with
 outlier channels (K times larger; the consumers divide them back, so fp32
 is unchanged, checked like the fusion) in --plant-pairs conv pairs drawn
 among --plant-where (backbone, decode_head, auxiliary_head, heads, any):
-what plain INT8 post-training quantization of RepVGG breaks on.
+what plain INT8 post-training quantization of RepVGG breaks on
+(``repvgg_seg.quantization.outliers.convert_with_outliers``).
 """
 import argparse
 import sys
 
 from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
                             parse_tool_args, run_cli)
-from repvgg_seg.deploy.convert import convert_checkpoint
+from repvgg_seg.deploy.convert import (FORMATS, ConvertOptions,
+                                       convert_checkpoint)
+from repvgg_seg.quantization.outliers import WHERE, convert_with_outliers
 
 
 def parse_args(argv=None):
@@ -36,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument('out', help='the deploy checkpoint to write')
     parser.add_argument('--force', action='store_true',
                         help='overwrite OUT and its deploy config')
-    parser.add_argument('--format', choices=['pth', 'safetensors'],
+    parser.add_argument('--format', choices=FORMATS,
                         help='default: from the suffix of OUT (pth unless '
                         '.safetensors)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
@@ -50,8 +53,7 @@ def parse_args(argv=None):
     parser.add_argument('--plant-pairs', type=int, default=4, metavar='N',
                         help='conv pairs planted (default 4)')
     parser.add_argument('--plant-where', default='decode_head',
-                        choices=['backbone', 'decode_head', 'auxiliary_head',
-                                 'heads', 'any'],
+                        choices=WHERE,
                         help='where the planted producers are drawn '
                         '(default decode_head: feeding the PSP head)')
     add_config_args(parser)
@@ -60,13 +62,17 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    report = convert_checkpoint(
-        args.config, args.checkpoint, args.out, fmt=args.format,
-        force=args.force, cfg_options=args.cfg_options, shape=args.shape,
-        tolerance=args.tolerance,
-        plant=(dict(k=args.plant_outliers, pairs=args.plant_pairs,
-                    where=args.plant_where)
-               if args.plant_outliers is not None else None))
+    options = ConvertOptions(fmt=args.format, force=args.force,
+                             cfg_options=args.cfg_options, shape=args.shape,
+                             tolerance=args.tolerance)
+    if args.plant_outliers is None:
+        report = convert_checkpoint(args.config, args.checkpoint, args.out,
+                                    options)
+    else:
+        report = convert_with_outliers(
+            args.config, args.checkpoint, args.out, options,
+            k=args.plant_outliers, pairs=args.plant_pairs,
+            where=args.plant_where)
     print(f'deploy checkpoint: {report["checkpoint"]} ({report["format"]})')
     print(f'deploy config:     {report["config"]}')
     print(f'max relative logit difference fused vs original: '

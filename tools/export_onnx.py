@@ -16,9 +16,9 @@ OpenVINO's CPU plugin.
 import argparse
 import sys
 
-from repvgg_seg.deploy.export import export_onnx
 from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
                             parse_tool_args, run_cli)
+from repvgg_seg.deploy.export import OPSET, ExportOptions, export_onnx
 
 
 def parse_args(argv=None):
@@ -35,7 +35,7 @@ def parse_args(argv=None):
                         help='also write an OpenVINO IR next to OUT')
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing outputs')
-    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--opset', type=int, default=OPSET)
     parser.add_argument('--tolerance', type=float, default=1e-4)
     parser.add_argument('--image', help='check on this image instead of a '
                         'synthetic one')
@@ -46,11 +46,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     report = export_onnx(args.config, args.checkpoint, args.out,
-                         shape=args.shape, batch_size=args.batch_size,
-                         dynamic=args.dynamic, force=args.force,
-                         openvino=args.openvino, opset=args.opset,
-                         tolerance=args.tolerance,
-                         cfg_options=args.cfg_options, image=args.image)
+                         ExportOptions(
+                             shape=args.shape, batch_size=args.batch_size,
+                             dynamic=args.dynamic, openvino=args.openvino,
+                             opset=args.opset, tolerance=args.tolerance,
+                             image=args.image, force=args.force,
+                             cfg_options=args.cfg_options))
     for check in report['checks']:
         print(f'{check["runtime"]} vs torch at {check["shape"][0]}x'
               f'{check["shape"][1]}: max relative logit error '

@@ -1,10 +1,11 @@
 """Deployment artefacts: fused deploy checkpoints and configs
 (:mod:`.convert`), the checked ONNX/OpenVINO export (:mod:`.export`) and the
 hook old deploy configs name (:mod:`.hooks`)."""
-from .convert import ConversionError, convert_checkpoint, make_deploy_config
+from .convert import (ConversionError, ConvertOptions, convert_checkpoint,
+                      make_deploy_config)
 from .hooks import DeployFuseHook
 
 __all__ = [
-    'ConversionError', 'convert_checkpoint', 'make_deploy_config',
-    'DeployFuseHook'
+    'ConversionError', 'ConvertOptions', 'convert_checkpoint',
+    'make_deploy_config', 'DeployFuseHook'
 ]

@@ -4,7 +4,11 @@ the deploy config that rebuilds it.
 :func:`convert_checkpoint` turns a trained checkpoint into a deploy
 checkpoint with the library's one fusion
 (:func:`repvgg_seg.models.convert.fuse_for_deploy`) and writes the matching
-deploy config next to it.
+deploy config next to it, in stages a caller can run one by one
+(:func:`load_trained`, :func:`fuse`, :func:`check_fused`,
+:func:`write_deploy`; options in :class:`ConvertOptions`): the INT8 hard
+case (:func:`repvgg_seg.quantization.outliers.convert_with_outliers`)
+changes the fused model between them.
 
 The deploy config
 -----------------
@@ -34,22 +38,26 @@ import io
 import json
 import os
 import os.path as osp
-from typing import Optional, Tuple, Union
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import MODELS, DefaultScope
 
-from ..apis.build import (DEPLOY_KEY, LogitsModule, checked_shape,
-                          is_deploy_config, is_segmentor, load_model)
+from ..apis.build import (DEPLOY_KEY, LogitsModule, build_model,
+                          checked_shape, is_deploy_config, is_segmentor,
+                          load_model)
 from ..config import as_config
-from ..errors import ConfigError, ConversionError, InputError
+from ..errors import ConfigError, ConversionError, check_choice
 from ..io.checkpoint import load_checkpoint_file, trusted_checkpoints
 from ..io.files import check_writable, staged_outputs, write_bytes
+from ..io.state_dict import extract_state_dict, load_state_dict_strict
 from ..models.convert import compare_outputs, fuse_for_deploy
+from ..models.describe import mismatch_hint
 from ..models.fused import FUSED_TYPE, scoped_type
-from ..quantization.outliers import plant_outliers
 
 #: the checkpoint formats :func:`convert_checkpoint` writes
 FORMATS = ('pth', 'safetensors')
@@ -111,141 +119,219 @@ def deploy_paths(out: str) -> Tuple[str, str]:
 
 
 # --------------------------------------------------------------------------
-# conversion
+# conversion: the stages of convert_checkpoint
 
 
-def _random_input(shape, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen)
+@dataclass
+class ConvertOptions:
+    """How :func:`convert_checkpoint` converts (``tools/convert.py``'s
+    options).
+
+    ``fmt``: ``pth`` (``{'state_dict', 'meta'}``) or ``safetensors`` (flat
+    tensors, the meta as JSON metadata); default from the suffix of the
+    output. ``force``: overwrite existing outputs. ``cfg_options``: applied
+    to the config. ``shape``: the check input's size (default 256x256 for a
+    segmentor, 224x224 for a classifier), a random input drawn with
+    ``seed``. ``tolerance``: the largest relative logit difference
+    accepted (relative to the largest logit), fused and reloaded alike.
+    """
+    fmt: Optional[str] = None
+    force: bool = False
+    cfg_options: Optional[dict] = None
+    shape: Optional[Sequence[int]] = None
+    tolerance: float = 1e-4
+    seed: int = 0
+
+
+class DeployFiles(NamedTuple):
+    """What a conversion writes: the deploy checkpoint in ``fmt`` and the
+    deploy config."""
+    checkpoint: str
+    config: str
+    fmt: str
+
+
+@dataclass
+class Conversion:
+    """A conversion in progress, what each stage hands the next: the
+    config, the model (fused after :func:`fuse`), what the deploy meta
+    keeps of the source checkpoint's (its ``dataset_meta``), the check
+    input and the logits on it (the original model's, then the fused
+    model's), their difference, and ``meta``: entries recorded in the
+    deploy checkpoint's meta besides the usual ones (e.g. outliers planted
+    into the fused model)."""
+    cfg: Config
+    checkpoint: str
+    model: nn.Module
+    source_meta: dict = field(default_factory=dict)
+    inputs: Optional[torch.Tensor] = None
+    original: Optional[torch.Tensor] = None
+    fused: Optional[torch.Tensor] = None
+    diff: Optional[dict] = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return tuple(self.inputs.shape[2:])
+
+
+def deploy_files(out: str, options: ConvertOptions) -> DeployFiles:
+    """Stage 0: the files :func:`write_deploy` will write for ``out``
+    (:func:`deploy_paths`), in a known format; existing ones are refused
+    unless ``options.force``."""
+    fmt = options.fmt or ('safetensors' if str(out).endswith('.safetensors')
+                          else 'pth')
+    check_choice('format', fmt, FORMATS)
+    out_ckpt, out_cfg = deploy_paths(os.fspath(out))
+    check_writable([out_ckpt, out_cfg], options.force)
+    return DeployFiles(out_ckpt, out_cfg, fmt)
+
+
+def load_trained(config: Union[str, Config], checkpoint: str,
+                 options: ConvertOptions) -> Conversion:
+    """Stage 1: the config's model with the trained checkpoint loaded
+    strictly, the file read once (its ``dataset_meta`` kept for the deploy
+    checkpoint). A deploy config is refused: convert with the training
+    config."""
+    cfg = as_config(config, options.cfg_options)
+    if is_deploy_config(cfg):
+        raise ConfigError(f'{cfg.filename} is already a deploy config; '
+                          'convert with the training config')
+    model = build_model(cfg)
+    with trusted_checkpoints(bool(cfg.get('trust_checkpoint', False))):
+        source = load_checkpoint_file(checkpoint)
+    load_state_dict_strict(model, extract_state_dict(source, checkpoint),
+                           source=checkpoint, hint=mismatch_hint)
+    meta = source.get('meta') if isinstance(source, dict) else None
+    kept = {key: meta[key] for key in ('dataset_meta', )
+            if isinstance(meta, dict) and key in meta}
+    return Conversion(cfg, checkpoint, model, kept)
+
+
+@torch.no_grad()
+def fuse(conversion: Conversion, options: ConvertOptions) -> Conversion:
+    """Stage 2: the original model's logits on a random input of
+    ``options.shape``, then the model fused in place
+    (:func:`fuse_for_deploy`)."""
+    model = conversion.model
+    shape = checked_shape(
+        options.shape, (256, 256) if is_segmentor(model) else (224, 224))
+    gen = torch.Generator().manual_seed(options.seed)
+    conversion.inputs = torch.randn((1, 3) + shape, generator=gen)
+    conversion.original = LogitsModule(model)(conversion.inputs)
+    fuse_for_deploy(model)
+    return conversion
+
+
+@torch.no_grad()
+def check_fused(conversion: Conversion,
+                options: ConvertOptions) -> Conversion:
+    """Stage 3: the fused model's logits against the original's, within
+    ``options.tolerance`` (:class:`ConversionError` otherwise)."""
+    conversion.fused = LogitsModule(conversion.model)(conversion.inputs)
+    diff = compare_outputs([conversion.original], [conversion.fused])
+    conversion.diff = diff
+    height, width = conversion.shape
+    print_log(f'fused {conversion.checkpoint}: logits on a random '
+              f'{height}x{width} input differ by {diff["max_rel_diff"]:.3g} '
+              f'relative (max abs {diff["max_abs_diff"]:.3g})',
+              logger='current')
+    if diff['max_rel_diff'] > options.tolerance:
+        raise ConversionError(
+            f'the fused model differs from the original: max relative logit '
+            f'difference {diff["max_rel_diff"]:.3g} > '
+            f'{options.tolerance:g}; nothing was written')
+    return conversion
+
+
+def _deploy_meta(conversion: Conversion, files: DeployFiles) -> dict:
+    """The deploy checkpoint's meta: where it came from, how it was
+    checked, :attr:`Conversion.meta` and the source's ``dataset_meta``
+    (where JSON can hold it: the safetensors metadata is JSON)."""
+    meta = dict(
+        deploy=True, fused=True,
+        source_checkpoint=osp.abspath(conversion.checkpoint),
+        source_config=str(getattr(conversion.cfg, 'filename', '') or ''),
+        deploy_config=osp.basename(files.config),
+        verify_shape=list(conversion.shape),
+        max_rel_diff=float(conversion.diff['max_rel_diff']),
+        torch_version=str(torch.__version__),
+        converted_at=datetime.datetime.now().isoformat(timespec='seconds'),
+        **conversion.meta)
+    meta.update((key, value) for key, value in conversion.source_meta.items()
+                if _jsonable(value))
+    return meta
+
+
+def write_deploy(conversion: Conversion, files: DeployFiles,
+                 options: ConvertOptions) -> dict:
+    """Stage 4: the deploy checkpoint and config written to temporary
+    files, the model rebuilt from them and checked to give the fused
+    logits (same tolerance), and only then renamed into place. Returns the
+    report (paths, format, differences, the check's shape)."""
+    meta = _deploy_meta(conversion, files)
+    deploy_cfg = make_deploy_config(conversion.cfg, info=dict(
+        source_checkpoint=meta['source_checkpoint'],
+        source_config=meta['source_config']))
+    state = {k: v.detach().cpu().contiguous()
+             for k, v in conversion.model.state_dict().items()}
+    with staged_outputs([files.checkpoint, files.config]) as staged:
+        tmp_ckpt, tmp_cfg = staged[files.checkpoint], staged[files.config]
+        write_bytes(_checkpoint_bytes(state, meta, files.fmt), tmp_ckpt,
+                    files.checkpoint)
+        write_bytes(_config_text(deploy_cfg, files.checkpoint).encode(),
+                    tmp_cfg, files.config)
+        # the round trip: the written files rebuild the same model
+        reloaded = LogitsModule(load_model(tmp_cfg, tmp_ckpt))
+        with torch.no_grad():
+            again = reloaded(conversion.inputs)
+        reload_diff = compare_outputs([conversion.fused], [again])
+        if reload_diff['max_rel_diff'] > options.tolerance:
+            raise ConversionError(
+                'the written deploy checkpoint does not reproduce the fused '
+                f'model: max relative difference '
+                f'{reload_diff["max_rel_diff"]:.3g}; nothing was written')
+    print_log(f'wrote {files.checkpoint} and {files.config}',
+              logger='current')
+    return dict(checkpoint=files.checkpoint, config=files.config,
+                format=files.fmt,
+                max_rel_diff=conversion.diff['max_rel_diff'],
+                max_abs_diff=conversion.diff['max_abs_diff'],
+                reload_max_rel_diff=reload_diff['max_rel_diff'],
+                shape=conversion.shape)
+
+
+def convert_checkpoint(config: Union[str, Config], checkpoint: str, out: str,
+                       options: Optional[ConvertOptions] = None,
+                       **fields) -> dict:
+    """Convert a trained checkpoint to a deploy checkpoint and config: the
+    stages :func:`deploy_files`, :func:`load_trained`, :func:`fuse`,
+    :func:`check_fused` and :func:`write_deploy` (a caller may run them
+    itself, changing the fused model between them).
+
+    ``options`` (:class:`ConvertOptions`; ``fields``: keyword arguments of
+    it, overriding). On any failure nothing is left behind. Returns
+    :func:`write_deploy`'s report.
+    """
+    options = replace(options or ConvertOptions(), **fields)
+    files = deploy_files(out, options)
+    conversion = fuse(load_trained(config, checkpoint, options), options)
+    check_fused(conversion, options)
+    return write_deploy(conversion, files, options)
 
 
 def _checkpoint_bytes(state: dict, meta: dict, fmt: str) -> bytes:
     """The serialized deploy checkpoint. In memory first (as mmengine does
     for its checkpoints): torch's file writer reports a failed write as an
     opaque RuntimeError, a plain file write as an OSError with the cause."""
-    if fmt == 'pth':
-        buffer = io.BytesIO()
-        torch.save({'state_dict': state, 'meta': meta}, buffer)
-        return buffer.getvalue()
     if fmt == 'safetensors':
         from safetensors.torch import save
         return save({k: v.contiguous().clone() for k, v in state.items()},
                     metadata={'format': 'pt',
                               'repvgg_seg_meta': json.dumps(meta)})
-    raise InputError(f'unknown format {fmt!r}; valid: {", ".join(FORMATS)}')
-
-
-def convert_checkpoint(config: Union[str, Config],
-                       checkpoint: str,
-                       out: str,
-                       fmt: Optional[str] = None,
-                       force: bool = False,
-                       cfg_options: Optional[dict] = None,
-                       shape: Optional[Tuple[int, int]] = None,
-                       tolerance: float = 1e-4,
-                       seed: int = 0,
-                       plant: Optional[dict] = None) -> dict:
-    """Convert a trained checkpoint to a deploy checkpoint and config.
-
-    1. builds the config's model and loads ``checkpoint`` strictly;
-    2. fuses it with :func:`fuse_for_deploy` and checks on a random input of
-       ``shape`` (default 256x256 for a segmentor, 224x224 for a classifier)
-       that the logits match the original within ``tolerance`` (relative to
-       the largest logit);
-    3. writes the state dict (``pth``: ``{'state_dict', 'meta'}``;
-       ``safetensors``: flat tensors, the meta as JSON metadata) and the
-       deploy config (:func:`deploy_paths`) to temporary files, rebuilds the
-       model from that config and checkpoint and checks it gives the fused
-       logits (same tolerance), and only then renames them into place.
-
-    ``plant``: keyword arguments of
-    :func:`repvgg_seg.quantization.outliers.plant_outliers` (``k``, ``pairs``,
-    ``where`` ...): the fused model gets outlier channels that keep its
-    fp32 function (the INT8 hard case; recorded in the meta).
-
-    Existing outputs are refused unless ``force``. On any failure nothing is
-    left behind. Returns a report dict (paths, differences).
-    """
-    fmt = fmt or ('safetensors' if str(out).endswith('.safetensors')
-                  else 'pth')
-    if fmt not in FORMATS:
-        raise InputError(f'unknown format {fmt!r}; valid: '
-                         f'{", ".join(FORMATS)}')
-    out_ckpt, out_cfg = deploy_paths(os.fspath(out))
-    check_writable([out_ckpt, out_cfg], force)
-
-    cfg = as_config(config, cfg_options)
-    if is_deploy_config(cfg):
-        raise ConfigError(f'{cfg.filename} is already a deploy config; '
-                          'convert with the training config')
-    model = load_model(cfg, checkpoint)
-    shape = checked_shape(
-        shape, (256, 256) if is_segmentor(model) else (224, 224))
-    inputs = _random_input((1, 3) + shape, seed)
-    logits_module = LogitsModule(model)
-    with torch.no_grad():
-        before = logits_module(inputs)
-        fuse_for_deploy(model)
-        planted = plant_outliers(model, **plant) if plant else None
-        after = logits_module(inputs)
-    fused_diff = compare_outputs([before], [after])
-    print_log(f'fused {checkpoint}: logits on a random {shape[0]}x{shape[1]} '
-              f'input differ by {fused_diff["max_rel_diff"]:.3g} relative '
-              f'(max abs {fused_diff["max_abs_diff"]:.3g})',
-              logger='current')
-    if fused_diff['max_rel_diff'] > tolerance:
-        raise ConversionError(
-            f'the fused model differs from the original: max relative logit '
-            f'difference {fused_diff["max_rel_diff"]:.3g} > {tolerance:g}; '
-            'nothing was written')
-
-    with trusted_checkpoints(bool(cfg.get('trust_checkpoint', False))):
-        source = load_checkpoint_file(checkpoint)
-    meta = dict(
-        deploy=True, fused=True,
-        source_checkpoint=osp.abspath(checkpoint),
-        source_config=str(getattr(cfg, 'filename', '') or ''),
-        deploy_config=osp.basename(out_cfg),
-        verify_shape=list(shape),
-        max_rel_diff=float(fused_diff['max_rel_diff']),
-        torch_version=str(torch.__version__),
-        converted_at=datetime.datetime.now().isoformat(timespec='seconds'))
-    if planted:
-        meta['planted_outliers'] = planted
-    src_meta = source.get('meta') if isinstance(source, dict) else None
-    if isinstance(src_meta, dict) and 'dataset_meta' in src_meta:
-        meta['dataset_meta'] = src_meta['dataset_meta']
-    del source
-    if 'dataset_meta' in meta and not _jsonable(meta['dataset_meta']):
-        meta.pop('dataset_meta')  # the safetensors metadata is JSON
-
-    deploy_cfg = make_deploy_config(cfg, info=dict(
-        source_checkpoint=meta['source_checkpoint'],
-        source_config=meta['source_config']))
-    state = {k: v.detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
-
-    with staged_outputs([out_ckpt, out_cfg]) as staged:
-        tmp_ckpt, tmp_cfg = staged[out_ckpt], staged[out_cfg]
-        write_bytes(_checkpoint_bytes(state, meta, fmt), tmp_ckpt, out_ckpt)
-        write_bytes(_config_text(deploy_cfg, out_ckpt).encode(), tmp_cfg,
-                    out_cfg)
-        # the round trip: the written files rebuild the same model
-        reloaded = LogitsModule(load_model(tmp_cfg, tmp_ckpt))
-        with torch.no_grad():
-            again = reloaded(inputs)
-        reload_diff = compare_outputs([after], [again])
-        if reload_diff['max_rel_diff'] > tolerance:
-            raise ConversionError(
-                'the written deploy checkpoint does not reproduce the fused '
-                f'model: max relative difference '
-                f'{reload_diff["max_rel_diff"]:.3g}; nothing was written')
-    print_log(f'wrote {out_ckpt} and {out_cfg}', logger='current')
-    return dict(checkpoint=out_ckpt, config=out_cfg, format=fmt,
-                max_rel_diff=fused_diff['max_rel_diff'],
-                max_abs_diff=fused_diff['max_abs_diff'],
-                reload_max_rel_diff=reload_diff['max_rel_diff'],
-                shape=shape, planted_outliers=planted)
+    buffer = io.BytesIO()
+    torch.save({'state_dict': state, 'meta': meta}, buffer)
+    return buffer.getvalue()
 
 
 def _jsonable(value) -> bool:

@@ -10,12 +10,19 @@ rounding), but those channels' activations are now ``k`` times larger than
 their neighbours': a per-tensor activation scale then crushes the other
 channels of the tensor, which is how ImageNet-trained RepVGG breaks under
 post-training quantization. A stress test for any quantization change.
+
+:func:`convert_with_outliers` (``tools/convert.py --plant-outliers``) writes
+such a model as a deploy checkpoint: the deploy conversion's stages
+(:mod:`repvgg_seg.deploy.convert`) with the outliers planted into the fused
+model before its check against the original.
 """
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
 
+from ..deploy.convert import (ConvertOptions, check_fused, deploy_files, fuse,
+                              load_trained, write_deploy)
 from ..errors import InputError, check_choice
 from .channels import ChannelGraph, Producer, channel_graph
 from .scaling import scale_channels
@@ -115,3 +122,23 @@ def plant_outliers(model: torch.nn.Module, k: float = 100.0, pairs: int = 4,
     return dict(k=float(k), seed=seed,
                 where=where if isinstance(where, str) else 'custom',
                 pairs=planted)
+
+
+def convert_with_outliers(config, checkpoint: str, out: str,
+                          options: Optional[ConvertOptions] = None,
+                          **plant) -> dict:
+    """The deploy conversion of ``checkpoint``
+    (:func:`~repvgg_seg.deploy.convert.convert_checkpoint`'s stages and
+    ``options``) with :func:`plant_outliers` (keyword arguments ``plant``:
+    ``k``, ``pairs``, ``where`` ...) applied to the fused model: checked
+    against the original model like the fusion, the planting recorded in
+    the checkpoint's meta (``planted_outliers``). Returns the conversion's
+    report with ``planted_outliers``."""
+    options = options or ConvertOptions()
+    files = deploy_files(out, options)
+    conversion = fuse(load_trained(config, checkpoint, options), options)
+    planted = plant_outliers(conversion.model, **plant)
+    conversion.meta['planted_outliers'] = planted
+    check_fused(conversion, options)
+    return dict(write_deploy(conversion, files, options),
+                planted_outliers=planted)
