@@ -19,8 +19,10 @@ for the official evaluation server; color: the palette); <name> keeps
 the input's suffix where inputs share a stem (photo.png, photo.jpg:
 DIR/vis/photo.png.jpg, DIR/vis/photo.jpg.jpg); a video gives
 DIR/<video>.mp4 (same size and fps) and DIR/pred/<video>/<frame>.png.
-A rerun skips inputs whose outputs exist (--force redoes them); inputs that
-cannot be read are skipped, listed at the end, and the exit status is 1.
+A rerun skips inputs whose outputs exist (--force redoes them), and the
+frames of a video whose label maps exist (--save-pred), and removes the
+temporary files a killed run left; inputs that cannot be read are
+skipped, listed at the end, and the exit status is 1.
 Launched by torchrun (tools/dist_infer.sh) the inputs are split between the
 ranks.
 """

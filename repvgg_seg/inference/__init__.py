@@ -2,7 +2,8 @@
 :class:`RepVGGSegInferencer` (mmseg's ``MMSegInferencer`` on
 :mod:`repvgg_seg.engines`; :mod:`.inferencer`) and the job behind
 ``tools/infer.py`` (:mod:`.job`: inputs in :mod:`.sources`, outputs in
-:mod:`.outputs`)."""
+:mod:`.outputs`, the batches' pipeline in :mod:`.pipeline`, videos in
+:mod:`.video`)."""
 from .job import InferenceOptions, InferenceReport, run_inference
 from .outputs import PRED_FORMATS
 

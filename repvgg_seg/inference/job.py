@@ -5,17 +5,19 @@ The model is :class:`~repvgg_seg.inference.RepVGGSegInferencer`'s: its
 pipeline, batching (``collate``), ``test_step`` and engine. Around it, what
 a long job over many inputs needs:
 
-* **throughput**: images are decoded in a thread ahead of the model, and
-  batches run in worker threads, one more than the engine has requests in
-  flight (OpenVINO compiled for its THROUGHPUT hint unless ``streams`` is
-  given), so the requests stay busy while another batch is pre- or
-  post-processed and written (OpenCV, torch and the runtimes release the
-  GIL); where mmseg's post-processing would only take the argmax, the
+* **throughput**: images and video frames go through one pipeline
+  (:mod:`.pipeline`): decoded in a thread ahead of the model, batches run
+  in worker threads, one more than the engine has requests in flight
+  (OpenVINO compiled for its THROUGHPUT hint unless ``streams`` is given),
+  so the requests stay busy while another batch is pre- or post-processed
+  and written (OpenCV, torch and the runtimes release the GIL); where mmseg's post-processing would only take the argmax, the
   labels come from the engine's graph (:meth:`InferenceJob.graph_labels`);
   overlays are JPEG unless asked for PNG (a tenth of the encoding time);
 * **resume**: outputs are written atomically and an input whose outputs all
   exist is skipped, so a killed run over 100k frames continues where it
-  stopped (``force`` redoes them);
+  stopped; so does a video with ``save_pred``: its frames whose label maps
+  exist are not segmented again (:mod:`.video`); ``force`` redoes them. A
+  rerun removes the temporary files a killed run left for what it writes;
 * **sharding**: launched by ``torchrun`` (``tools/dist_infer.sh``), rank
   *r* of *n* takes every *n*-th input, so each output is written by exactly
   one rank, and on GPUs each rank runs on its own (``cuda:LOCAL_RANK``);
@@ -25,26 +27,21 @@ a long job over many inputs needs:
 """
 import os
 import os.path as osp
-import queue
-import sys
-import threading
-import time
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from mmengine.logging import print_log
-from mmengine.utils import ProgressBar
 
 from ..engines import get_engine
 from ..errors import InputError
-from ..io.files import (atomic_write_bytes, publish, remove_quietly,
-                        temp_path)
-from .outputs import OutputWriter, check_out_dir, encode_image
-from .sources import Item, is_video, resolve_inputs, shard
+from .outputs import (OutputWriter, check_out_dir, remove_partials,
+                      remove_partials_of)
+from .pipeline import Progress, batched, run_pipeline
+from .sources import Item, is_video, read_image, resolve_inputs, shard
+from .video import Frame, VideoInput, VideoOutput, frame_name, video_stem
 
 
 @dataclass
@@ -111,70 +108,6 @@ def local_device(device: str) -> str:
     if device == 'cuda' and local_rank is not None:
         return f'cuda:{int(local_rank)}'
     return device
-
-
-def truncated(data: bytes, path: str) -> bool:
-    """Whether a JPEG or PNG file's bytes end before its end marker
-    (decoders often return a partly grey image for those instead of an
-    error)."""
-    head = data[:8]
-    if head.startswith(b'\xff\xd8'):
-        return b'\xff\xd9' not in data[-1024:]
-    if head.startswith(b'\x89PNG'):
-        return b'IEND' not in data[-64:]
-    return False
-
-
-def read_image(path: str) -> np.ndarray:
-    """The image as mmseg's ``LoadImageFromFile`` decodes it (BGR, OpenCV),
-    or :class:`InputError` saying why it cannot be used."""
-    import mmcv
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as exc:
-        raise InputError(f'cannot read {path}: {exc.strerror or exc}') \
-            from None
-    if not data:
-        raise InputError(f'{path} is empty')
-    if truncated(data, path):
-        raise InputError(f'{path} is truncated')
-    image = mmcv.imfrombytes(data)
-    if image is None:
-        raise InputError(f'{path} is not a readable image')
-    return image
-
-
-class Prefetcher:
-    """Runs ``produce()`` (a generator) in a thread, ``depth`` items
-    ahead of the consumer."""
-
-    _END = object()
-
-    def __init__(self, produce, depth: int = 2):
-        self.queue = queue.Queue(maxsize=depth)
-        self.error = None
-        self.thread = threading.Thread(target=self._run, args=(produce, ),
-                                       daemon=True)
-        self.thread.start()
-
-    def _run(self, produce) -> None:
-        try:
-            for item in produce():
-                self.queue.put(item)
-        except BaseException as exc:  # re-raised in the consumer
-            self.error = exc
-        finally:
-            self.queue.put(self._END)
-
-    def __iter__(self):
-        while True:
-            item = self.queue.get()
-            if item is self._END:
-                if self.error is not None:
-                    raise self.error
-                return
-            yield item
 
 
 class InferenceJob:
@@ -249,24 +182,6 @@ class InferenceJob:
                 return None
         return forward.labels(inputs)
 
-    # images
-
-    def _batches(self, items: List[Item], report: InferenceReport
-                 ) -> Iterator[List[Tuple[Item, np.ndarray]]]:
-        batch = []
-        for item in items:
-            try:
-                batch.append((item, read_image(item.path)))
-            except InputError as exc:
-                report.skipped.append((item.path, str(exc)))
-                print_log(f'skipped: {exc}', logger='current', level=30)
-                continue
-            if len(batch) == self.options.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
     def workers(self) -> int:
         """Threads that run batches at once: one more than the engine's
         requests in flight, so that while every request runs, one batch is
@@ -283,6 +198,27 @@ class InferenceJob:
         return forward is not None and forward.kind == 'checkpoint' and \
             not forward.runners
 
+    # the pipeline
+
+    def _run_pipeline(self, produce, work, finish, ordered: bool) -> None:
+        """:func:`run_pipeline` with the engine's workers; the first batch
+        alone where the engine makes its runner at the first input."""
+        run_pipeline(produce, work, finish, workers=self.workers,
+                     first_alone=self._runner_pending(), ordered=ordered)
+
+    # images
+
+    def _readable(self, items: List[Item], report: InferenceReport
+                  ) -> Iterator[Tuple[Item, np.ndarray]]:
+        """The items with their images; the unreadable ones are skipped
+        and listed in the report."""
+        for item in items:
+            try:
+                yield item, read_image(item.path)
+            except InputError as exc:
+                report.skipped.append((item.path, str(exc)))
+                print_log(f'skipped: {exc}', logger='current', level=30)
+
     def _segment_and_write(self, batch: List[Tuple[Item, np.ndarray]]
                            ) -> int:
         labels = self.predict([image for _, image in batch])
@@ -292,57 +228,63 @@ class InferenceJob:
 
     def run_images(self, items: List[Item],
                    report: InferenceReport) -> None:
-        todo = [item for item in shard(items, self.rank, self.world_size)
+        mine = shard(items, self.rank, self.world_size)
+        todo = [item for item in mine
                 if self.options.force or not self.writer.done(item.name)]
-        report.existing += len(shard(items, self.rank,
-                                     self.world_size)) - len(todo)
+        report.existing += len(mine) - len(todo)
         if report.existing:
             print_log(f'{report.existing} inputs already have their outputs '
                       f'in {self.options.out_dir}: skipped (--force redoes '
                       'them)', logger='current')
         if not todo:
             return
-        bar = ProgressBar(len(todo), file=sys.stderr)
-        start = time.perf_counter()
+        remove_partials_of(path for item in todo
+                           for path in self.writer.paths(item.name))
+        progress = Progress(len(todo))
 
-        def finished(count: int) -> None:
+        def finished(batch, count: int) -> None:
             report.done += count
-            for _ in range(count):
-                bar.update()
+            progress.update(count)
 
-        batches = iter(Prefetcher(lambda: self._batches(todo, report),
-                                  depth=4))
-        if self._runner_pending():
-            first = next(batches, None)
-            if first is not None:
-                finished(self._segment_and_write(first))
-        workers = self.workers()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            running = set()
-            for batch in batches:
-                running.add(pool.submit(self._segment_and_write, batch))
-                if len(running) > workers:  # bounds the images held
-                    done, running = wait(running,
-                                         return_when=FIRST_COMPLETED)
-                    for future in done:
-                        finished(future.result())
-            for future in running:
-                finished(future.result())
-        sys.stderr.write('\n')
-        report.seconds += time.perf_counter() - start
+        self._run_pipeline(
+            lambda: batched(self._readable(todo, report),
+                            self.options.batch_size),
+            self._segment_and_write, finished, ordered=False)
+        report.seconds += progress.close()
 
     # videos
 
     def video_path(self, video: str) -> str:
-        stem = osp.splitext(osp.basename(video))[0]
-        return osp.join(self.options.out_dir, stem + '.mp4')
+        return osp.join(self.options.out_dir, video_stem(video) + '.mp4')
+
+    def _found_labels(self, video: str, index: int) -> Optional[np.ndarray]:
+        """A frame's labels from the label map an earlier run wrote (none
+        under ``force``)."""
+        if self.options.force:
+            return None
+        return self.writer.read_labels(frame_name(video, index))
+
+    def _draw_frames(self, video: str, batch: List[Frame]
+                     ) -> List[np.ndarray]:
+        """The overlays of a batch of frames; the frames without labels
+        are segmented and their label maps written (when asked)."""
+        todo = [frame for frame in batch if frame.labels is None]
+        if todo:
+            for frame, labels in zip(todo, self.predict(
+                    [frame.image for frame in todo])):
+                frame.labels = labels
+                if self.options.save_pred:
+                    self.writer.write_label_map(
+                        frame_name(video, frame.index), labels)
+        return [self.writer.overlay(frame.image, frame.labels)
+                for frame in batch]
 
     def run_video(self, video: str, report: InferenceReport) -> None:
         """The video with the overlay drawn on each frame (same size and
         fps; ``--output-fourcc``), and per-frame label maps
-        (``pred/<video>/<frame>.png``) when asked. The video is one unit:
-        it is written to a temporary file and renamed when complete."""
-        import cv2
+        (``pred/<video>/<frame>.png``) when asked. The video is written to
+        a temporary file and renamed when complete; the frames whose label
+        maps exist (a killed run's) are not segmented again."""
         out = self.video_path(video)
         if self.rank != 0:
             return  # one video is one rank's job
@@ -351,94 +293,45 @@ class InferenceJob:
             print_log(f'{out} exists: skipped (--force redoes it)',
                       logger='current')
             return
-        capture = cv2.VideoCapture(video)
-        if not capture.isOpened():
-            report.skipped.append((video, 'cannot be opened as a video'))
-            print_log(f'skipped: {video} cannot be opened as a video',
-                      logger='current', level=30)
-            return
-        fps = self.options.output_fps or capture.get(cv2.CAP_PROP_FPS) or 25
-        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        tmp = temp_path(out)
-        # OpenCV picks the container from the suffix
-        tmp = osp.splitext(tmp)[0] + '.tmp.mp4'
-        writer = None
-        stem = osp.splitext(osp.basename(video))[0]
-        bar = ProgressBar(frames, file=sys.stderr) if frames else None
-        start = time.perf_counter()
-        count = 0
+        remove_partials_of([out])
+        remove_partials(osp.dirname(self.writer.pred_path(
+            frame_name(video, 0))))  # the folder is this video's
+        with VideoInput(video) as source:
+            if source.opened:
+                self._segment_video(video, source, out, report)
+                return
+        report.skipped.append((video, 'cannot be opened as a video'))
+        print_log(f'skipped: {video} cannot be opened as a video',
+                  logger='current', level=30)
 
-        def read_frames():
-            batch = []
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                batch.append(frame)
-                if len(batch) == self.options.batch_size:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+    def _segment_video(self, video: str, source: VideoInput, out: str,
+                       report: InferenceReport) -> None:
+        fps = self.options.output_fps or source.fps or 25
+        progress = Progress(source.frame_count)
+        output = VideoOutput(out, self.options.output_fourcc, fps)
 
-        def write_frames(batch, labels) -> None:
-            nonlocal writer, count
-            for frame, label in zip(batch, labels):
-                drawn = self.writer.overlay(frame, label)
-                if writer is None:
-                    height, width = drawn.shape[:2]
-                    writer = cv2.VideoWriter(
-                        tmp, cv2.VideoWriter_fourcc(
-                            *self.options.output_fourcc), fps,
-                        (width, height))
-                    if not writer.isOpened():
-                        raise InputError(
-                            f'cannot write a {self.options.output_fourcc}'
-                            f' video to {out}')
-                writer.write(drawn)
-                if self.options.save_pred:
-                    atomic_write_bytes(
-                        encode_image(self.writer.label_map(label)),
-                        osp.join(self.options.out_dir, 'pred', stem,
-                                 f'{count:06d}.png'))
-                count += 1
-                if bar is not None:
-                    bar.update()
+        def finished(batch: List[Frame], drawn: List[np.ndarray]) -> None:
+            found = sum(frame.found for frame in batch)
+            report.existing += found
+            report.done += len(batch) - found
+            for image in drawn:
+                output.write(image)
+            progress.update(len(batch))
 
-        try:
-            batches = iter(Prefetcher(read_frames, depth=4))
-            if self._runner_pending():
-                first = next(batches, None)
-                if first is not None:
-                    write_frames(first, self.predict(first))
-            workers = self.workers()
-            # frames are predicted by several workers and written in order
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                running = deque()
-                for batch in batches:
-                    running.append((batch, pool.submit(self.predict, batch)))
-                    if len(running) > workers:
-                        batch, future = running.popleft()
-                        write_frames(batch, future.result())
-                for batch, future in running:
-                    write_frames(batch, future.result())
-            if writer is None:
+        with output:
+            self._run_pipeline(
+                lambda: batched(source.frames(partial(
+                    self._found_labels, video)), self.options.batch_size),
+                partial(self._draw_frames, video), finished, ordered=True)
+            if not output.frames:
                 report.skipped.append((video, 'has no frames'))
                 return
-            writer.release()
-            writer = None
-            publish(tmp, out)
-        finally:
-            capture.release()
-            if writer is not None:
-                writer.release()
-            remove_quietly(tmp)
-        if bar is not None:
-            sys.stderr.write('\n')
-        report.done += count
-        report.seconds += time.perf_counter() - start
-        print_log(f'wrote {out} ({count} frames at {fps:g} fps)',
-                  logger='current')
+            output.publish()
+        report.seconds += progress.close()
+        resumed = (f'; {report.existing} from the label maps of an earlier '
+                   'run' if report.existing else '')
+        print_log(f'wrote {out} ({output.frames} frames at {fps:g} fps'
+                  f'{resumed})', logger='current')
 
     def run(self, source: str) -> InferenceReport:
         report = InferenceReport(rank=self.rank, world_size=self.world_size,

@@ -1,5 +1,6 @@
 """What ``tools/infer.py`` segments: an image, a folder of images
-(recursive), a text file of image paths, or a video.
+(recursive), a text file of image paths, or a video; and how an image is
+read (:func:`read_image`: a truncated file is an error, not a grey image).
 
 Each image becomes an :class:`Item` with the name its outputs get
 (``name``: the path relative to the input folder or list, without the
@@ -13,6 +14,8 @@ import os.path as osp
 from collections import Counter
 from dataclasses import dataclass
 from typing import List, Sequence
+
+import numpy as np
 
 from ..errors import InputError
 from ..evaluation.images import IMAGE_SUFFIXES, images_under, is_image
@@ -96,6 +99,38 @@ def resolve_inputs(source: str) -> List[Item]:
     raise InputError(
         f'{source}: not an image, a folder, a list of paths (.txt) or a '
         f'video ({", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})')
+
+
+def truncated(data: bytes) -> bool:
+    """Whether a JPEG or PNG file's bytes end before its end marker
+    (decoders often return a partly grey image for those instead of an
+    error)."""
+    head = data[:8]
+    if head.startswith(b'\xff\xd8'):
+        return b'\xff\xd9' not in data[-1024:]
+    if head.startswith(b'\x89PNG'):
+        return b'IEND' not in data[-64:]
+    return False
+
+
+def read_image(path: str) -> np.ndarray:
+    """The image as mmseg's ``LoadImageFromFile`` decodes it (BGR, OpenCV),
+    or :class:`InputError` saying why it cannot be used."""
+    import mmcv
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as exc:
+        raise InputError(f'cannot read {path}: {exc.strerror or exc}') \
+            from None
+    if not data:
+        raise InputError(f'{path} is empty')
+    if truncated(data):
+        raise InputError(f'{path} is truncated')
+    image = mmcv.imfrombytes(data)
+    if image is None:
+        raise InputError(f'{path} is not a readable image')
+    return image
 
 
 def shard(items: Sequence[Item], rank: int, world_size: int) -> List[Item]:

@@ -90,8 +90,8 @@ def test_images_that_share_a_stem_get_outputs_of_their_own(
                       capsys=capsys)
     assert code == 2
     assert error_line(err) == (
-        f'error: {folder}/photo.png and {folder}/photo.png.jpg would write the same '
-        "outputs (named 'photo.png'); rename one of them")
+        f'error: {folder}/photo.png and {folder}/photo.png.jpg would write '
+        "the same outputs (named 'photo.png'); rename one of them")
     assert not osp.exists(tmp_path / 'out2')
 
 
