@@ -168,6 +168,33 @@ TINY_ARCHS = {
 }
 
 
+#: Stage depths that cut a paper arch down for its numerics: each stage
+#: keeps its stride-2 first block and an identity block and, the depths
+#: before stage 4 being even, the official grouped layers (every second
+#: one) fall on the same blocks of each stage as in the full arch and as in
+#: timm's byobnet
+REDUCED_DEPTHS = (2, 2, 2, 1)
+#: The same with stage-3 blocks that 'fast' leaves undilated (it dilates
+#: the last 4), for the dilation modes
+DILATION_DEPTHS = (2, 2, 6, 1)
+
+
+def reduced_arch(arch: str, num_blocks=REDUCED_DEPTHS) -> dict:
+    """The paper arch ``arch`` (its widths, groups and SE) with
+    ``num_blocks`` blocks, as a custom arch dict."""
+    from repvgg_seg.models import ARCH_SETTINGS
+    return dict(ARCH_SETTINGS[arch], num_blocks=num_blocks)
+
+
+def assert_same_fused_geometry(model, other) -> None:
+    """The fused convs (``rbr_reparam``) of two RepVGG backbones have the
+    same stride, padding, dilation and groups, block by block."""
+    assert len(model.blocks()) == len(other.blocks())
+    for (name, a), (_, b) in zip(model.blocks(), other.blocks()):
+        for attr in ('stride', 'padding', 'dilation', 'groups'):
+            assert getattr(a.rbr_reparam, attr) == getattr(
+                b.rbr_reparam, attr), (name, attr)
+
 def error_report(err: str) -> str:
     """The ``error: ...`` report a tool ends with (its log lines go to
     stderr before it); fails the test when there is none."""

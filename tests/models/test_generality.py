@@ -1,12 +1,14 @@
-"""Backbone generality and weights interop (issue #13): timm and mmpretrain
+"""Backbone generality and weights interop: timm and mmpretrain
 checkpoints, the QARepVGG block, per-stage strides/dilations, act_cfg and
 list-valued init_cfg.
 
 Tolerances: fused vs unfused and ours vs timm/mmpretrain are compared with
 :func:`tests.helpers.relative_error` (max abs difference over max abs
-reference) <= 1e-5, on tiny inputs so that the big archs stay fast.
+reference) <= 1e-5, on tiny inputs and the big archs at reduced depth
+(their full-size keys and shapes on the meta device).
 """
 import copy
+import dataclasses
 import math
 import os.path as osp
 from collections import OrderedDict
@@ -18,10 +20,14 @@ import torch.nn as nn
 from repvgg_seg import CheckpointError, ConfigError, reparameterize
 from repvgg_seg.models import (BLOCK_TYPES, PAPER_ARCHS, QARepVGGBlock,
                                RepVGG, RepVGGBlock)
+from repvgg_seg.models.pretrained import (extract_backbone_state,
+                                          match_state_dict)
 from repvgg_seg.models.reparam import (BNParams, fuse_block_state_dict,
                                        fuse_qa_branches)
 from tests.conftest import REPO
-from tests.helpers import (captured_log, official_state, randomize_bn,
+from tests.helpers import (DILATION_DEPTHS, TINY_ARCHS,
+                           assert_same_fused_geometry, captured_log,
+                           official_state, randomize_bn, reduced_arch,
                            relative_error, seg_batch)
 from tests.helpers import load_backbone as _load
 
@@ -37,10 +43,20 @@ TIMM_ARCHS = {'A0': 'state_dict', 'A1': 'safetensors', 'A2': 'bare',
               'B3g4': 'state_dict', 'D2se': 'safetensors'}
 
 
-def _timm_model(arch, seed=0):
+def _timm_model(arch, seed=0, num_blocks=None):
+    """timm's RepVGG ``arch`` with random weights and BN statistics, in
+    eval mode; with ``num_blocks``, its byobnet config at those stage
+    depths (widths, groups and SE kept)."""
     import timm
+    from timm.models.byobnet import ByobNet, model_cfgs
     torch.manual_seed(seed)
-    model = timm.create_model(f'repvgg_{arch.lower()}', pretrained=False)
+    if num_blocks is None:
+        model = timm.create_model(f'repvgg_{arch.lower()}', pretrained=False)
+    else:
+        cfg = model_cfgs[f'repvgg_{arch.lower()}']
+        model = ByobNet(dataclasses.replace(cfg, blocks=tuple(
+            dataclasses.replace(stage, d=depth)
+            for stage, depth in zip(cfg.blocks, num_blocks))))
     randomize_bn(model, seed=seed)  # random BN statistics and affines
     return model.eval()
 
@@ -57,16 +73,55 @@ def _save(state, path, fmt):
     return path
 
 
+def _assert_fits(state, source='timm', **kwargs):
+    """A checkpoint's state dict, as the loader matches it to a RepVGG
+    built with ``kwargs`` (renamed, heads dropped, fused on load for
+    ``deploy=True``), has the backbone's keys and shapes; on the meta
+    device. The loader raises :class:`CheckpointError` where it does not
+    fit."""
+    with torch.device('meta'):
+        backbone = RepVGG(**kwargs)
+    renamed, _ = extract_backbone_state(state)
+    matched = match_state_dict(backbone, renamed, source)
+    assert {k: v.shape for k, v in matched.items()} == {
+        k: v.shape for k, v in backbone.state_dict().items()}
+
+
+@pytest.mark.parametrize('arch', sorted(TIMM_ARCHS))
+def test_timm_checkpoint_keys_and_shapes_fit_every_arch(arch):
+    """timm's full-size model of every arch (on the meta device): its
+    training-time state dict fits our backbone, and into deploy=True too
+    (fused on load); its fused one (timm's reparameterize_model) fits our
+    deploy backbone, and is refused by a training-time one."""
+    import timm
+    from timm.utils import reparameterize_model
+    with torch.device('meta'):
+        theirs = timm.create_model(f'repvgg_{arch.lower()}',
+                                   pretrained=False)
+    _assert_fits(theirs.state_dict(), arch=arch)
+    _assert_fits(theirs.state_dict(), arch=arch, deploy=True)
+    with torch.device('meta'):
+        reparameterize_model(theirs, inplace=True)
+    fused = theirs.state_dict()
+    assert any('reparam_conv' in k for k in fused)
+    _assert_fits(fused, arch=arch, deploy=True)
+    with pytest.raises(CheckpointError, match='fused .deploy. RepVGG'):
+        _assert_fits(fused, arch=arch)
+
+
 @pytest.mark.parametrize('arch', sorted(TIMM_ARCHS))
 def test_timm_checkpoint_matches_timm_features(tmp_path, arch):
     """timm's own state dict (random weights and BN statistics) loads via
-    init_cfg and gives timm's forward_features, unfused and fused."""
+    init_cfg and gives timm's forward_features, unfused and fused; the
+    arch at reduced depth (its widths, groups and SE,
+    :func:`tests.helpers.reduced_arch`), in its file format."""
     from timm.utils import reparameterize_model
     fmt = TIMM_ARCHS[arch]
-    theirs = _timm_model(arch)
+    ours_arch = reduced_arch(arch)
+    theirs = _timm_model(arch, num_blocks=ours_arch['num_blocks'])
     x = torch.randn(1, 3, 32, 32)
     path = _save(theirs.state_dict(), tmp_path / f'timm_{arch}.pth', fmt)
-    ours = _load(arch, path)
+    ours = _load(ours_arch, path)
     with torch.no_grad():
         ref = theirs.forward_features(x)
         assert relative_error(ref, ours(x)[0]) <= TOL
@@ -78,7 +133,7 @@ def test_timm_checkpoint_matches_timm_features(tmp_path, arch):
     assert any('reparam_conv' in k for k in theirs.state_dict())
     path = _save(theirs.state_dict(), tmp_path / f'timm_{arch}_fused.pth',
                  fmt)
-    ours = _load(arch, path, deploy=True)
+    ours = _load(ours_arch, path, deploy=True)
     with torch.no_grad():
         assert relative_error(ref, theirs.forward_features(x)) <= TOL
         assert relative_error(ref, ours(x)[0]) <= TOL
@@ -122,21 +177,29 @@ def test_timm_checkpoint_of_another_arch_names_it(tmp_path):
 
 
 def test_mmpretrain_d2se_se_keys(tmp_path):
-    """mmpretrain's D2se (SE layers ``se_layer.conv1/conv2``) loads and
-    computes what mmpretrain's backbone computes."""
+    """mmpretrain's D2se (SE layers ``se_layer.conv1/conv2``): the
+    full-size backbone's state dict fits ours (on the meta device), and at
+    reduced depth it loads and computes what mmpretrain's backbone
+    computes."""
     from mmengine.registry import DefaultScope
     mmpretrain_models = pytest.importorskip('mmpretrain.models')
+    with DefaultScope.overwrite_default_scope('mmpretrain'), \
+            torch.device('meta'):
+        full = mmpretrain_models.RepVGG(arch='D2se', out_indices=(3,))
+    assert any('se_layer.conv1.conv.weight' in k for k in full.state_dict())
+    _assert_fits(full.state_dict(), 'mmpretrain', arch='D2se')
+    arch = reduced_arch('D2se')
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        theirs = mmpretrain_models.RepVGG(arch='D2se', out_indices=(3,))
+        theirs = mmpretrain_models.RepVGG(arch=dict(
+            mmpretrain_models.RepVGG.arch_settings['D2se'],
+            num_blocks=list(arch['num_blocks'])), out_indices=(3,))
     randomize_bn(theirs)
     theirs.eval()
-    assert any('se_layer.conv1.conv.weight' in k
-               for k in theirs.state_dict())
     path = tmp_path / 'mmpretrain_d2se.pth'
     torch.save({'state_dict': OrderedDict(
         ('backbone.' + k, v) for k, v in theirs.state_dict().items())}, path)
-    ours = _load('D2se', path)
+    ours = _load(arch, path)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert relative_error(theirs(x)[0], ours(x)[0]) <= TOL
@@ -181,10 +244,7 @@ def test_qa_deploy_geometry_equals_repvgg_deploy(arch):
         rep = RepVGG(arch, deploy=True, dilation='fast')
     assert {k: v.shape for k, v in qa.state_dict().items()} == {
         k: v.shape for k, v in rep.state_dict().items()}
-    for (_, a), (_, b) in zip(qa.blocks(), rep.blocks()):
-        for attr in ('stride', 'padding', 'dilation', 'groups'):
-            assert getattr(a.rbr_reparam, attr) == getattr(b.rbr_reparam,
-                                                           attr)
+    assert_same_fused_geometry(qa, rep)
 
 
 @pytest.mark.parametrize('block', BLOCK_TYPES)
@@ -195,11 +255,11 @@ def test_training_checkpoint_fuses_on_load_and_loads_into_both_blocks(
     (fused on load through reparam.fuse_block_state_dict); the fused
     weights load into a deploy model of either block with identical
     outputs."""
-    from repvgg_seg.models import ARCH_SETTINGS
     torch.manual_seed(3)
-    # B1g4's layout (depths, groups 4 on every other layer, 'fast'
-    # dilation) at a quarter of its widths: the same blocks, 1/16 the size
-    arch = dict(ARCH_SETTINGS['B1g4'], width_factor=(0.5, 0.5, 0.5, 1))
+    # B1g4's layout (groups 4 on every other layer, 'fast' dilation) at
+    # reduced depth and a quarter of its widths: its kinds of blocks
+    arch = dict(reduced_arch('B1g4', DILATION_DEPTHS),
+                width_factor=(0.5, 0.5, 0.5, 1))
     kwargs = dict(dilation='fast', out_indices=(2, 4))
     source = RepVGG(arch, block=block, **kwargs).eval()
     assert [b.groups for _, b in source.blocks()][1:5] == [1, 4, 1, 4]
@@ -302,16 +362,15 @@ def test_plain_conv_qa_and_act_cfg():
 
 
 def test_unknown_block_refused():
-    with pytest.raises(ConfigError, match="unknown RepVGG block 'qa'.*"
-                       "'repvgg', 'qarepvgg'"):
+    with pytest.raises(ConfigError, match="unknown RepVGG block 'qa'; "
+                       'valid: repvgg, qarepvgg$'):
         RepVGG('A0', block='qa')
 
 
 # ------------------------------------------------------ training steps
 # (the QA configs themselves: tests/configs/test_pspnet.py::test_table8_configs and
 # tests/configs/test_imagenet.py::test_config_builds, parametrized over the block)
-_TINY_ARCH = dict(num_blocks=(1, 2, 2, 1),
-                  width_factor=(0.25, 0.25, 0.25, 0.25))
+_TINY_ARCH = TINY_ARCHS['two_identity_stages']
 
 
 def _one_step(model, data, scope):
@@ -348,7 +407,7 @@ def test_qa_classification_training_step(restore_default_scope):
     cfg = load_config(osp.join(REPO, 'configs', 'imagenet',
                                'qarepvgg_a0_120e.py'))
     cfg.model.backbone.arch = _TINY_ARCH
-    cfg.model.head.in_channels = 128
+    cfg.model.head.in_channels = 256
     cfg.model.head.num_classes = 2
     cfg.model.data_preprocessor.num_classes = 2
     torch.manual_seed(0)
@@ -376,9 +435,9 @@ def test_qa_segmentation_training_step(restore_default_scope):
                                'pspnet_qarepvgg_b1g2_fast.py'))
     cfg.model.backbone.arch = _TINY_ARCH
     cfg.model.backbone.init_cfg = None
-    cfg.model.decode_head.in_channels = 128
+    cfg.model.decode_head.in_channels = 256
     cfg.model.decode_head.channels = 8
-    cfg.model.auxiliary_head.in_channels = 64
+    cfg.model.auxiliary_head.in_channels = 128
     cfg.model.auxiliary_head.channels = 8
     cfg.model.data_preprocessor.size = (64, 64)
     torch.manual_seed(0)
@@ -456,7 +515,7 @@ def test_mode_and_tuples_together_refused():
     (dict(strides=(2, 2, 3, 1)), 'strides must be 4 ints'),
     (dict(dilations=(1, 1, 0, 2)), 'dilations must be 4 ints'),
     (dict(dilations=(1, 1, 2.0, 4)), 'dilations must be 4 ints'),
-    (dict(dilation='os16'), "invalid dilation mode 'os16'"),
+    (dict(dilation='os16'), "unknown dilation mode 'os16'"),
 ])
 def test_bad_strides_dilations_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):

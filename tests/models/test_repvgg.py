@@ -9,7 +9,9 @@ from repvgg_seg import reparameterize
 from repvgg_seg.models import (BLOCK_TYPES, PAPER_ARCHS, QARepVGGBlock,
                                RepVGG, RepVGGBlock)
 from repvgg_seg.models.reparam import identity_kernel
-from tests.helpers import captured_log, randomize_bn, relative_error
+from tests.helpers import (DILATION_DEPTHS, TINY_ARCHS,
+                           assert_same_fused_geometry, captured_log,
+                           randomize_bn, reduced_arch, relative_error)
 
 MODES = (None, 'last_two_stages', 'fast')
 BLOCK_CLASSES = {'repvgg': RepVGGBlock, 'qarepvgg': QARepVGGBlock}
@@ -31,30 +33,42 @@ def _official_param_count(keys: dict) -> int:
     return total
 
 
-GEOMETRY = ('stride', 'padding', 'dilation', 'groups')
+def _assert_deploy_build_fits(converted, arch, block, mode):
+    """A ``deploy=True`` build (on the meta device) has the converted
+    model's state dict shapes and fused-conv geometry."""
+    with torch.device('meta'):
+        deploy = RepVGG(arch, block=block, out_indices=(0, 1, 2, 3, 4),
+                        dilation=mode, deploy=True)
+    assert {k: v.shape for k, v in deploy.state_dict().items()} == {
+        k: v.shape for k, v in converted.state_dict().items()}
+    assert_same_fused_geometry(converted, deploy)
 
 
 @pytest.mark.parametrize('block', BLOCK_TYPES)
 @pytest.mark.parametrize('arch', PAPER_ARCHS)
 def test_reparam_equivalence_every_arch_and_dilation(arch, block):
     """Fused output == training-time output (eval mode, random BN
-    statistics) within 1e-5 rel, for both blocks, every arch and dilation
-    mode. Fusion does not depend on the mode (the same fused weights), and
-    each mode's converted geometry is its deploy=True geometry, so the
-    fused weights of any mode run in a deploy model of every mode."""
+    statistics) within 1e-5 rel, for both blocks, every arch (at reduced
+    depth: its widths and groups, :data:`tests.helpers.DILATION_DEPTHS`)
+    and dilation mode. Fusion does not depend on the mode (the same fused
+    weights), and each mode's converted geometry is its deploy=True
+    geometry, at reduced depth and for the full arch (on the meta device),
+    so the fused weights of any mode run in a deploy model of every
+    mode."""
     torch.manual_seed(0)
     x = torch.randn(*INPUT)
     outs = (0, 1, 2, 3, 4)
+    reduced = reduced_arch(arch, DILATION_DEPTHS)
     base_state = fused_state = None
     for mode in MODES:
         if base_state is None:
-            model = RepVGG(arch, block=block, out_indices=outs,
+            model = RepVGG(reduced, block=block, out_indices=outs,
                            dilation=mode)
             randomize_bn(model)
             base_state = model.state_dict()
         else:  # dilation never changes parameters: the same weights load
             with torch.device('meta'):  # (and no time spent on init)
-                model = RepVGG(arch, block=block, out_indices=outs,
+                model = RepVGG(reduced, block=block, out_indices=outs,
                                dilation=mode)
             model.load_state_dict(base_state, assign=True)
         assert all(type(b) is BLOCK_CLASSES[block]
@@ -76,15 +90,11 @@ def test_reparam_equivalence_every_arch_and_dilation(arch, block):
             assert list(state) == list(fused_state)
             assert all(torch.equal(v, fused_state[k])
                        for k, v in state.items()), mode
+        _assert_deploy_build_fits(model, reduced, block, mode)
         with torch.device('meta'):
-            deploy = RepVGG(arch, block=block, out_indices=outs,
-                            dilation=mode, deploy=True)
-        assert {k: v.shape for k, v in deploy.state_dict().items()} == {
-            k: v.shape for k, v in fused_state.items()}
-        for (_, a), (_, b) in zip(model.blocks(), deploy.blocks()):
-            for attr in GEOMETRY:
-                assert getattr(a.rbr_reparam, attr) == getattr(
-                    b.rbr_reparam, attr), (mode, attr)
+            full = RepVGG(arch, block=block, out_indices=outs, dilation=mode)
+        reparameterize(full)
+        _assert_deploy_build_fits(full, arch, block, mode)
 
 
 @pytest.mark.parametrize('arch', PAPER_ARCHS + ('D2se',))
@@ -167,9 +177,10 @@ def test_parameter_counts(arch, block, official_keys):
 @pytest.mark.parametrize('mode,stride', [(None, 32), ('last_two_stages', 8),
                                          ('fast', 8)])
 def test_output_strides_and_channels(mode, stride):
-    model = RepVGG('B1g2', out_indices=(0, 1, 2, 3, 4), dilation=mode).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 96))
+    """B1g2's feature shapes, computed on the meta device (shapes only)."""
+    with torch.device('meta'):
+        model = RepVGG('B1g2', out_indices=(0, 1, 2, 3, 4), dilation=mode)
+        outs = model.eval()(torch.empty(1, 3, 64, 96))
     strides = {None: (2, 4, 8, 16, 32)}.get(mode, (2, 4, 8, 8, 8))
     assert strides[-1] == stride
     assert [tuple(o.shape) for o in outs] == [
@@ -211,8 +222,8 @@ def test_dilation_placement():
 
 
 def test_custom_arch_dict():
-    arch = dict(num_blocks=(1, 2, 2, 1), width_factor=(0.25, 0.25, 0.5, 0.5),
-                group_layer_map={2: 2, 4: 4})
+    arch = dict(TINY_ARCHS['two_identity_stages'], group_layer_map={2: 2,
+                                                                    4: 4})
     model = RepVGG(arch, out_indices=(4,)).eval()
     # layers count from stage1's first block (1): 2 = stage2.0, 4 = stage3.0
     assert model.stage2[0].groups == 2 and model.stage3[0].groups == 4
@@ -229,18 +240,17 @@ def test_custom_arch_dict():
 def test_converted_state_dict_loads_into_deploy_model(mode):
     """A deploy=True build has exactly the converted model's geometry
     (padding, dilation, groups): its state dict loads and gives identical
-    outputs."""
+    outputs (B1g4 at reduced depth: its widths and grouped layers)."""
     torch.manual_seed(1)
-    model = RepVGG('B1g4', dilation=mode, out_indices=(2, 4)).eval()
+    arch = reduced_arch('B1g4', DILATION_DEPTHS)
+    model = RepVGG(arch, dilation=mode, out_indices=(2, 4)).eval()
     randomize_bn(model)
     reparameterize(model)
-    deploy = RepVGG('B1g4', dilation=mode, out_indices=(2, 4),
-                    deploy=True).eval()
-    deploy.load_state_dict(model.state_dict(), strict=True)
-    for (_, a), (_, b) in zip(model.blocks(), deploy.blocks()):
-        for attr in ('stride', 'padding', 'dilation', 'groups'):
-            assert getattr(a.rbr_reparam, attr) == getattr(b.rbr_reparam,
-                                                           attr)
+    with torch.device('meta'):  # every weight comes from the state dict
+        deploy = RepVGG(arch, dilation=mode, out_indices=(2, 4),
+                        deploy=True).eval()
+    deploy.load_state_dict(model.state_dict(), strict=True, assign=True)
+    assert_same_fused_geometry(model, deploy)
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         for a, b in zip(model(x), deploy(x)):
@@ -415,7 +425,7 @@ def test_with_cp_gives_same_gradients():
     x = torch.randn(2, 3, 32, 32)
     grads = []
     for model in (plain, cp_model):
-        with mock.patch('repvgg_seg.models.repvgg.cp.checkpoint',
+        with mock.patch('repvgg_seg.models.blocks.cp.checkpoint',
                         wraps=checkpoint.checkpoint) as spy:
             sum(o.sum() for o in model(x.clone().requires_grad_())
                 ).backward()
@@ -423,7 +433,7 @@ def test_with_cp_gives_same_gradients():
     assert grads == [0, len(cp_model.blocks())]  # 22 blocks of A0
     for (name, p), q in zip(plain.named_parameters(), cp_model.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-6), name
-    with mock.patch('repvgg_seg.models.repvgg.cp.checkpoint') as spy, \
+    with mock.patch('repvgg_seg.models.blocks.cp.checkpoint') as spy, \
             torch.no_grad():
         cp_model.eval()(x)
     assert spy.call_count == 0
