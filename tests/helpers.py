@@ -195,6 +195,7 @@ def assert_same_fused_geometry(model, other) -> None:
             assert getattr(a.rbr_reparam, attr) == getattr(
                 b.rbr_reparam, attr), (name, attr)
 
+
 def error_report(err: str) -> str:
     """The ``error: ...`` report a tool ends with (its log lines go to
     stderr before it); fails the test when there is none."""
