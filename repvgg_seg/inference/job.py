@@ -333,7 +333,9 @@ class InferenceJob:
         print_log(f'wrote {out} ({output.frames} frames at {fps:g} fps'
                   f'{resumed})', logger='current')
 
-    def run(self, source: str) -> InferenceReport:
+    def run(self, source: str,
+            items: Optional[List[Item]] = None) -> InferenceReport:
+        """Segment ``source`` (its ``items`` where resolved already)."""
         report = InferenceReport(rank=self.rank, world_size=self.world_size,
                                  device=self.device)
         threads = torch.get_num_threads()
@@ -348,7 +350,8 @@ class InferenceJob:
                     raise FileNotFoundError(f'input not found: {source}')
                 self.run_video(source, report)
             else:
-                self.run_images(resolve_inputs(source), report)
+                self.run_images(items if items is not None
+                                else resolve_inputs(source), report)
         finally:
             torch.set_num_threads(threads)
         return report
@@ -362,8 +365,12 @@ def run_inference(source: str, config: str, weights: Optional[str],
     module docstring. Returns the report; skipped inputs are listed in it
     (and logged), the rest are written."""
     options = options or InferenceOptions()
+    # a wrong output folder, inputs that cannot be used (none, outputs that
+    # would collide) fail before the model is built
+    check_out_dir(options.out_dir)
+    items = None if is_video(source) else resolve_inputs(source)
     job = InferenceJob(config, weights, options)
-    report = job.run(source)
+    report = job.run(source, items)
     shard_note = (f' (rank {report.rank} of {report.world_size})'
                   if report.world_size > 1 else '')
     print_log(f'segmented {report.done} images in {report.seconds:.1f} s '

@@ -55,7 +55,7 @@ def test_images_that_share_a_stem_get_outputs_of_their_own(
     folder: three overlays and three label maps, each the inferencer's
     prediction of its own file, and the log counts 4 images for 4 inputs.
     A clash that keeping the suffix cannot resolve stops the job before
-    any work, in one line."""
+    any work (the model is not built), in one line."""
     import cv2
     from repvgg_seg.config import as_config
     from repvgg_seg.inference import RepVGGSegInferencer
@@ -86,8 +86,10 @@ def test_images_that_share_a_stem_get_outputs_of_their_own(
     # three different images: three different label maps
     assert not np.array_equal(written[1], written[2])
     shutil.copy(folder / 'other.png', folder / 'photo.png.jpg')
-    code, err = infer(tiny_trained, str(folder), tmp_path / 'out2',
-                      capsys=capsys)
+    # before any work: not even the config is read
+    code, err = run_tool('infer', str(folder), str(tmp_path / 'none.py'),
+                         'none', '--out-dir', str(tmp_path / 'out2'),
+                         capsys=capsys)
     assert code == 2
     assert error_line(err) == (
         f'error: {folder}/photo.png and {folder}/photo.png.jpg would write '
@@ -264,7 +266,7 @@ def test_bad_input_one_line(case, tiny_trained, tmp_path, capsys):
     assert expected in err
 
 
-def test_weights_that_do_not_fit_the_config(tiny_trained, tmp_path,
+def test_weights_that_do_not_fit_the_config(tiny_trained, photos, tmp_path,
                                             capsys):
     """A checkpoint of another model: the loader's list of what does not fit,
     one line."""
@@ -275,7 +277,7 @@ def test_weights_that_do_not_fit_the_config(tiny_trained, tmp_path,
     state[key] = state[key][:5]
     other = tmp_path / 'other.pth'
     torch.save({'state_dict': state}, other)
-    code, err = run_tool('infer', str(tmp_path), tiny_trained['config'],
+    code, err = run_tool('infer', photos, tiny_trained['config'],
                          str(other), '--out-dir', str(tmp_path / 'o'),
                          '--cfg-options', *[f'{k}={v}' for k, v in
                                             tiny_trained['options'].items()],
