@@ -115,7 +115,7 @@ def int8_step(config: str, checkpoint: str, work_dir: str,
     for a few iterations has near-tie logits that INT8 flips easily."""
     from .backends import require
     from .bench import BenchmarkOptions, benchmark
-    from .quantization.quantize import quantize_segmentor
+    from .quantization.quantize import QuantizeOptions, quantize_segmentor
     require('openvino', 'the demo\'s INT8 step')
     require('nncf', 'the demo\'s INT8 step')
     int8_dir = osp.join(work_dir, 'int8')
@@ -128,11 +128,12 @@ def int8_step(config: str, checkpoint: str, work_dir: str,
         reports[name] = quantize_segmentor(
             config, checkpoint,
             ir if equalize else osp.join(int8_dir, 'plain.xml'),
-            calib_images=None, calib_split='train', heldout_images=None,
-            min_agreement=0.0, force=True, cfg_options=options,
-            equalize_model=equalize,
-            out_json=osp.join(int8_dir, 'report.json' if equalize
-                              else 'plain_report.json'))
+            QuantizeOptions(
+                calib_images=None, calib_split='train', heldout_images=None,
+                min_agreement=0.0, force=True, cfg_options=options,
+                equalize=equalize,
+                out_json=osp.join(int8_dir, 'report.json' if equalize
+                                  else 'plain_report.json')))
     report = reports['equalized']
     test_cfg = setup_test_cfg(config, ir, work_dir=work_dir,
                               cfg_options=options, engine='openvino')

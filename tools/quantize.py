@@ -27,14 +27,16 @@ report (JSON) on stdout. Evaluate the IR with
 ``tools/test.py CONFIG OUT.xml --engine openvino``.
 """
 import argparse
+import dataclasses
 import json
 import sys
 
 from repvgg_seg.cli import (add_checkpoint_arg, add_config_args,
                             parse_tool_args, run_cli)
 from repvgg_seg.evaluation.metrics import METRICS
-from repvgg_seg.quantization.quantize import (CALIB_SPLITS, PRESETS,
-                                              quantize_segmentor)
+from repvgg_seg.quantization.options import (CALIB_SPLITS, PRESETS,
+                                             QuantizeOptions)
+from repvgg_seg.quantization.quantize import quantize_segmentor
 
 
 def parse_args(argv=None):
@@ -79,7 +81,7 @@ def parse_args(argv=None):
                         help='with --max-drop: keep at most N layers in '
                         'fp32 (speed); nothing is written if the drop is '
                         'still too large')
-    parser.add_argument('--keep-fp32', nargs='+', default=[],
+    parser.add_argument('--keep-fp32', nargs='+', default=(),
                         metavar='LAYER',
                         help='layers left in fp32 (globs of module names: '
                         'backbone.stage4.3, decode_head.*)')
@@ -99,18 +101,18 @@ def parse_args(argv=None):
     return parse_tool_args(parser, argv)
 
 
+def options_from_args(args) -> QuantizeOptions:
+    """The :class:`QuantizeOptions` of the parsed arguments (each option
+    is the field of its name)."""
+    return QuantizeOptions(**{field.name: getattr(args, field.name)
+                              for field in dataclasses.fields(
+                                  QuantizeOptions)})
+
+
 def main(argv=None):
     args = parse_args(argv)
-    report = quantize_segmentor(
-        args.config, args.checkpoint, args.out, shape=args.shape,
-        calib_images=args.calib_images, calib_split=args.calib_split,
-        heldout_images=args.heldout_images, preset=args.preset,
-        min_agreement=args.min_agreement, generated=args.generated,
-        force=args.force, cfg_options=args.cfg_options,
-        out_json=args.out_json, equalize_model=args.equalize,
-        metric=args.metric, max_drop=args.max_drop,
-        max_fp32_layers=args.max_fp32_layers,
-        keep_fp32=args.keep_fp32, sensitivity=args.sensitivity)
+    report = quantize_segmentor(args.config, args.checkpoint, args.out,
+                                options_from_args(args))
     print(json.dumps(report, indent=2))
 
 

@@ -1,6 +1,6 @@
-"""INT8 with a held-out metric (issue #20, items 2-4): equalization in the
-tool, accuracy-controlled quantization (``--max-drop``), layers kept in fp32
-by name (``--keep-fp32``), the per-layer sensitivity table, the conv names
+"""INT8 with a held-out metric: equalization in the tool,
+accuracy-controlled quantization (``--max-drop``), layers kept in fp32 by
+name (``--keep-fp32``), the per-layer sensitivity table, the conv names
 across torch, ONNX and OpenVINO, and the bad inputs of those options.
 
 The model is the suite's tiny trained PSPNet-RepVGG-A0 (10 iterations),
@@ -16,8 +16,9 @@ import shutil
 import pytest
 import torch
 
-from tests.helpers import run_tool
-from tests.quantization.test_quantize import data_options, error_line, option_args
+from tests.conftest import DEMO_CONFIG
+from tests.helpers import error_line, load_tool, run_tool
+from tests.quantization.common import data_options, option_args
 
 ov = pytest.importorskip('openvino')
 pytest.importorskip('nncf')
@@ -95,7 +96,7 @@ def test_conv_names_match_every_exported_conv(tiny_trained, options):
     from repvgg_seg.apis import LogitsModule, load_model
     from repvgg_seg.models.convert import fuse_for_deploy
     from repvgg_seg.quantization.names import ConvNames
-    from repvgg_seg.quantization.quantize import exported_openvino
+    from repvgg_seg.quantization.ptq import exported_openvino
     model = load_model(tiny_trained['config'], tiny_trained['checkpoint'],
                        cfg_options=options)
     fuse_for_deploy(model)
@@ -138,39 +139,64 @@ def test_conv_names_tie_broken_by_scope():
 # the tool: equalization, metric, --keep-fp32, --max-drop, --sensitivity
 
 
-def test_equalization_is_on_by_default_and_exact(tiny_trained, options,
+def test_equalization_is_on_by_default(tmp_path):
+    """The tool equalizes unless told --no-equalize, as the library does
+    unless told ``equalize=False``."""
+    from repvgg_seg.quantization.options import QuantizeOptions
+    tool = load_tool('quantize')
+    args = [DEMO_CONFIG, 'none', str(tmp_path / 'm.xml')]
+    assert QuantizeOptions().equalize is True
+    assert tool.options_from_args(tool.parse_args(args)) == QuantizeOptions()
+    assert tool.options_from_args(tool.parse_args(
+        args + ['--no-equalize'])) == QuantizeOptions(equalize=False)
+
+
+def test_equalized_quantization_is_exact_in_fp32(tiny_trained, options,
                                                  tmp_path, capsys):
-    results = {}
-    for flag in ('--equalize', '--no-equalize'):
-        out = tmp_path / flag.strip('-')
-        out.mkdir()
-        # the default is --equalize
-        extra = [flag] if flag == '--no-equalize' else []
-        code, report, err = quantize(tiny_trained, out / 'm.xml', *extra,
-                                     options=options, capsys=capsys)
-        assert code == 0, err
-        assert ('cross-layer equalization' in err) == (extra == [])
-        results[flag] = report
-    equalized = results['--equalize']['equalization']
+    """The tool's default run: every fused conv but the classifiers
+    equalized, exactly (the fp32 model's held-out mIoU is the unequalized
+    torch model's), and every conv in INT8."""
+    code, report, err = quantize(tiny_trained, tmp_path / 'm.xml',
+                                 options=options, capsys=capsys)
+    assert code == 0, err
+    assert 'cross-layer equalization' in err
+    equalized = report['equalization']
     # every fused conv of the model produces for a pair but the two
     # classifiers; the FCN head's input is shared with stage 4
     assert equalized['producers'] == 28 and equalized['skipped'] == 2
     assert equalized['power_of_two'] is False
     assert equalized['fp32_max_rel_diff'] <= 1e-5
-    assert results['--no-equalize']['equalization'] is None
     # the val split has labels: the metric is mmseg's mIoU, fp32 = INT8 up
     # to quantization (the tiny model's mIoU is ~10)
-    for report in results.values():
-        metric = report['metric']
-        assert metric['name'] == 'miou'
-        assert 0 < metric['fp32'] < 100
-        assert metric['drop'] == pytest.approx(metric['fp32'] -
-                                               metric['int8'])
-        assert report['fp32_layers'] == []
-        assert report['int8_convs'] == report['convs'] == len(A0_LAYERS)
-    # the same images, the same fp32 model: the same fp32 mIoU
-    assert results['--equalize']['metric']['fp32'] == pytest.approx(
-        results['--no-equalize']['metric']['fp32'], abs=1e-3)
+    metric = report['metric']
+    assert metric['name'] == 'miou'
+    assert 0 < metric['fp32'] < 100
+    assert metric['drop'] == pytest.approx(metric['fp32'] - metric['int8'])
+    assert report['fp32_layers'] == []
+    assert report['int8_convs'] == report['convs'] == len(A0_LAYERS)
+    # the same images, the model before equalization: the same fp32 mIoU
+    assert metric['fp32'] == pytest.approx(
+        unequalized_miou(tiny_trained, options), abs=1e-3)
+
+
+def unequalized_miou(trained, options):
+    """The held-out mIoU of the fused, unequalized torch model on the
+    images the tool scores at :data:`SHAPE` with 4 calibration images."""
+    from repvgg_seg.apis import LogitsModule, load_model
+    from repvgg_seg.config import as_config
+    from repvgg_seg.evaluation.metrics import heldout_metric
+    from repvgg_seg.models.convert import fuse_for_deploy
+    from repvgg_seg.quantization.images import calibration_and_heldout
+    from repvgg_seg.quantization.options import QuantizeOptions
+    cfg = as_config(trained['config'], options)
+    model = load_model(cfg, trained['checkpoint'])
+    fuse_for_deploy(model)
+    module = LogitsModule(model).eval()
+    images = calibration_and_heldout(cfg, model, QuantizeOptions(
+        shape=[int(v) for v in SHAPE[1:]], calib_images=4))
+    metric = heldout_metric('auto', cfg, model, images.heldout,
+                            images.heldout_from, module)
+    return metric(module)[0]
 
 
 def test_equalization_falls_back_to_bit_exact_scales(tiny_trained, options,
@@ -183,16 +209,16 @@ def test_equalization_falls_back_to_bit_exact_scales(tiny_trained, options,
     from repvgg_seg.apis import load_model
     from repvgg_seg.evaluation.agreement import preprocess, synthetic_image
     from repvgg_seg.models.convert import fuse_for_deploy
-    from repvgg_seg.quantization import quantize as quantize_module
+    from repvgg_seg.quantization import quantize
     model = load_model(tiny_trained['config'], tiny_trained['checkpoint'],
                        cfg_options=options)
     fuse_for_deploy(model)
     inputs = [preprocess(model, synthetic_image(64, 128, seed=s))
               for s in range(2)]
-    strict = functools.partial(quantize_module.check_function_preserved,
+    strict = functools.partial(quantize.check_function_preserved,
                                tolerance=1e-12)
-    monkeypatch.setattr(quantize_module, 'check_function_preserved', strict)
-    report = quantize_module._equalized(model, inputs)
+    monkeypatch.setattr(quantize, 'check_function_preserved', strict)
+    report = quantize.equalized(model, inputs)
     assert report['power_of_two'] is True
     assert report['fp32_max_rel_diff'] == 0.0
     assert report['producers'] == 28
@@ -297,10 +323,15 @@ def test_max_drop_restores_the_planted_model(planted, planted_runs):
     # the agreement the tool reports is the metric it controlled
     assert controlled['argmax_agreement_pct'] == pytest.approx(
         controlled['metric']['int8'])
+    # both ran with --no-equalize
+    assert plain['equalization'] is None
+    assert controlled['equalization'] is None
 
 
 def test_max_drop_it_cannot_meet_writes_nothing(planted, options, tmp_path,
                                                 capsys):
+    """A --max-drop accuracy control cannot meet within --max-fp32-layers
+    is one error line naming the drop, and nothing is written."""
     # the last pyramid conv and the bottleneck (both behind planted
     # outliers) in INT8, and one of them may be reverted: exact agreement
     # is out of reach (two layers for NNCF to rank: fast)
@@ -311,6 +342,7 @@ def test_max_drop_it_cannot_meet_writes_nothing(planted, options, tmp_path,
                             'decode_head.psp_modules.[0-2].*',
                             options=options, capsys=capsys)
     assert code == 2
+    assert 'cross-layer equalization' not in err  # --no-equalize
     line = error_line(err)
     assert re.search(r'could not keep the agreement drop within --max-drop '
                      r'0: 100\.00 \(fp32\) -> \d+\.\d\d \(INT8\) with 2[67] '

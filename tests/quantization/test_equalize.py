@@ -236,7 +236,7 @@ def int8_agreement(model, calibration, heldout, tmp_path):
     from repvgg_seg.backends.openvino import openvino_infer, openvino_read
     from repvgg_seg.deploy.export import export_onnx_file
     from repvgg_seg.evaluation.agreement import agreement, pooled_agreement
-    from repvgg_seg.quantization.quantize import quantize_model
+    from repvgg_seg.quantization.ptq import quantize_model
     module = LogitsModule(model).eval()
     path = str(tmp_path / 'model.onnx')
     export_onnx_file(module, path, tuple(calibration[0].shape))
