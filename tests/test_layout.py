@@ -144,10 +144,6 @@ def test_layout_folders_hold_one_job_each():
             if (a, b) in (('deploy', 'training'), ('engines', 'training')):
                 assert target == 'repvgg_seg.training.state', module
                 continue
-            if (a, b) == ('deploy', 'quantization'):
-                # until outlier planting leaves convert_checkpoint
-                assert target == 'repvgg_seg.quantization.outliers', module
-                continue
             assert {a, b} != {'inference', 'bench'}, (module, target)
             assert rank[a] > rank[b], f'{module} imports {target}'
 
