@@ -21,6 +21,7 @@ from typing import List, Optional, Union
 
 from mmengine.registry import init_default_scope
 
+from ..config import unwrap_dataset
 from ..deploy.convert import read_checkpoint_meta
 from ..engines import RunOptions, get_engine, load_engine, weights_kind
 
@@ -33,7 +34,8 @@ def _mmseg_inferencer():
 def dataset_meta(cfg, weights: Optional[str]) -> dict:
     """Class names and palette: from the checkpoint's meta when it has them
     (as ``MMSegInferencer`` reads them), else from the config's test data
-    set class (``METAINFO``), else Cityscapes'."""
+    set inside its wrappers (its ``metainfo``, else its class's
+    ``METAINFO``), else Cityscapes'."""
     if weights and weights_kind(weights) == 'checkpoint' and \
             osp.isfile(weights):
         meta = read_checkpoint_meta(weights).get('dataset_meta') or {}
@@ -41,12 +43,12 @@ def dataset_meta(cfg, weights: Optional[str]) -> dict:
             return dict(classes=meta['classes'], palette=meta.get('palette'))
     from mmseg.registry import DATASETS
     from mmseg.utils import get_classes, get_palette
-    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
-    while 'type' not in dataset and 'dataset' in dataset:
-        dataset = dataset['dataset']
+    dataset = unwrap_dataset(
+        (cfg.get('test_dataloader') or {}).get('dataset') or {})
     cls = DATASETS.get(dataset.get('type', '')) if dataset.get('type') \
         else None
-    info = getattr(cls, 'METAINFO', None) or {}
+    # a config's own metainfo overrides the class's, as mmseg's data sets do
+    info = dataset.get('metainfo') or getattr(cls, 'METAINFO', None) or {}
     if info.get('classes'):
         return dict(classes=list(info['classes']),
                     palette=[list(p) for p in info.get('palette') or []]
