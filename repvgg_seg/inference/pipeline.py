@@ -76,8 +76,9 @@ class Progress:
         self.start = time.perf_counter()
 
     def update(self, count: int = 1) -> None:
-        for _ in range(count if self.bar is not None else 0):
-            self.bar.update()
+        if self.bar is not None:
+            for _ in range(count):
+                self.bar.update()
 
     def close(self) -> float:
         """Ends the bar's line; returns the seconds taken."""
@@ -123,7 +124,8 @@ def run_pipeline(produce: Callable[[], Iterable[Batch]],
     ``depth`` batches ahead) in a pool of ``workers()`` threads, and calls
     ``finish(batch, result)`` in this thread: in the batches' order when
     ``ordered``, else as they complete. At most ``workers() + 1`` batches
-    are held at once (they bound the memory). ``first_alone``: the first
+    are in the pool at once and ``depth`` read ahead (they bound the
+    memory). ``first_alone``: the first
     batch runs before the pool starts and ``workers()`` is asked after it
     (an engine that makes its runner at the first input knows its
     concurrency then)."""
@@ -135,14 +137,19 @@ def run_pipeline(produce: Callable[[], Iterable[Batch]],
             if first is None:
                 return
             finish(first, work(first))
-        count = workers()
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            running = deque()
-            for batch in batches:
-                running.append((batch, pool.submit(work, batch)))
-                if len(running) > count:
-                    _finish_one(running, finish, ordered)
-            while running:
-                _finish_one(running, finish, ordered=True)
+        _run_pool(batches, work, finish, workers(), ordered)
     finally:
         prefetcher.close()
+
+
+def _run_pool(batches: Iterable[Batch], work: Callable[[Batch], Result],
+              finish: Callable[[Batch, Result], None], count: int,
+              ordered: bool) -> None:
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        running = deque()
+        for batch in batches:
+            running.append((batch, pool.submit(work, batch)))
+            if len(running) > count:
+                _finish_one(running, finish, ordered)
+        while running:
+            _finish_one(running, finish, ordered=True)
