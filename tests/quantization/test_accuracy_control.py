@@ -66,6 +66,9 @@ def planted(tiny_trained, options, tmp_path_factory):
 
 
 def test_planted_checkpoint_keeps_the_fp32_function(planted):
+    """tools/convert.py --plant-outliers 200 records the planting in the meta
+    (k, where, the producers feeding the PSP head) and keeps the fused logits
+    within 1e-5 of the original."""
     meta = planted['meta']
     # checked by convert against the unfused model on a random input
     assert meta['max_rel_diff'] <= 1e-5
@@ -91,6 +94,8 @@ A0_LAYERS = (['backbone.stage0'] + [f'backbone.stage1.{i}' for i in range(2)]
 
 
 def test_conv_names_match_every_exported_conv(tiny_trained, options):
+    """ConvNames maps every exported OpenVINO conv to its module (the weights
+    match), names layers and selects them by glob."""
     import numpy as np
 
     from repvgg_seg.apis import LogitsModule, load_model
@@ -128,6 +133,8 @@ def test_conv_names_match_every_exported_conv(tiny_trained, options):
 
 
 def test_conv_names_tie_broken_by_scope():
+    """Two modules with the same weights: the OpenVINO node's scope picks the
+    right one."""
     from repvgg_seg.quantization.names import ConvNames
     assert ConvNames._best(
         '/model/backbone/stage2/stage2.1/rbr_reparam/Conv',
@@ -252,6 +259,8 @@ def test_heldout_miou_is_mmseg_s(tiny_trained, options):
 
 def test_keep_fp32_leaves_exactly_the_named_layers(tiny_trained, options,
                                                    tmp_path, capsys):
+    """--keep-fp32 leaves exactly the named layers in fp32 (OpenVINO's
+    profile), and the pyramid's ReduceMean cells get no quantizer."""
     code, report, err = quantize(
         tiny_trained, tmp_path / 'm.xml', '--keep-fp32', 'backbone.stage1.*',
         'decode_head.conv_seg', options=options, capsys=capsys)
@@ -351,6 +360,9 @@ def test_max_drop_it_cannot_meet_writes_nothing(planted, options, tmp_path,
 
 
 def test_sensitivity_table(planted_runs):
+    """The --sensitivity table: the layers asked for, sorted by gain,
+    consistent with the all-INT8 model written, a layer behind the planted
+    outliers on top."""
     report = planted_runs['plain']
     table = report['sensitivity']
     assert table['metric'] == 'agreement'
@@ -394,6 +406,8 @@ def test_sensitivity_table(planted_runs):
 ])
 def test_bad_accuracy_options(extra, message, tiny_trained, options,
                               tmp_path, capsys):
+    """Each bad accuracy option is one error line naming it, and nothing is
+    written."""
     code, _, err = quantize(tiny_trained, tmp_path / 'm.xml', *extra,
                             options=options, capsys=capsys)
     assert code == 2
@@ -403,6 +417,7 @@ def test_bad_accuracy_options(extra, message, tiny_trained, options,
 
 def test_keep_fp32_error_lists_near_names(tiny_trained, options, tmp_path,
                                           capsys):
+    """A --keep-fp32 glob that matches no layer names the nearest layers."""
     code, _, err = quantize(tiny_trained, tmp_path / 'm.xml', '--keep-fp32',
                             'backbone.stage4.3', options=options,
                             capsys=capsys)
@@ -415,6 +430,7 @@ def test_keep_fp32_error_lists_near_names(tiny_trained, options, tmp_path,
 
 def test_max_drop_without_a_heldout_split(tiny_trained, options, tmp_path,
                                           capsys):
+    """--max-drop without a val split to hold images out is one error line."""
     code, _, err = quantize(tiny_trained, tmp_path / 'm.xml', '--max-drop',
                             '0.5', options=dict(options,
                                                 val_dataloader=None),
@@ -426,6 +442,8 @@ def test_max_drop_without_a_heldout_split(tiny_trained, options, tmp_path,
 
 def test_miou_on_a_split_without_labels(tiny_trained, synthetic_root,
                                         tmp_path, capsys):
+    """--metric miou on held-out images without label files is one error line
+    counting them."""
     root = tmp_path / 'data'
     shutil.copytree(synthetic_root, root)
     shutil.rmtree(root / 'gtFine' / 'val')

@@ -82,6 +82,8 @@ def preserved(before, after, inputs, tolerance=None):
 
 
 def test_channel_graph_of_the_tiny_model(tiny):
+    """The channel graph of the tiny PSPNet-RepVGG: every producer, its
+    consumers with offsets and paths, the classifiers skipped."""
     from repvgg_seg.quantization.channels import channel_graph
     graph = channel_graph(tiny)
     producers = {p.name: p for p in graph.producers}
@@ -143,6 +145,8 @@ def test_every_consumer_is_needed(tiny, heldout):
     ('backbone', 4), ('decode_head', 4), ('auxiliary_head', 2),
     ('any', 12)])
 def test_planting_is_exact(where, pairs, tiny, heldout):
+    """Planting scales exactly the chosen channels by k, in the producers of
+    each `where`, and keeps decode and auxiliary logits."""
     from repvgg_seg.quantization.channels import channel_graph
     from repvgg_seg.quantization.outliers import plant_outliers
     model = copy.deepcopy(tiny)
@@ -185,6 +189,8 @@ def test_planting_is_exact(where, pairs, tiny, heldout):
      'model.decode_head.dropout_ratio': 0.1}],
     ids=['grouped', 'fcn-concat', 'fcn-no-convs', 'leaky-dropout'])
 def test_planting_is_exact_on_other_structures(options, heldout):
+    """Planting and equalization stay exact on grouped backbones, FCN heads
+    with and without convs, LeakyReLU and dropout."""
     from repvgg_seg.quantization.channels import channel_graph
     from repvgg_seg.quantization.equalize import equalize
     from repvgg_seg.quantization.outliers import plant_outliers
@@ -209,6 +215,8 @@ def test_planting_is_exact_on_other_structures(options, heldout):
 
 
 def test_planting_a_bare_backbone_keeps_its_outputs(tiny, heldout):
+    """In a bare backbone the returned stages are model outputs: they are not
+    scaled, and the outputs are kept."""
     from repvgg_seg.quantization.channels import channel_graph
     from repvgg_seg.quantization.outliers import plant_outliers
     backbone = copy.deepcopy(tiny.backbone)
@@ -281,6 +289,8 @@ def int8_results(tiny, tmp_path_factory):
 
 
 def test_planted_outliers_break_plain_ptq(int8_results):
+    """Planted outliers keep fp32 but cost plain PTQ more than 30 points of
+    agreement."""
     assert int8_results['planted_fp32']['max_rel_diff'] <= 1e-5
     plain = int8_results['plain']['argmax_agreement_pct']
     planted = int8_results['planted']['argmax_agreement_pct']
@@ -294,6 +304,8 @@ def test_planted_outliers_break_plain_ptq(int8_results):
 
 
 def test_equalization_restores_ptq(int8_results):
+    """Equalizing the planted model (exact in fp32) brings PTQ back within 2
+    points of the unplanted model, in SWEEPS sweeps."""
     assert int8_results['equalized_fp32']['max_rel_diff'] <= 1e-5
     assert int8_results['equalization_fp32']['max_rel_diff'] <= 1e-5
     plain = int8_results['plain']['argmax_agreement_pct']
@@ -381,6 +393,8 @@ def test_power_of_two_equalization_is_bit_exact(tiny, heldout):
 
 
 def test_dead_channels_keep_scale_one(tiny, heldout):
+    """Dead channels and channels no consumer reads keep scale 1 and finite
+    weights; the function is kept."""
     from repvgg_seg.quantization.channels import channel_graph
     from repvgg_seg.quantization.equalize import equalize
     model = copy.deepcopy(tiny)
@@ -407,6 +421,8 @@ def test_dead_channels_keep_scale_one(tiny, heldout):
 @pytest.mark.parametrize('power_of_two,limit', [(True, 8.0),
                                                  (False, 10.0)])
 def test_extreme_scales_are_clamped(power_of_two, limit, tiny, heldout):
+    """A near-dead channel's scale is clamped to max_scale (its largest power
+    of two for power-of-two scales)."""
     from repvgg_seg.quantization.channels import channel_graph
     from repvgg_seg.quantization.equalize import equalize
     model = copy.deepcopy(tiny)
@@ -429,6 +445,8 @@ def test_extreme_scales_are_clamped(power_of_two, limit, tiny, heldout):
 
 
 def test_unfused_bn_and_blocks_are_skipped(heldout):
+    """Convs with an unfolded BN, and unfused blocks, are skipped with the
+    reason; the backbone's pairs are still equalized exactly."""
     from repvgg_seg.quantization.channels import channel_graph
     from repvgg_seg.quantization.equalize import equalize
 
@@ -462,6 +480,8 @@ def test_unfused_bn_and_blocks_are_skipped(heldout):
      'squeeze-and-excitation after the conv: its gate depends on the '
      'scale')])
 def test_non_homogeneous_blocks_are_skipped(options, reason, heldout):
+    """Blocks with GELU or squeeze-and-excitation are skipped with the reason;
+    the heads are still equalized exactly."""
     from repvgg_seg.quantization.channels import channel_graph
     from repvgg_seg.quantization.equalize import equalize
     model = tiny_model(**options)
@@ -478,6 +498,8 @@ def test_non_homogeneous_blocks_are_skipped(options, reason, heldout):
 
 
 def test_resnet_backbone_is_skipped_heads_are_covered(heldout):
+    """A ResNet backbone is skipped; the PSP and FCN heads' pairs are covered
+    and equalized exactly."""
     from repvgg_seg.apis import build_model
     from repvgg_seg.models.convert import fuse_for_deploy
     from repvgg_seg.quantization.channels import channel_graph
@@ -509,6 +531,8 @@ def test_resnet_backbone_is_skipped_heads_are_covered(heldout):
 
 
 def test_bad_input(tiny, heldout):
+    """Bad planting and equalization arguments are InputErrors that change
+    nothing; a changed function fails check_function_preserved."""
     from repvgg_seg.quantization.equalize import (check_function_preserved,
                                                   equalize)
     from repvgg_seg.quantization.outliers import plant_outliers

@@ -150,6 +150,9 @@ def int8_ir(tiny_trained, synthetic_root, tmp_path_factory):
 
 
 def test_quantize_report(int8_ir, capsys):
+    """The report of a tool run: train calibration, val held out, whole 256x512
+    images, agreement, every conv in INT8; the IR written has the input size
+    and FakeQuantize ops."""
     report = int8_ir['report']
     assert osp.isfile(int8_ir['xml'])
     assert osp.isfile(int8_ir['xml'][:-4] + '.bin')
@@ -176,6 +179,9 @@ def test_quantize_report(int8_ir, capsys):
 
 def test_int8_mIoU_in_the_test_loop(int8_ir, tiny_trained, tmp_path,
                                     capsys):
+    """tools/test.py --engine openvino evaluates the IR itself (its mIoU is
+    that of its own predictions), within the held-out agreement of fp32's pixel
+    accuracy."""
     results = {}
     for name, checkpoint, extra in (
             ('fp32', tiny_trained['checkpoint'], []),
@@ -217,6 +223,8 @@ def test_int8_mIoU_in_the_test_loop(int8_ir, tiny_trained, tmp_path,
 def test_engine_openvino_runs_the_ir_not_a_checkpoint(int8_ir,
                                                       tiny_trained,
                                                       tmp_path):
+    """The test config of an IR runs it through the EngineHook and loads no
+    checkpoint."""
     from repvgg_seg.runs import setup_test_cfg
     cfg = setup_test_cfg(tiny_trained['config'], int8_ir['xml'],
                          work_dir=str(tmp_path),
@@ -232,6 +240,9 @@ def test_engine_openvino_runs_the_ir_not_a_checkpoint(int8_ir,
 
 def test_heldout_images_are_never_calibration_images(tiny_trained,
                                                      synthetic_root):
+    """Held-out images follow the calibration ones in the same split, or come
+    from val when calibrating on train; windows are preprocessed by the model's
+    data preprocessor."""
     from repvgg_seg.apis import load_model
     from repvgg_seg.config import as_config
     from repvgg_seg.quantization.images import calibration_and_heldout
@@ -282,6 +293,8 @@ def test_slide_windows_are_mmseg_s(tiny_trained):
 
 
 def test_predictions_picture(int8_ir, tiny_trained, tmp_path):
+    """The demo's predictions picture: input, ground truth, fp32 and INT8 per
+    val image, and a legend with every class shown."""
     import mmcv
 
     from repvgg_seg.demo import draw_predictions
@@ -309,6 +322,8 @@ def test_predictions_picture(int8_ir, tiny_trained, tmp_path):
 
 
 def test_benchmark_int8_rows_and_peak(monkeypatch):
+    """The benchmark's INT8 row (every conv in INT8, generated calibration) and
+    its share of the measured INT8 peak."""
     from repvgg_seg.bench import (BenchmarkOptions, benchmark, format_table,
                                   peak)
 
@@ -359,6 +374,7 @@ def quantize_args(trained, out, *extra, options=None):
 
 def test_quantize_refuses_zero_calibration_images(tiny_trained, tmp_path,
                                                   capsys):
+    """--calib-images 0 is one error line, and nothing is written."""
     code, err = run_tool('quantize', *quantize_args(
         tiny_trained, tmp_path / 'm.xml', '--calib-images', '0'),
         capsys=capsys)
@@ -371,6 +387,8 @@ def test_quantize_refuses_zero_calibration_images(tiny_trained, tmp_path,
 def test_quantize_refuses_a_missing_or_empty_split(make, tiny_trained,
                                                    synthetic_root, tmp_path,
                                                    capsys):
+    """A calibration split that is missing or empty is one error line, and
+    nothing is written."""
     root = tmp_path / 'data'
     if make == 'empty':
         (root / 'leftImg8bit' / 'train').mkdir(parents=True)
@@ -390,6 +408,8 @@ def test_quantize_refuses_a_missing_or_empty_split(make, tiny_trained,
 
 def test_quantize_refuses_low_agreement(tiny_trained, synthetic_root,
                                         tmp_path, capsys):
+    """An INT8 model below --min-agreement is one error line with the
+    agreement measured, and nothing is written."""
     # a real quantization whose held-out agreement cannot reach 100%
     # (INT8 flips near-tie pixels of this barely trained model)
     options = data_options(tiny_trained, synthetic_root)
@@ -407,6 +427,7 @@ def test_quantize_refuses_low_agreement(tiny_trained, synthetic_root,
 
 def test_quantize_needs_force_for_an_existing_ir(int8_ir, tiny_trained,
                                                  capsys):
+    """An existing IR is kept unless --force."""
     before = os.path.getmtime(int8_ir['xml'])
     code, err = run_tool('quantize', *quantize_args(
         tiny_trained, int8_ir['xml']), capsys=capsys)
@@ -418,6 +439,7 @@ def test_quantize_needs_force_for_an_existing_ir(int8_ir, tiny_trained,
 @pytest.mark.parametrize('package', ['nncf', 'openvino'])
 def test_quantize_without_the_packages(package, tiny_trained, tmp_path,
                                        capsys, monkeypatch):
+    """Without nncf or openvino the tool says which package is missing."""
     monkeypatch.setitem(sys.modules, package, None)  # import fails
     code, err = run_tool('quantize', *quantize_args(
         tiny_trained, tmp_path / 'm.xml'), capsys=capsys)
@@ -429,6 +451,8 @@ def test_quantize_without_the_packages(package, tiny_trained, tmp_path,
 
 def test_test_tool_refuses_an_ir_with_engine_torch(int8_ir, tiny_trained,
                                                    tmp_path, capsys):
+    """An IR given to the torch engine is one error line naming --engine
+    openvino."""
     code, err = run_tool('test', tiny_trained['config'], int8_ir['xml'],
                          '--engine', 'torch', '--work-dir',
                          str(tmp_path / 'w'),
@@ -442,6 +466,8 @@ def test_test_tool_refuses_an_ir_with_engine_torch(int8_ir, tiny_trained,
 
 def test_test_tool_int8_from_a_checkpoint_needs_calibration(
         tiny_trained, tmp_path, capsys):
+    """INT8 from a checkpoint in tools/test.py needs calibration inputs: one
+    error line."""
     code, err = run_tool('test', tiny_trained['config'],
                          tiny_trained['checkpoint'], '--engine', 'openvino',
                          '--precision', 'int8', '--work-dir',
@@ -455,6 +481,7 @@ def test_test_tool_int8_from_a_checkpoint_needs_calibration(
 
 def test_test_tool_without_openvino(int8_ir, tiny_trained, tmp_path, capsys,
                                     monkeypatch):
+    """The openvino engine without openvino says the package is missing."""
     monkeypatch.setitem(sys.modules, 'openvino', None)
     code, err = run_tool('test', tiny_trained['config'], int8_ir['xml'],
                          '--engine', 'openvino', '--work-dir',
@@ -480,6 +507,8 @@ def fp32_ir(tmp_path, shape, cfg_options=None):
 @pytest.mark.parametrize('case', ['classes', 'shape'])
 def test_test_tool_refuses_an_ir_that_does_not_fit(case, tiny_trained,
                                                    tmp_path, capsys):
+    """An IR with other classes, or another input size than the images, is one
+    error line saying which."""
     options = dict(tiny_trained['options'])
     if case == 'classes':
         options.update({'model.decode_head.num_classes': 5,
