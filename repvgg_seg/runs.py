@@ -4,7 +4,8 @@ executes (work dir, resume, AMP, data checks, fusing and engine hooks for
 testing), and the Runner built and run."""
 import os
 import os.path as osp
-from typing import Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence, Tuple
 
 from mmengine.config import Config
 from mmengine.dist import master_only
@@ -15,7 +16,7 @@ from mmengine.runner import Runner
 from .config import check_work_dir, default_work_dir, load_config
 from .datasets.config_check import check_config_datasets
 from .engines import ENGINES, EngineHook, get_engine  # noqa: F401 (hook)
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, check_choice
 from .io.checkpoint import trusted_checkpoints
 from .training.state import find_resume_checkpoint
 
@@ -56,9 +57,7 @@ def check_data(cfg: Config, splits: Sequence[str],
             ``'off'``; ``None``: the config's ``data_check``, else full.
     """
     mode = mode or cfg.get('data_check', 'full')
-    if mode not in DATA_CHECK_MODES:
-        raise ConfigError(f'invalid data check mode {mode!r}; valid modes: '
-                          + ', '.join(DATA_CHECK_MODES))
+    check_choice('data check mode', mode, DATA_CHECK_MODES, ConfigError)
     if mode == 'off':
         return
     rank = launch_rank(cfg.get('launcher', 'none'))
@@ -70,46 +69,61 @@ def check_data(cfg: Config, splits: Sequence[str],
                           cache_dir=cfg.work_dir)
 
 
-def _runner_config(config: str, cfg_options: Optional[dict],
-                   work_dir: Optional[str], launcher: str,
-                   trust_checkpoint: bool) -> Config:
+@dataclass
+class RunOptions:
+    """What every Runner run of a config takes from its command line.
+
+    ``work_dir``: default the config's, else ``work_dirs/<config name>``;
+    ``cfg_options``: config overrides; ``launcher``: mmengine's;
+    ``trust_checkpoint``: fully unpickle checkpoints (this run only);
+    ``data_check``: see :func:`check_data`.
+    """
+    work_dir: Optional[str] = None
+    cfg_options: Optional[dict] = None
+    launcher: str = 'none'
+    trust_checkpoint: bool = False
+    data_check: Optional[str] = None
+
+
+@dataclass
+class TrainOptions(RunOptions):
+    """How ``tools/train.py`` trains (see its ``--help``). ``resume``:
+    ``'auto'`` resumes from the latest checkpoint of the work dir, a path
+    from that checkpoint, ``None`` starts afresh; ``amp``: mmengine's
+    automatic mixed precision (GPU only)."""
+    resume: Optional[str] = None
+    amp: bool = False
+
+
+def _runner_config(config: str, options: RunOptions) -> Config:
     """The config file with the options every Runner run takes: overrides,
     trust, launcher, a writable work dir."""
-    cfg = load_config(config, cfg_options)
-    if trust_checkpoint:
+    cfg = load_config(config, options.cfg_options)
+    if options.trust_checkpoint:
         cfg.trust_checkpoint = True
-    cfg.launcher = launcher
-    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
+    cfg.launcher = options.launcher
+    cfg.work_dir = (options.work_dir or cfg.get('work_dir')
+                    or default_work_dir(config))
     check_work_dir(cfg.work_dir)
     return cfg
 
 
-def setup_train_cfg(config: str,
-                    work_dir: Optional[str] = None,
-                    resume: Optional[str] = None,
-                    amp: bool = False,
-                    cfg_options: Optional[dict] = None,
-                    launcher: str = 'none',
-                    trust_checkpoint: bool = False,
-                    data_check: Optional[str] = None) -> Config:
-    """The config ``tools/train.py`` runs.
+def _use_amp(cfg: Config) -> None:
+    """mmengine's ``AmpOptimWrapper`` with a dynamic loss scale; refused
+    where there is no GPU."""
+    from mmengine.device import get_device
+    if get_device() == 'cpu':
+        raise ConfigError('--amp needs a GPU (mmengine\'s AmpOptimWrapper '
+                          'trains on GPU/NPU/MLU only); this machine has '
+                          'none, train without --amp')
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
 
-    Args:
-        resume: ``'auto'`` resumes from the latest checkpoint of the work dir,
-            a path resumes from that checkpoint, ``None`` starts afresh.
-        data_check: see :func:`check_data` (train and val sets).
-    """
-    cfg = _runner_config(config, cfg_options, work_dir, launcher,
-                         trust_checkpoint)
-    if amp:
-        from mmengine.device import get_device
-        if get_device() == 'cpu':
-            raise ConfigError('--amp needs a GPU (mmengine\'s AmpOptimWrapper '
-                              'trains on GPU/NPU/MLU only); this machine has '
-                              'none, train without --amp')
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+
+def _use_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``resume='auto'``: the work dir's latest checkpoint, if any; a path:
+    that checkpoint; ``None``: a fresh start."""
     if resume == 'auto':
         cfg.load_from = find_resume_checkpoint(cfg.work_dir)
         cfg.resume = cfg.load_from is not None
@@ -122,8 +136,20 @@ def setup_train_cfg(config: str,
                 f'checkpoint file not found: {resume}')
         cfg.resume = True
         cfg.load_from = resume
+
+
+def setup_train_cfg(config: str, options: Optional[TrainOptions] = None,
+                    **fields) -> Config:
+    """The config ``tools/train.py`` runs: ``options`` (default
+    :class:`TrainOptions`), with ``fields`` of it given by keyword
+    overriding them; the train and val sets checked."""
+    options = replace(options or TrainOptions(), **fields)
+    cfg = _runner_config(config, options)
+    if options.amp:
+        _use_amp(cfg)
+    _use_resume(cfg, options.resume)
     splits = ['train'] + (['val'] if cfg.get('val_dataloader') else [])
-    check_data(cfg, splits, data_check)
+    check_data(cfg, splits, options.data_check)
     return cfg
 
 
@@ -211,49 +237,57 @@ def _use_tta(cfg: Config) -> None:
     cfg.model = cfg.tta_model
 
 
-def setup_test_cfg(config: str,
-                   checkpoint: str,
-                   work_dir: Optional[str] = None,
-                   fuse: bool = False,
-                   show_dir: Optional[str] = None,
-                   format_only: bool = False,
-                   out_dir: Optional[str] = None,
-                   cfg_options: Optional[dict] = None,
-                   launcher: str = 'none',
-                   trust_checkpoint: bool = False,
-                   data_check: Optional[str] = None,
-                   engine: str = 'torch',
-                   precision: str = 'fp32',
-                   streams: Optional[int] = None,
-                   tta: bool = False) -> Config:
-    """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric).
+@dataclass
+class TestOptions(RunOptions):
+    """How ``tools/test.py`` evaluates (see its ``--help``).
 
     ``engine``: where ``encode_decode`` runs (:mod:`repvgg_seg.engines`,
     through :class:`~repvgg_seg.engines.EngineHook`): ``torch``,
     ``fused`` (``fuse=True`` is the same), ``winograd``, ``onnxruntime``,
-    ``openvino``. ``checkpoint`` is whatever the engine takes: a PyTorch
-    checkpoint (loaded by the Runner, strictly), an ``.onnx`` file or an
-    OpenVINO IR (``.xml``, fp32 or INT8, e.g. from ``tools/quantize.py``),
-    which replaces the network (no PyTorch checkpoint is loaded).
-    ``tta``: mmseg's test-time augmentation (the config's ``tta_model`` and
-    ``tta_pipeline``).
+    ``openvino``, in ``precision`` (``streams``: OpenVINO infer requests).
+    ``tta``: mmseg's test-time augmentation (the config's ``tta_model``
+    and ``tta_pipeline``). ``show_dir``: write colourised predictions there.
+    ``format_only``: write submission files (to ``out_dir``, default
+    ``<work_dir>/format_results``) and no metrics.
     """
-    if fuse and engine == 'torch':
+    __test__ = False  # a name pytest would otherwise collect as tests
+
+    engine: str = 'torch'
+    fuse: bool = False
+    precision: str = 'fp32'
+    streams: Optional[int] = None
+    tta: bool = False
+    show_dir: Optional[str] = None
+    format_only: bool = False
+    out_dir: Optional[str] = None
+
+
+def _test_engine(checkpoint: str, options: TestOptions) -> Tuple[str, str]:
+    """The engine (``fuse`` selects ``fused``) and the kind of weights
+    ``checkpoint`` is for it (``'checkpoint'`` for PyTorch weights), both
+    checked before anything is built."""
+    engine = options.engine
+    if options.fuse and engine == 'torch':
         engine = 'fused'
     eng = get_engine(engine)
     kind = eng.check_weights(checkpoint)
     eng.require()
-    eng.require_precision(precision)
-    why = eng.unsupported(precision)
+    eng.require_precision(options.precision)
+    why = eng.unsupported(options.precision)
     if why:
         raise InputError(why)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
-    cfg = _runner_config(config, cfg_options, work_dir, launcher,
-                         trust_checkpoint)
+    return engine, kind
+
+
+def _test_runner(cfg: Config, checkpoint: Optional[str]) -> None:
+    """The Runner of a test: :class:`TestRunner` (unless the config names
+    another), ``checkpoint`` loaded (``None``: the engine brings its own
+    weights), nothing of training."""
     if cfg.get('runner_type', 'Runner') in ('Runner', 'ResumableRunner'):
         cfg.runner_type = 'TestRunner'  # keeps the work dir's config
-    cfg.load_from = checkpoint if kind == 'checkpoint' else None
+    cfg.load_from = checkpoint
     cfg.resume = False
     # A test builds nothing of training. mmseg's visualization hook reads
     # runner.iter, which would build the train loop and with it the train
@@ -261,33 +295,72 @@ def setup_test_cfg(config: str,
     for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
                 'param_scheduler'):
         cfg[key] = None
+
+
+def _test_hooks(cfg: Config, checkpoint: str, kind: str, engine: str,
+                options: TestOptions) -> None:
+    """A test's own hooks in place of the config's: the strict checkpoint
+    fit (for PyTorch weights) and the :class:`EngineHook` (for any engine
+    or precision but torch fp32)."""
     hooks = [h for h in cfg.get('custom_hooks', [])
              if h.get('type') not in ('CheckpointFitHook', 'EngineHook')]
     if kind == 'checkpoint':
         # an evaluation must load every weight (training configs check
         # resumes only)
         hooks.append(dict(type='CheckpointFitHook', only_on_resume=False))
-    if engine != 'torch' or precision != 'fp32':
+    if engine != 'torch' or options.precision != 'fp32':
         hooks.append(dict(type='EngineHook', engine=engine,
                           weights=osp.abspath(checkpoint),
-                          precision=precision, streams=streams))
+                          precision=options.precision,
+                          streams=options.streams))
     cfg.custom_hooks = hooks
-    if tta:
+
+
+def _use_show_dir(cfg: Config, show_dir: str) -> None:
+    """mmseg's visualization hook draws every prediction into
+    ``show_dir``."""
+    vis = cfg.default_hooks.get('visualization')
+    if vis is None:
+        raise ConfigError('--show-dir needs a visualization hook in '
+                          'default_hooks')
+    vis.draw = True
+    vis.interval = 1
+    cfg.visualizer.save_dir = show_dir
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+
+
+def _use_format_only(cfg: Config, out_dir: Optional[str]) -> None:
+    """The evaluator writes submission files to ``out_dir`` (default
+    ``<work_dir>/format_results``) instead of computing metrics."""
+    cfg.test_evaluator.format_only = True
+    cfg.test_evaluator.output_dir = out_dir or osp.join(cfg.work_dir,
+                                                        'format_results')
+    cfg.test_evaluator.keep_results = True
+
+
+def setup_test_cfg(config: str, checkpoint: str,
+                   options: Optional[TestOptions] = None,
+                   **fields) -> Config:
+    """The config ``tools/test.py`` runs (mIoU via mmseg's IoUMetric):
+    ``options`` (default :class:`TestOptions`), with ``fields`` of it given
+    by keyword overriding them.
+
+    ``checkpoint`` is whatever the engine takes: a PyTorch checkpoint
+    (loaded by the Runner, strictly), an ``.onnx`` file or an OpenVINO IR
+    (``.xml``, fp32 or INT8, e.g. from ``tools/quantize.py``), which
+    replaces the network (no PyTorch checkpoint is loaded).
+    """
+    options = replace(options or TestOptions(), **fields)
+    engine, kind = _test_engine(checkpoint, options)
+    cfg = _runner_config(config, options)
+    _test_runner(cfg, checkpoint if kind == 'checkpoint' else None)
+    _test_hooks(cfg, checkpoint, kind, engine, options)
+    if options.tta:
         _use_tta(cfg)
-    if show_dir:
-        vis = cfg.default_hooks.get('visualization')
-        if vis is None:
-            raise ConfigError('--show-dir needs a visualization hook in '
-                              'default_hooks')
-        vis.draw = True
-        vis.interval = 1
-        cfg.visualizer.save_dir = show_dir
-        cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
-    if format_only:
-        cfg.test_evaluator.format_only = True
-        cfg.test_evaluator.output_dir = out_dir or osp.join(
-            cfg.work_dir, 'format_results')
-        cfg.test_evaluator.keep_results = True
-    if not format_only:  # a benchmark's test split may have no labels
-        check_data(cfg, ['test'], data_check)
+    if options.show_dir:
+        _use_show_dir(cfg, options.show_dir)
+    if options.format_only:
+        _use_format_only(cfg, options.out_dir)
+    else:  # a benchmark's test split may have no labels
+        check_data(cfg, ['test'], options.data_check)
     return cfg

@@ -16,7 +16,8 @@ import sys
 
 from repvgg_seg.io.files import write_json
 from repvgg_seg.cli import add_runner_args, parse_runner_args, run_cli
-from repvgg_seg.runs import TEST_ENGINES, run_test, setup_test_cfg
+from repvgg_seg.runs import (TEST_ENGINES, TestOptions, run_test,
+                             setup_test_cfg)
 
 
 def parse_args(argv=None):
@@ -55,15 +56,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = setup_test_cfg(args.config, args.checkpoint, work_dir=args.work_dir,
-                         fuse=args.fuse, show_dir=args.show_dir,
-                         format_only=args.format_only, out_dir=args.out_dir,
-                         cfg_options=args.cfg_options, launcher=args.launcher,
-                         trust_checkpoint=args.trust_checkpoint,
-                         data_check=args.data_check, engine=args.engine,
-                         precision=args.precision, streams=args.streams,
-                         tta=args.tta)
-    metrics = run_test(cfg)
+    options = TestOptions(
+        work_dir=args.work_dir, cfg_options=args.cfg_options,
+        launcher=args.launcher, trust_checkpoint=args.trust_checkpoint,
+        data_check=args.data_check, engine=args.engine, fuse=args.fuse,
+        precision=args.precision, streams=args.streams, tta=args.tta,
+        show_dir=args.show_dir, format_only=args.format_only,
+        out_dir=args.out_dir)
+    metrics = run_test(setup_test_cfg(args.config, args.checkpoint, options))
     if args.out_json:
         write_json({k: float(v) for k, v in metrics.items()}, args.out_json)
 

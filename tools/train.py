@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from repvgg_seg.cli import add_runner_args, parse_runner_args, run_cli
-from repvgg_seg.runs import run_train, setup_train_cfg
+from repvgg_seg.runs import TrainOptions, run_train, setup_train_cfg
 
 
 def parse_args(argv=None):
@@ -31,13 +31,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = setup_train_cfg(args.config, work_dir=args.work_dir,
-                          resume=args.resume, amp=args.amp,
-                          cfg_options=args.cfg_options,
-                          launcher=args.launcher,
-                          trust_checkpoint=args.trust_checkpoint,
-                          data_check=args.data_check)
-    run_train(cfg)
+    options = TrainOptions(
+        work_dir=args.work_dir, cfg_options=args.cfg_options,
+        launcher=args.launcher, trust_checkpoint=args.trust_checkpoint,
+        data_check=args.data_check, resume=args.resume, amp=args.amp)
+    run_train(setup_train_cfg(args.config, options))
 
 
 if __name__ == '__main__':
