@@ -11,7 +11,7 @@ interleaved rounds as the rows (:meth:`MeasuredPeak.step`):
   kernels are no peak of anything);
 * int8 (NNCF-quantized, OpenVINO's CPU plugin, the INT8 rows' engine):
   the same matmul (a ``Linear``), 1x1 conv and reference conv, each
-  quantized by :func:`repvgg_seg.quantization.quantize.quantize_module`, and
+  quantized by :func:`repvgg_seg.quantization.ptq.quantize_module`, and
   refused if its kernel does not run in INT8.
 
 On CUDA the kernels are sized for a GPU (:data:`CUDA_PEAK_SIZES`: on a
@@ -141,7 +141,7 @@ def _openvino_runner(module: torch.nn.Module, x: torch.Tensor,
     random inputs like it) and compiled by OpenVINO: a call that runs it
     once on ``x``, the quantization profile and the quantized model."""
     from ..backends.openvino import openvino_compile
-    from ..quantization.quantize import quantize_module
+    from ..quantization.ptq import quantize_module
     gen = torch.Generator().manual_seed(1)
     calibration = [x] + [torch.randn(x.shape, generator=gen)
                          for _ in range(3)]

@@ -92,7 +92,7 @@ class OpenVINOEngine(ExportedEngine):
     """OpenVINO's CPU plugin at an explicit inference precision, or an INT8
     model: an IR from ``tools/quantize.py``, or (from a checkpoint) the
     exported model quantized by NNCF on the calibration inputs of the run
-    options (:func:`repvgg_seg.quantization.quantize.quantize_module`)."""
+    options (:func:`repvgg_seg.quantization.ptq.quantize_module`)."""
 
     name = package = 'openvino'
     precisions = ('fp32', 'bf16', 'fp16') + tuple(INT8_PRECISIONS)
@@ -178,7 +178,7 @@ class OpenVINOEngine(ExportedEngine):
     def runner(self, module, input_shape, options, folder):
         if options.precision not in INT8_PRECISIONS:
             return super().runner(module, input_shape, options, folder)
-        from ..quantization.quantize import quantize_module
+        from ..quantization.ptq import quantize_module
         calibration = options.calibration
         if calibration is None:
             raise InputError('INT8 from a checkpoint needs calibration '

@@ -53,12 +53,10 @@ from .images import calibration_and_heldout
 from .names import ConvNames
 from .options import QuantizeOptions
 from .ptq import exported_openvino, int8_profile, quantize_model
-# the benchmark's INT8 path, which engines/ and bench/ import from here
-from .ptq import quantize_module  # noqa: F401
 from .sensitivity import layer_sensitivity
 
 __all__ = ['QuantizeOptions', 'Quantization', 'quantize_segmentor',
-           'quantize_module', 'prepare', 'equalize_fused', 'export_fp32',
+           'prepare', 'equalize_fused', 'export_fp32',
            'quantize_int8', 'evaluate', 'gate', 'write_ir']
 
 
