@@ -1,5 +1,7 @@
 """The package's architecture: no import cycles between its modules (counting
-imports inside functions too), and the public entry points in place."""
+imports inside functions too), layers that import only downwards, packages
+that say what they hold, modules and functions of a readable size, and the
+public entry points in place."""
 import ast
 import os
 import os.path as osp
@@ -124,9 +126,9 @@ def test_cycle_finder_sees_function_level_imports(tmp_path):
 
 def test_layout_folders_hold_one_job_each():
     graph = import_graph()
-    layers = ['errors', 'io', 'models', 'training', 'apis', 'backends',
-              'evaluation', 'deploy', 'quantization', 'engines', 'inference',
-              'bench']
+    layers = ['errors', 'io', 'datasets', 'models', 'training', 'apis',
+              'backends', 'evaluation', 'deploy', 'quantization', 'engines',
+              'inference', 'bench']
     rank = {name: i for i, name in enumerate(layers)}
 
     def layer(module):
@@ -148,105 +150,155 @@ def test_layout_folders_hold_one_job_each():
             assert rank[a] > rank[b], f'{module} imports {target}'
 
 
-def test_public_entry_points(tmp_path):
-    """Each name of the package's front door, called on a tiny model."""
-    import numpy as np
-    import torch
-    import torch.nn as nn
-    from mmcv.cnn import ConvModule
+def test_tool_plumbing_is_on_top():
+    """The tools' plumbing (Runner runs, command lines, the demo) uses the
+    package; no package module imports it back."""
+    plumbing = {f'{PACKAGE}.runs', f'{PACKAGE}.cli', f'{PACKAGE}.demo'}
+    graph = import_graph()
+    assert f'{PACKAGE}.runs' in graph[f'{PACKAGE}.cli']
+    back = sorted(f'{module} imports {target}'
+                  for module, edges in graph.items() if module not in plumbing
+                  for target in edges & plumbing)
+    assert back == []
 
+
+def _assert_front_door(module, expected):
+    """``module.__all__`` is the names of ``expected``, each the object
+    given there."""
+    assert sorted(module.__all__) == sorted(expected)
+    for name, obj in expected.items():
+        assert getattr(module, name) is obj, f'{module.__name__}.{name}'
+
+
+def test_public_entry_points():
+    """The package's front door (README, configs, docs): every name of
+    ``repvgg_seg.__all__`` and ``repvgg_seg.models.__all__`` is there and
+    is the object of the module that defines it."""
     import repvgg_seg
-    from repvgg_seg import (ARCH_SETTINGS, ConfigError, RepVGG, RepVGGBlock,
-                            RepVGGSegError, UnsafeCheckpointError, deploy_copy,
-                            fuse_for_deploy, load_checkpoint_file,
-                            reparameterize, trusted_checkpoints)
-    from tests.helpers import randomize_bn, relative_error
-    assert {'reparameterize', 'fuse_for_deploy', 'deploy_copy', 'RepVGG',
-            'RepVGGBlock', 'ARCH_SETTINGS', 'load_checkpoint_file',
-            'trusted_checkpoints', 'RepVGGSegError'} <= set(repvgg_seg.__all__)
-
-    # ARCH_SETTINGS: the paper's Table 3, and what RepVGG builds from it
-    assert ARCH_SETTINGS['A0']['num_blocks'] == (2, 4, 14, 1)
-    assert ARCH_SETTINGS['A0']['width_factor'] == (0.75, 0.75, 0.75, 2.5)
-    assert ARCH_SETTINGS['B1g2']['group_layer_map'] == {
-        layer: 2 for layer in range(2, 27, 2)}
-    with torch.device('meta'):
-        assert RepVGG('A0').out_channels == [48, 48, 96, 192, 1280]
-
-    # RepVGG and RepVGGBlock: shapes, and the block's three branches
-    torch.manual_seed(0)
-    tiny = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.25, 0.25, 0.25,
-                                                       0.25))
-    model = RepVGG(tiny, out_indices=(2, 4)).eval()
-    randomize_bn(model)
-    x = torch.randn(1, 3, 32, 48)
-    with torch.no_grad():
-        ref = model(x)
-    assert [tuple(o.shape) for o in ref] == [(1, 32, 4, 6), (1, 128, 1, 2)]
-    block = RepVGGBlock(8, 8).eval()
-    randomize_bn(block, seed=1)
-    y = torch.randn(1, 8, 5, 7)
-    with torch.no_grad():
-        by_hand = torch.relu(block.rbr_dense(y) + block.rbr_1x1(y)
-                             + block.rbr_identity(y))
-        assert torch.equal(block(y), by_hand)
-
-    # deploy_copy: a fused copy, the original untouched
-    copied = deploy_copy(model)
-    assert copied is not model
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in copied.modules())
-    assert not model.deploy and hasattr(model.stage2[1], 'rbr_dense')
-    # reparameterize: in place, every block, the same function
-    report = reparameterize(model, verify=True, input_shape=(1, 3, 32, 48))
-    assert report['converted'] == 1 + 1 + 2 + 1 + 1
-    assert report['max_rel_diff'] < 1e-5
-    assert all(hasattr(b, 'rbr_reparam') and not hasattr(b, 'rbr_dense')
-               for _, b in model.blocks())
-    with torch.no_grad():
-        assert relative_error(ref, model(x)) < 1e-5
-        assert relative_error(ref, copied(x)) < 1e-5
-
-    # fuse_for_deploy: the blocks and a head's conv+BN (mmcv ConvModule)
-    net = nn.Sequential(RepVGGBlock(3, 8), ConvModule(
-        8, 4, 3, padding=1, norm_cfg=dict(type='BN'))).eval()
-    randomize_bn(net, seed=2)
-    with torch.no_grad():
-        before = net(x)
-        assert fuse_for_deploy(net) is net
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-        assert relative_error(before, net(x)) < 1e-5
-
-    # load_checkpoint_file: weights come back; a pickle that needs other
-    # classes is refused unless trusted_checkpoints() says otherwise
-    path = tmp_path / 'tiny.pth'
-    torch.save({'state_dict': model.state_dict()}, path)
-    loaded = load_checkpoint_file(path)['state_dict']
-    assert list(loaded) == list(model.state_dict())
-    assert all(torch.equal(loaded[k], v)
-               for k, v in model.state_dict().items())
-    pickled = tmp_path / 'pickled.pth'
-    torch.save({'extra': np.random.default_rng(0)}, pickled)
-    with pytest.raises(UnsafeCheckpointError, match='refused to load .*'
-                       'pickled.pth.*--trust-checkpoint'):
-        load_checkpoint_file(pickled)
-    with trusted_checkpoints():
-        rng = load_checkpoint_file(pickled)['extra']
-    assert rng.integers(1000) == np.random.default_rng(0).integers(1000)
-
+    from repvgg_seg import errors, models
+    from repvgg_seg.io import checkpoint
+    from repvgg_seg.models import archs, blocks, convert, dilation, fused
+    from repvgg_seg.models import repvgg as backbone
+    front = {
+        'ARCH_SETTINGS': archs.ARCH_SETTINGS, 'RepVGG': backbone.RepVGG,
+        'RepVGGBlock': blocks.RepVGGBlock,
+        'QARepVGGBlock': blocks.QARepVGGBlock,
+        'reparameterize': convert.reparameterize,
+        'fuse_for_deploy': convert.fuse_for_deploy,
+        'deploy_copy': convert.deploy_copy,
+        'load_checkpoint_file': checkpoint.load_checkpoint_file,
+        'trusted_checkpoints': checkpoint.trusted_checkpoints,
+        'RepVGGSegError': errors.RepVGGSegError,
+        'ConfigError': errors.ConfigError,
+        'CheckpointError': errors.CheckpointError,
+        'UnsafeCheckpointError': errors.UnsafeCheckpointError,
+        'NonFiniteLossError': errors.NonFiniteLossError,
+        'use_mmengine_defaults': repvgg_seg.use_mmengine_defaults}
+    _assert_front_door(repvgg_seg, front)
+    shared = ('ARCH_SETTINGS', 'RepVGG', 'RepVGGBlock', 'QARepVGGBlock',
+              'reparameterize', 'fuse_for_deploy', 'deploy_copy')
+    _assert_front_door(models, dict(
+        {name: front[name] for name in shared},
+        PAPER_ARCHS=archs.PAPER_ARCHS, BLOCK_TYPES=blocks.BLOCK_TYPES,
+        DILATION_MODES=dilation.DILATION_MODES, FUSED_TYPE=fused.FUSED_TYPE,
+        FusedModel=fused.FusedModel))
     # RepVGGSegError: what every user error is (and what a caller catches)
-    with pytest.raises(RepVGGSegError, match="unknown RepVGG arch 'A9'"):
-        RepVGG('A9')
-    assert issubclass(ConfigError, RepVGGSegError)
-    assert issubclass(UnsafeCheckpointError, RepVGGSegError)
+    for name in ('ConfigError', 'CheckpointError', 'UnsafeCheckpointError',
+                 'NonFiniteLossError'):
+        assert issubclass(front[name], errors.RepVGGSegError), name
 
 
 def test_registered_type_names():
-    from mmengine.registry import HOOKS, LOOPS
+    """The type names configs use are registered, as the project's
+    objects."""
+    from mmengine.registry import HOOKS, LOOPS, RUNNERS
     from mmseg.registry import MODELS
-    assert MODELS.get('RepVGG') is not None
+
+    import repvgg_seg
+    assert MODELS.get('RepVGG') is repvgg_seg.RepVGG
+    assert HOOKS.get('FiniteLossHook') is repvgg_seg.training.FiniteLossHook
     for hook in ('RandomStateHook', 'SignalCheckpointHook', 'FiniteLossHook',
                  'CheckpointFitHook', 'EngineHook', 'DeployFuseHook'):
         assert HOOKS.get(hook) is not None, hook
     assert LOOPS.get('ResumableEpochBasedTrainLoop') is not None
-    from mmengine.registry import RUNNERS
     assert RUNNERS.get('ResumableRunner') is not None
+
+
+def test_requirements_take_mmsegs_mmcv_range():
+    """requirements/runtime.txt asks for the mmcv range mmseg itself
+    accepts (mmseg refuses any other on import)."""
+    from mmseg import MMCV_MAX, MMCV_MIN
+    with open(osp.join(REPO, 'requirements', 'runtime.txt')) as f:
+        assert f'mmcv (>={MMCV_MIN},<{MMCV_MAX})' in f.read()
+
+
+# ------------------------------------------------------------------ sizes
+# A module or function longer than these holds more than one job; two
+# modules may stay over MODULE_LINES while they are being split.
+MAX_MODULE_LINES = 600
+MODULE_LINES = 450
+LONG_MODULES_ALLOWED = 2
+FUNCTION_LINES = 80
+
+
+def _parsed(path):
+    with open(path) as f:
+        return ast.parse(f.read(), path)
+
+
+def _functions(node, prefix=''):
+    """``(qualified name, lines)`` of every function and method under
+    ``node``, nested ones included."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
+                              ast.ClassDef)):
+            name = prefix + child.name
+            if not isinstance(child, ast.ClassDef):
+                yield name, child.end_lineno - child.lineno + 1
+            yield from _functions(child, name + '.')
+        else:
+            yield from _functions(child, prefix)
+
+
+def test_every_package_says_what_it_holds():
+    """Every package of repvgg_seg has a docstring."""
+    missing = [name for name, path in sorted(_modules().items())
+               if path.endswith('__init__.py')
+               and not (ast.get_docstring(_parsed(path)) or '').strip()]
+    assert missing == [], f'packages without a docstring: {missing}'
+
+
+def test_modules_are_a_readable_size():
+    """No module over MAX_MODULE_LINES lines, at most LONG_MODULES_ALLOWED
+    over MODULE_LINES."""
+    lines = {}
+    for name, path in _modules().items():
+        with open(path) as f:
+            lines[name] = len(f.read().splitlines())
+    too_long = {n: k for n, k in lines.items() if k > MAX_MODULE_LINES}
+    long = {n: k for n, k in sorted(lines.items()) if k > MODULE_LINES}
+    assert not too_long, f'modules over {MAX_MODULE_LINES} lines: {too_long}'
+    assert len(long) <= LONG_MODULES_ALLOWED, (
+        f'{len(long)} modules over {MODULE_LINES} lines (at most '
+        f'{LONG_MODULES_ALLOWED}): {long}')
+
+
+def test_functions_are_a_readable_size():
+    """No function or method of repvgg_seg over FUNCTION_LINES lines
+    (docstring included)."""
+    long = [f'{module}.{name} ({lines} lines)'
+            for module, path in sorted(_modules().items())
+            for name, lines in _functions(_parsed(path))
+            if lines > FUNCTION_LINES]
+    assert long == [], f'functions over {FUNCTION_LINES} lines: {long}'
+
+
+def test_size_checks_see_what_they_measure(tmp_path):
+    """The function walk finds methods and nested functions, with their
+    lengths."""
+    source = ('class A:\n    def f(self):\n        def g():\n'
+              '            pass\n        return g\n\n\ndef h():\n'
+              '    return 1\n')
+    assert list(_functions(ast.parse(source))) == [
+        ('A.f', 4), ('A.f.g', 2), ('h', 2)]
+    assert len(list(_functions(_parsed(osp.join(ROOT, 'runs.py'))))) > 10

@@ -443,3 +443,25 @@ def test_prepare_imagenet(tiny_imagenet, tmp_path, capsys):
                    str(ann))[0] == 0
     assert (root / 'meta' / 'val.txt').read_text() == ann.read_text()
     assert prepare(str(root), '--classes', '2')[0] == 0
+
+
+def test_prepare_imagenet_reports_problems_as_every_tool_does(tmp_path,
+                                                             capsys):
+    """One ``error:`` report listing the problems, exit status 2; with
+    ``--classes`` that fits, the layout's counts on stdout."""
+    from tests.helpers import error_report, run_tool
+    root = tmp_path / 'imagenet'
+    for split in ('train', 'val'):
+        for wnid in ('n01', 'n02'):
+            (root / split / wnid).mkdir(parents=True)
+            (root / split / wnid / f'{wnid}_0.png').write_bytes(b'')
+    code, err = run_tool('prepare_imagenet', str(root), capsys=capsys)
+    assert code == 2
+    assert error_report(err).startswith(
+        f'error: 1 problem(s) in {root}:\n- {root}/train has 2 class '
+        'folders, expected 1000\n')
+    code, _ = run_tool('prepare_imagenet', str(root), '--classes', '2')
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == [
+        'train: 2 classes, 2 images', 'val: by class folder, 2 images',
+        'layout OK']

@@ -587,6 +587,34 @@ def test_the_data_check_runs_on_rank_0_only(tmp_path, monkeypatch, launcher,
         setup_with_missing_data(tmp_path, 'none')
 
 
+def test_data_check_takes_the_settings_of_the_built_data_set():
+    """The class's defaults (ADE20K: .jpg/.png, reduce_zero_label, 150
+    classes) under the config's settings, without building a transform."""
+    from repvgg_seg.datasets.config_check import check_options
+    classes, options = check_options(dict(
+        type='ADE20KDataset', data_root='data/ade',
+        data_prefix=dict(img_path='images/training',
+                         seg_map_path='annotations/training'),
+        pipeline=[dict(type='NotATransform'),
+                  dict(type='RandomCrop', crop_size=(512, 512))]))
+    assert len(classes) == 150 and classes[:2] == ['wall', 'building']
+    assert options == dict(
+        data_root='data/ade', img_dir='images/training',
+        ann_dir='annotations/training', img_suffix='.jpg',
+        seg_map_suffix='.png', num_classes=150, ignore_index=255,
+        reduce_zero_label=True, crop_size=(512, 512))
+    classes, options = check_options(dict(
+        type='CityscapesDataset', data_root='data/cityscapes',
+        metainfo=dict(classes=('road', 'car')), ignore_index=254,
+        seg_map_suffix='_gtFine_labelIds.png'), data_root='elsewhere')
+    assert classes == ['road', 'car']
+    assert options == dict(
+        data_root='elsewhere', img_dir='', ann_dir='',
+        img_suffix='_leftImg8bit.png', seg_map_suffix='_gtFine_labelIds.png',
+        num_classes=2, ignore_index=254, reduce_zero_label=False,
+        crop_size=None)
+
+
 def affinity(monkeypatch, cpus):
     """This process may run on ``cpus`` of a 64-core machine (taskset,
     a cpuset, Slurm's binding)."""

@@ -6,8 +6,8 @@ import torch
 
 from repvgg_seg import CheckpointError, reparameterize
 from repvgg_seg.models import RepVGG
-from tests.helpers import (captured_log, official_state, randomize_bn,
-                           relative_error)
+from tests.helpers import (TINY_ARCHS, captured_log, official_state,
+                           randomize_bn, relative_error)
 from tests.helpers import load_backbone as _load
 
 
@@ -136,3 +136,19 @@ def test_safetensors_checkpoint(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(source(x)[0], model(x)[0])
+
+
+def test_pretrained_is_deprecated_as_in_mmseg_and_still_loads(tmp_path):
+    arch = TINY_ARCHS['minimal']
+    source = RepVGG(arch)
+    path = tmp_path / 'backbone.pth'
+    torch.save(source.state_dict(), path)
+    with pytest.warns(UserWarning) as caught:
+        model = RepVGG(arch, pretrained=str(path))
+    assert [str(w.message) for w in caught] == [
+        'DeprecationWarning: pretrained is deprecated, please use '
+        '"init_cfg" instead']
+    assert model.init_cfg == dict(type='Pretrained', checkpoint=str(path))
+    model.init_weights()
+    assert torch.equal(model.stage1[0].rbr_dense.conv.weight,
+                       source.stage1[0].rbr_dense.conv.weight)

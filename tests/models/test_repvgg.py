@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from repvgg_seg import reparameterize
-from repvgg_seg.models import (BLOCK_TYPES, PAPER_ARCHS, QARepVGGBlock,
-                               RepVGG, RepVGGBlock)
+from repvgg_seg.models import (ARCH_SETTINGS, BLOCK_TYPES, PAPER_ARCHS,
+                               QARepVGGBlock, RepVGG, RepVGGBlock)
 from repvgg_seg.models.reparam import identity_kernel
 from tests.helpers import (DILATION_DEPTHS, TINY_ARCHS,
                            assert_same_fused_geometry, captured_log,
@@ -31,6 +31,28 @@ def _official_param_count(keys: dict) -> int:
             n *= s
         total += n
     return total
+
+
+def test_arch_table_is_the_papers():
+    """ARCH_SETTINGS: the paper's Table 3 (depths, width multipliers), the
+    official grouped layers, and the widths RepVGG builds from them."""
+    assert ARCH_SETTINGS['A0']['num_blocks'] == (2, 4, 14, 1)
+    assert ARCH_SETTINGS['A0']['width_factor'] == (0.75, 0.75, 0.75, 2.5)
+    assert ARCH_SETTINGS['B1g2']['group_layer_map'] == {
+        layer: 2 for layer in range(2, 27, 2)}
+    with torch.device('meta'):
+        assert RepVGG('A0').out_channels == [48, 48, 96, 192, 1280]
+
+
+def test_block_is_relu_of_its_three_branches():
+    """A RepVGG block computes relu(3x3 conv+BN + 1x1 conv+BN + BN)."""
+    block = RepVGGBlock(8, 8).eval()
+    randomize_bn(block, seed=1)
+    y = torch.randn(1, 8, 5, 7)
+    with torch.no_grad():
+        by_hand = torch.relu(block.rbr_dense(y) + block.rbr_1x1(y)
+                             + block.rbr_identity(y))
+        assert torch.equal(block(y), by_hand)
 
 
 def _assert_deploy_build_fits(converted, arch, block, mode):
@@ -369,7 +391,6 @@ def test_d2se_se_runs_after_conversion(block):
     BN) survive fusion and still act. The output checked is stage 1's, so
     stages 2-4 are shrunk: stages 0-1 are D2se's own (8 SE blocks of
     width 160), the rest is not built at full size for nothing."""
-    from repvgg_seg.models import ARCH_SETTINGS
     arch = dict(ARCH_SETTINGS['D2se'], num_blocks=(8, 1, 1, 1),
                 width_factor=(2.5, 0.25, 0.25, 0.25))
     torch.manual_seed(6)

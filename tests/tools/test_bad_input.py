@@ -23,20 +23,12 @@ from repvgg_seg import CheckpointError, ConfigError, NonFiniteLossError
 from repvgg_seg.models import RepVGG
 from tests.conftest import REPO
 from tests.helpers import load_backbone as _load_backbone
-from tests.helpers import official_state, run_tool
+from tests.helpers import error_report, official_state, run_tool
 
 IMG = '_leftImg8bit.png'
 SEG = '_gtFine_labelTrainIds.png'
 NO_WORKERS = ['train_dataloader.num_workers=0',
               'train_dataloader.persistent_workers=False']
-
-
-def _error_report(err: str) -> str:
-    """The ``error: ...`` report a tool ends with (log lines before it also
-    go to stderr)."""
-    assert err.startswith('error: ') or '\nerror: ' in err, err
-    return err[err.index('error: '):] if err.startswith('error: ') \
-        else err[err.index('\nerror: ') + 1:]
 
 
 def _outputs(folder) -> list:
@@ -114,7 +106,7 @@ def test_tools_refuse_unreadable_checkpoints(tmp_path, tiny_config,
              f'checkpoint file not found: {tmp_path}/gone.pth')):
         code, err = run_tool(tool, *args, capsys=capsys)
         assert code == 2, (tool, err)
-        assert message in _error_report(err), err
+        assert message in error_report(err), err
     assert _weights(work) == [] and not (tmp_path / 'out.pth').exists()
 
 
@@ -132,10 +124,10 @@ def test_resume_or_test_with_a_checkpoint_of_another_model(
         code, err = run_tool(tool, tiny_config, *args, '--work-dir',
                              str(work), *other_model, capsys=capsys)
         assert code == 2, err
-        report = _error_report(err)
+        report = error_report(err)
         assert f'{start}: it does not fit the model of this config (shape ' \
             'mismatches: decode_head.' in report, report
-    assert '--cfg-options load_from=' in _error_report(run_tool(
+    assert '--cfg-options load_from=' in error_report(run_tool(
         'train', tiny_config, '--resume', tiny_checkpoint, '--work-dir',
         str(work), *other_model, capsys=capsys)[1])
     assert _weights(work) == []
@@ -166,7 +158,7 @@ def test_bad_command_lines_give_one_clear_line(args, message, tmp_path,
     code, err = run_tool(*args, '--work-dir', str(work), '--data-check',
                          'off', capsys=capsys)
     assert code == 2
-    assert message in _error_report(err)
+    assert message in error_report(err)
     assert 'Traceback' not in err
     assert _outputs(work) == []
 
@@ -177,7 +169,7 @@ def test_amp_without_a_gpu(tiny_config, tmp_path, capsys):
     code, err = run_tool('train', tiny_config, '--amp', '--work-dir',
                          str(work), capsys=capsys)
     assert code == 2
-    assert '--amp needs a GPU' in _error_report(err)
+    assert '--amp needs a GPU' in error_report(err)
     assert _outputs(work) == []
 
 
@@ -197,9 +189,9 @@ def test_invalid_backbone_arguments_list_valid_values():
 
 # --------------------------------------------------------------- datasets
 # Each kind of damage once, through tools/train.py (the check's own cases,
-# one by one, are tests/test_data.py's): every damage of a split at once,
-# each on a file of its own, so that one run shows that every finding is
-# reported together and names its file.
+# one by one, are tests/datasets/test_datasets.py's): every damage of a
+# split at once, each on a file of its own, so that one run shows that
+# every finding is reported together and names its file.
 def _nth(root, split, suffix, n):
     folder = 'leftImg8bit' if suffix == IMG else 'gtFine'
     found = []
@@ -299,7 +291,7 @@ def test_train_refuses_a_broken_data_set(split, synthetic_root, tiny_config,
                          f'val_dataloader.dataset.data_root={root}',
                          capsys=capsys)
     assert code == 2, err
-    report = _error_report(err)
+    report = error_report(err)
     assert f'error: {split} data: ' in report
     assert 'data set check failed' in report
     for text in expected:
@@ -447,7 +439,7 @@ def test_input_shapes_too_small_for_the_backbone(tiny_config,
                              capsys=capsys)
         assert code == 2, (tool, err)
         assert 'input shape 0x64 is too small: height and width must be ' \
-            'at least 32' in _error_report(err), (tool, err)
+            'at least 32' in error_report(err), (tool, err)
     assert _outputs(tmp_path) == []
 
 
@@ -469,7 +461,7 @@ def test_benchmark_agreement_images_that_are_not_there(tiny_config,
         code, err = run_tool('benchmark', tiny_config, '--image', image,
                              *small, capsys=capsys)
         assert code == 2, err
-        assert message in _error_report(err)
+        assert message in error_report(err)
         assert 'Traceback' not in err
 
 
@@ -542,7 +534,7 @@ def test_run_cli_reports_user_errors_and_keeps_bug_tracebacks(capsys):
     for exc in (ConfigError('bad config'), InputError('bad shape'),
                 FileNotFoundError('checkpoint file not found: x.pth')):
         assert run_cli(fails_with(exc), []) == 2
-        assert _error_report(capsys.readouterr().err).splitlines()[0] == \
+        assert error_report(capsys.readouterr().err).splitlines()[0] == \
             f'error: {exc}'
     for bug in (TypeError('unsupported operand'), KeyError('missing'),
                 ValueError('internal'), AttributeError('no attribute')):
