@@ -455,8 +455,8 @@ def test_benchmark_agreement_images_that_are_not_there(tiny_config,
     for image, message in (
             (str(tmp_path / 'missing.png'),
              f'image not found: {tmp_path / "missing.png"}'),
-            (str(empty), f'no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) '
-             f'under {empty}'),
+            (str(empty), 'no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff, '
+             f'.webp) under {empty}'),
             (str(broken), f'not a readable image: {broken}')):
         code, err = run_tool('benchmark', tiny_config, '--image', image,
                              *small, capsys=capsys)
