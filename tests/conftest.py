@@ -46,7 +46,8 @@ def official_keys():
 
 
 # The demo config (configs/demo/): the one path every test module uses.
-DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'pspnet_repvgg_a0_synthetic.py')
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo',
+                       'pspnet_repvgg_a0_synthetic.py')
 
 
 @pytest.fixture

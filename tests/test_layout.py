@@ -6,8 +6,6 @@ import ast
 import os
 import os.path as osp
 
-import pytest
-
 from .conftest import REPO
 
 PACKAGE = 'repvgg_seg'

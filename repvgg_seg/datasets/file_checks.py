@@ -195,8 +195,8 @@ def _check_pixels(img_path, ann_path, img_header, label_ok, valid_values):
     values, counts = _histogram(label)
     bad = values[~np.isin(values, valid_values)]
     if len(bad):
-        findings.append(('label_values',
-                         f'{ann_path}: values {shorten_list(bad.tolist(), 8)}'))
+        values = shorten_list(bad.tolist(), 8)
+        findings.append(('label_values', f'{ann_path}: values {values}'))
     return findings, counts
 
 

@@ -368,8 +368,9 @@ def test_unknown_block_refused():
 
 
 # ------------------------------------------------------ training steps
-# (the QA configs themselves: tests/configs/test_pspnet.py::test_table8_configs and
-# tests/configs/test_imagenet.py::test_config_builds, parametrized over the block)
+# (the QA configs themselves: tests/configs/test_pspnet.py's
+# test_table8_configs and tests/configs/test_imagenet.py's
+# test_config_builds, parametrized over the block)
 _TINY_ARCH = TINY_ARCHS['two_identity_stages']
 
 
