@@ -9,11 +9,13 @@ mmengine read local checkpoints through the project's safe loader
 
 Layout: :mod:`.models` (backbone, re-parameterization, pretrained weights),
 :mod:`.io` (safe checkpoints, atomic files, state dicts), :mod:`.training`
-(crash-safe training), :mod:`.deploy` (conversion, export, INT8),
-:mod:`.engines` (every way a segmentor runs), :mod:`.inference` (your own
-images and videos), :mod:`.bench` (speed and complexity),
-:mod:`.datasets`, and the plumbing of
-the tools: :mod:`.config`, :mod:`.runs`, :mod:`.cli`, :mod:`.errors`.
+(crash-safe training), :mod:`.datasets`, :mod:`.apis` (models for every
+tool), :mod:`.backends` (onnxruntime, OpenVINO), :mod:`.evaluation`
+(windows, agreement, held-out metrics), :mod:`.deploy` (deploy checkpoints,
+export), :mod:`.quantization` (INT8), :mod:`.engines` (every way a
+segmentor runs), :mod:`.inference` (your own images and videos),
+:mod:`.bench` (speed and complexity), and the plumbing of the tools:
+:mod:`.config`, :mod:`.runs`, :mod:`.cli`, :mod:`.errors`.
 """
 from .deploy import hooks as _deploy_hooks  # noqa: F401 (registers them)
 from .engines import hooks as _engine_hooks  # noqa: F401 (EngineHook)

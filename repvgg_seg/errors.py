@@ -72,12 +72,13 @@ def shorten_list(items: Iterable, limit: int = 5, sep: str = ', ') -> str:
 
 
 def check_choice(what: str, value, valid: Iterable,
-                 error: Type[RepVGGSegError] = None) -> None:
+                 error: Type[RepVGGSegError] = None, hint: str = '') -> None:
     """Raise ``error`` (:class:`InputError` by default) saying
-    ``unknown <what> <value>; valid: a, b, c`` unless ``value`` is one of
-    ``valid``: the one wording of a wrong choice everywhere."""
+    ``unknown <what> <value>; valid: a, b, c`` (and ``hint``, what else
+    would do) unless ``value`` is one of ``valid``: the one wording of a
+    wrong choice everywhere."""
     valid = list(valid)
     if value not in valid:
         raise (error or InputError)(
             f'unknown {what} {value!r}; valid: '
-            + ', '.join(str(v) for v in valid))
+            + ', '.join(str(v) for v in valid) + (f'; {hint}' if hint else ''))

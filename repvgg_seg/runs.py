@@ -13,7 +13,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .config import check_work_dir, default_work_dir, load_config
+from .config import (check_work_dir, default_work_dir, load_config,
+                     unwrap_dataset)
 from .datasets.config_check import check_config_datasets
 from .engines import ENGINES, EngineHook, get_engine  # noqa: F401 (hook)
 from .errors import ConfigError, InputError, check_choice
@@ -229,10 +230,7 @@ def _use_tta(cfg: Config) -> None:
         raise ConfigError(f'--tta needs {" and ".join(missing)} in '
                           f'{cfg.filename} (see configs/_base_/'
                           'default_runtime.py and configs/_base_/datasets/)')
-    dataset = cfg.test_dataloader.dataset
-    while 'pipeline' not in dataset and 'dataset' in dataset:
-        dataset = dataset.dataset
-    dataset.pipeline = cfg.tta_pipeline
+    unwrap_dataset(cfg.test_dataloader.dataset).pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
 

@@ -51,7 +51,8 @@ _ARCH_KEYS = ('num_blocks', 'width_factor', 'group_layer_map', 'use_se')
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Validate an arch name or a custom arch dict and return its settings."""
     if isinstance(arch, str):
-        check_choice('RepVGG arch', arch, ARCH_SETTINGS, ConfigError)
+        check_choice('RepVGG arch', arch, ARCH_SETTINGS, ConfigError,
+                     hint='or a dict with num_blocks and width_factor')
         return dict(ARCH_SETTINGS[arch])
     if not isinstance(arch, dict):
         raise ConfigError(f'arch must be a str or dict, got {type(arch)}')

@@ -37,7 +37,8 @@ def resolve_strides_dilations(dilation: Optional[str] = None,
     Strides must be 1 or 2 (the ImageNet layout has 2; 1 trades resolution
     for compute, as dilated ResNets do); dilations are >= 1.
     """
-    check_choice('dilation mode', dilation, DILATION_MODES, ConfigError)
+    check_choice('dilation mode', dilation, DILATION_MODES, ConfigError,
+                 hint='or give per-stage strides=... and dilations=...')
     if dilation is not None and (strides is not None
                                  or dilations is not None):
         raise ConfigError(

@@ -15,7 +15,7 @@ from .layout import (batch_to_space, layout_mask, mosaic_to_space,
 def plain_conv(module: nn.Module) -> Optional[nn.Module]:
     """The conv of a block that computes exactly ``relu(conv(x))``, as a
     block declares through its ``plain_conv`` attribute (a fused RepVGG
-    block does, see :attr:`repvgg_seg.models.repvgg.RepVGGBlock.plain_conv`);
+    block does, see :attr:`repvgg_seg.models.blocks.RepVGGBlock.plain_conv`);
     ``None`` for anything else."""
     return getattr(module, 'plain_conv', None)
 
