@@ -362,25 +362,42 @@ def test_resumable_loop_refuses_a_changed_epoch_length():
         loop.run_epoch()
 
 
-def _two_ranks(target, *args) -> dict:
-    """Run ``target(rank, *args)`` in a 2-process gloo group; returns
-    ``{rank: what target returned}``."""
+def _two_ranks(scenarios: dict) -> dict:
+    """Run every ``name: (target, *args)`` of ``scenarios``, in turn, as
+    ``target(rank, *args)`` in one 2-process gloo group (one start of the
+    processes for all); returns ``{name: {rank: what target returned}}``."""
     import torch.multiprocessing as mp
     port = free_port()
     results = mp.Manager().dict()
-    mp.spawn(_rank_main, args=(port, results, target, args), nprocs=2,
+    mp.spawn(_rank_main, args=(port, results, scenarios), nprocs=2,
              join=True)
-    return dict(results)
+    return {name: {rank: results[name, rank] for rank in (0, 1)}
+            for name in scenarios}
 
 
-def _rank_main(rank, port, results, target, args):
+def _rank_main(rank, port, results, scenarios):
     import torch.distributed as dist
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
                             rank=rank, world_size=2)
     try:
-        results[rank] = target(rank, *args)
+        for name, (target, *args) in scenarios.items():
+            results[name, rank] = target(rank, *args)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture(scope='module')
+def two_rank_runs(tmp_path_factory):
+    """The 2-rank scenarios of this module, run in one process group."""
+    folders = {name: str(tmp_path_factory.mktemp(name))
+               for name in ('sigterm', 'sigterm_with_loss_hook')}
+    runs = _two_ranks({
+        'sigterm': (_sigterm_on_rank0, folders['sigterm']),
+        'sigterm_with_loss_hook': (_sigterm_on_rank0,
+                                   folders['sigterm_with_loss_hook'], True),
+        'nan': (_nan_on_rank1, ),
+        'rank_states': (_rank_states, )})
+    return runs, folders
 
 
 def _stub_runner(work_dir, saved, hooks=()):
@@ -412,27 +429,32 @@ def _sigterm_on_rank0(rank, work_dir, with_finite_loss_hook=False):
     hooks = ([FiniteLossHook()] if with_finite_loss_hook else []) + [signals]
     runner = _stub_runner(work_dir, saved, hooks=hooks)
     signals.before_train(runner)
-    for i in range(6):
-        runner.iter = i
-        if rank == 0 and i == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        else:
-            time.sleep(0.05 * rank)  # the ranks are not in lockstep
-        try:
-            for hook in hooks:
-                hook.after_train_iter(runner, i,
-                                      outputs={'loss': torch.tensor(1.0)})
-        except SystemExit as exc:
-            return (i, exc.code, saved, len(calls))
-    return None
+    try:
+        for i in range(6):
+            runner.iter = i
+            if rank == 0 and i == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                time.sleep(0.05 * rank)  # the ranks are not in lockstep
+            try:
+                for hook in hooks:
+                    hook.after_train_iter(
+                        runner, i, outputs={'loss': torch.tensor(1.0)})
+            except SystemExit as exc:
+                return (i, exc.code, saved, len(calls))
+        return None
+    finally:
+        dist.all_reduce = real
 
 
 def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iteration(
-        tmp_path):
-    results = _two_ranks(_sigterm_on_rank0, str(tmp_path))
+        two_rank_runs):
+    runs, folders = two_rank_runs
+    results = runs['sigterm']
     expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'], 3)
     assert results[0] == expected and results[1] == expected
-    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
+    last = osp.join(folders['sigterm'], 'last_checkpoint')
+    assert open(last).read().endswith('iter_3.pth')
 
 
 def _nan_on_rank1(rank):
@@ -454,8 +476,8 @@ def _nan_on_rank1(rank):
     return None
 
 
-def test_nan_loss_on_one_rank_stops_every_rank():
-    results = _two_ranks(_nan_on_rank1)
+def test_nan_loss_on_one_rank_stops_every_rank(two_rank_runs):
+    results = two_rank_runs[0]['nan']
     assert results[0][0] == results[1][0] == 2
     assert results[1][1].startswith('the training loss became nan on rank 1 '
                                     'at iteration 3 (loss=nan, '
@@ -465,11 +487,12 @@ def test_nan_loss_on_one_rank_stops_every_rank():
                                     'stopped and no checkpoint was saved')
 
 
-def test_one_all_reduce_per_iteration_stops_every_rank_together(tmp_path):
+def test_one_all_reduce_per_iteration_stops_every_rank_together(
+        two_rank_runs):
     """The configs' finite-loss and signal hooks agree over the ranks in one
     all-reduce per iteration (a blocking collective with a host-device copy
     on GPUs), not one each."""
-    results = _two_ranks(_sigterm_on_rank0, str(tmp_path), True)
+    results = two_rank_runs[0]['sigterm_with_loss_hook']
     expected = (2, 128 + signal.SIGTERM, ['iter_3.pth'], 3)
     assert results[0] == expected and results[1] == expected
 
@@ -542,7 +565,7 @@ def test_random_states_resume_from_a_checkpoint_loaded_anywhere(
     assert draws() == expected
 
 
-def _rank_states(rank, saved):
+def _rank_states(rank):
     """Rank ``rank`` seeds itself apart, gathers every rank's states as
     ResumableRunner's save does, and restores its own from the gathered
     list (the checkpoint) after drawing more."""
@@ -559,8 +582,8 @@ def _rank_states(rank, saved):
     return len(states), expected, torch.rand(2).tolist()
 
 
-def test_every_rank_restores_its_own_random_state():
-    results = _two_ranks(_rank_states, None)
+def test_every_rank_restores_its_own_random_state(two_rank_runs):
+    results = two_rank_runs[0]['rank_states']
     assert results[0][0] == results[1][0] == 2
     assert results[0][1] != results[1][1]  # the ranks differ
     for rank in (0, 1):
