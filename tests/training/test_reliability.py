@@ -501,6 +501,10 @@ def _send_signals(names, pipe):
     """In a forked child: SignalCheckpointHook's handlers, then the signals
     in turn; reports the signal the hook keeps, or the exception."""
     from repvgg_seg.training import SignalCheckpointHook
+
+    # as in a fresh process (earlier tests may have left others behind)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     hook = SignalCheckpointHook()
     hook.before_train(None)
     try:
