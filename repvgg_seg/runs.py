@@ -71,7 +71,7 @@ def check_data(cfg: Config, splits: Sequence[str],
 
 
 @dataclass
-class RunOptions:
+class RunnerOptions:
     """What every Runner run of a config takes from its command line.
 
     ``work_dir``: default the config's, else ``work_dirs/<config name>``;
@@ -87,7 +87,7 @@ class RunOptions:
 
 
 @dataclass
-class TrainOptions(RunOptions):
+class TrainOptions(RunnerOptions):
     """How ``tools/train.py`` trains (see its ``--help``). ``resume``:
     ``'auto'`` resumes from the latest checkpoint of the work dir, a path
     from that checkpoint, ``None`` starts afresh; ``amp``: mmengine's
@@ -96,7 +96,7 @@ class TrainOptions(RunOptions):
     amp: bool = False
 
 
-def _runner_config(config: str, options: RunOptions) -> Config:
+def _runner_config(config: str, options: RunnerOptions) -> Config:
     """The config file with the options every Runner run takes: overrides,
     trust, launcher, a writable work dir."""
     cfg = load_config(config, options.cfg_options)
@@ -236,7 +236,7 @@ def _use_tta(cfg: Config) -> None:
 
 
 @dataclass
-class TestOptions(RunOptions):
+class TestOptions(RunnerOptions):
     """How ``tools/test.py`` evaluates (see its ``--help``).
 
     ``engine``: where ``encode_decode`` runs (:mod:`repvgg_seg.engines`,

@@ -1,6 +1,7 @@
 """Deployment artefacts: fused deploy checkpoints and configs
-(:mod:`.convert`), the checked ONNX/OpenVINO export (:mod:`.export`) and the
-hook old deploy configs name (:mod:`.hooks`)."""
+(:mod:`.convert`), the checked ONNX/OpenVINO export (:mod:`.export`, with
+the exportable forms of ops in :mod:`.ops`) and the hook old deploy configs
+name (:mod:`.hooks`)."""
 from .convert import (ConversionError, ConvertOptions, convert_checkpoint,
                       make_deploy_config)
 from .hooks import DeployFuseHook

@@ -9,7 +9,7 @@ before it is renamed into place.
 Adaptive average pooling with an output size above 1 (PSPNet's pyramid
 pooling) has no ONNX operator; the legacy exporter maps it to ``AveragePool``
 only for static input sizes that the bins divide. For export it is replaced
-by :class:`ExportableAdaptiveAvgPool2d`, which computes the same bins
+by :class:`.ops.ExportableAdaptiveAvgPool2d`, which computes the same bins
 (PyTorch's ``floor(i*H/s)`` .. ``ceil((i+1)*H/s)``) with slices and means,
 so the graph is exact for any size, including ``--dynamic`` H and W.
 """
@@ -34,51 +34,9 @@ from ..evaluation.agreement import (agreement, load_image, preprocess,
                                     synthetic_image)
 from ..io.files import check_writable, staged_outputs, temp_path
 from ..models.convert import fuse_for_deploy
+from .ops import make_exportable
 
 OPSET = 17
-
-
-class ExportableAdaptiveAvgPool2d(nn.Module):
-    """``nn.AdaptiveAvgPool2d`` as slices and means (ONNX-exportable for any,
-    also dynamic, input size)."""
-
-    def __init__(self, output_size):
-        super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
-        self.output_size = tuple(output_size)
-
-    @staticmethod
-    def _bins(length, bins: int):
-        return [((i * length) // bins, ((i + 1) * length + bins - 1) // bins)
-                for i in range(bins)]
-
-    def forward(self, x):
-        height, width = x.shape[-2:]
-        out_h, out_w = self.output_size
-        out_h = height if out_h is None else out_h
-        out_w = width if out_w is None else out_w
-        rows = []
-        for y0, y1 in self._bins(height, out_h):
-            strip = x[:, :, y0:y1]
-            rows.append(torch.cat(
-                [strip[:, :, :, x0:x1].mean(dim=(2, 3), keepdim=True)
-                 for x0, x1 in self._bins(width, out_w)], dim=3))
-        return torch.cat(rows, dim=2)
-
-
-def make_exportable(module: nn.Module) -> nn.Module:
-    """Replace (in place) every adaptive average pool whose output is not
-    1x1 by :class:`ExportableAdaptiveAvgPool2d`; returns the module."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.AdaptiveAvgPool2d):
-            size = child.output_size
-            size = (size, size) if isinstance(size, int) else tuple(size)
-            if size != (1, 1):
-                setattr(module, name, ExportableAdaptiveAvgPool2d(size))
-        else:
-            make_exportable(child)
-    return module
 
 
 def export_onnx_file(module: nn.Module, path: str,

@@ -301,7 +301,7 @@ def _dropout(head) -> Tuple[str, ...]:
 def _add_psp_head(builder: _Builder, head, prefix: str) -> List[tuple]:
     """The PSPHead's own pairs; returns how its input is consumed:
     ``(unit, offset, path)`` each."""
-    from ..deploy.export import ExportableAdaptiveAvgPool2d
+    from ..deploy.ops import ExportableAdaptiveAvgPool2d
     uses = []
     bottleneck = _conv_module_unit(f'{prefix}.bottleneck', head.bottleneck)
     conv_seg = _Unit(f'{prefix}.conv_seg', head.conv_seg)
