@@ -18,8 +18,8 @@ $(STAMP):
 	$(PIP) --upgrade pip 'setuptools>=77,<81' wheel ninja
 	$(PIP) torch==2.14.1 torchvision==0.29.1
 	bash requirements/build_mmcv.sh $(VPY)
-	$(PIP) -e '.[cls,deploy,tests]'
-	$(VPY) -c 'import repvgg_seg, mmseg.models, mmcv.ops, mmpretrain.models'
+	$(PIP) -e '.[cls,deploy,serve,tests]'
+	$(VPY) -c 'import repvgg_seg, mmseg.models, mmcv.ops, mmpretrain.models, ray.serve'
 	rm -f $(VENV)/.stamp-*
 	touch $@
 

@@ -15,6 +15,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['repvgg_seg', 'repvgg_seg.*']),
+    package_data={'repvgg_seg.serving': ['static/*.html']},
     python_requires='>=3.10',
     # Version ranges (requirements/runtime.txt); the exact tested versions
     # are locked in requirements/constraints.txt, which `make env` applies.
@@ -26,6 +27,11 @@ setup(
         # ONNX export and its check, the onnxruntime and OpenVINO engines,
         # INT8 post-training quantization (NNCF)
         'deploy': ['onnx', 'onnxruntime', 'openvino>=2025.0', 'nncf>=3.0'],
+        # the HTTP service (repvgg_seg.serving, tools/serve.py): Ray Serve
+        # with its FastAPI ingress, multipart uploads, the load generator's
+        # client (aiohttp), Serve config files (PyYAML)
+        'serve': ['ray[serve]>=2.50,<3', 'fastapi', 'uvicorn',
+                  'python-multipart', 'aiohttp', 'pyyaml'],
         'tests': read_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',

@@ -273,11 +273,11 @@ def draw_predictions(config: str, checkpoint: str, ir: str, out: str,
         line = np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)),
                       constant_values=255)
         grid += [line, np.full((4, width, 3), 255, np.uint8)]
-    # a legend of the classes in the pictures (the writer draws BGR)
-    from .inference.outputs import OutputWriter
-    legend = OutputWriter('', dict(classes=classes, palette=palette),
-                          save_vis=False).legend_strip(
-                              np.unique(np.concatenate(labels)), width)
+    # a legend of the classes in the pictures (the painter draws BGR)
+    from .inference.drawing import LabelPainter
+    legend = LabelPainter(dict(classes=classes, palette=palette)
+                          ).legend_strip(np.unique(np.concatenate(labels)),
+                                         width)
     grid.append(legend[..., ::-1])
     atomic_write_bytes(_png_bytes(np.concatenate(grid)[..., ::-1]), out)
     print_log(f'wrote {out}: {len(lines)} val images as input | ground '

@@ -5,7 +5,7 @@
 :mod:`.outputs`, the batches' pipeline in :mod:`.pipeline`, videos in
 :mod:`.video`)."""
 from .job import InferenceOptions, InferenceReport, run_inference
-from .outputs import PRED_FORMATS
+from .drawing import PRED_FORMATS
 
 __all__ = ['InferenceOptions', 'InferenceReport', 'PRED_FORMATS',
            'RepVGGSegInferencer', 'run_inference']

@@ -11,7 +11,8 @@ a long job over many inputs needs:
   (OpenVINO compiled for its THROUGHPUT hint unless ``streams`` is given),
   so the requests stay busy while another batch is pre- or post-processed
   and written (OpenCV, torch and the runtimes release the GIL); where mmseg's post-processing would only take the argmax, the
-  labels come from the engine's graph (:meth:`InferenceJob.graph_labels`);
+  labels come from the engine's graph
+  (:meth:`~.predictor.SegmentationPredictor.graph_labels`);
   overlays are JPEG unless asked for PNG (a tenth of the encoding time);
 * **resume**: outputs are written atomically and an input whose outputs all
   exist is skipped, so a killed run over 100k frames continues where it
@@ -35,11 +36,11 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
-from ..engines import get_engine
 from ..errors import InputError
 from .outputs import (OutputWriter, check_out_dir, remove_partials,
                       remove_partials_of)
 from .pipeline import Progress, batched, run_pipeline
+from .predictor import SegmentationPredictor
 from .sources import Item, is_video, read_image, resolve_inputs, shard
 from .video import Frame, VideoInput, VideoOutput, frame_name, video_stem
 
@@ -99,41 +100,26 @@ def dist_rank() -> Tuple[int, int]:
             int(os.environ.get('WORLD_SIZE', 1)))
 
 
-def local_device(device: str) -> str:
-    """``device`` for this process: under ``torchrun`` (``LOCAL_RANK``) a
-    bare ``'cuda'`` is ``cuda:LOCAL_RANK``, so that every rank of
-    ``tools/dist_infer.sh`` runs on a GPU of its own (torch and onnxruntime
-    would all take the first one)."""
-    local_rank = os.environ.get('LOCAL_RANK')
-    if device == 'cuda' and local_rank is not None:
-        return f'cuda:{int(local_rank)}'
-    return device
-
-
 class InferenceJob:
     """One ``tools/infer.py`` run (see the module docstring)."""
 
     def __init__(self, config: str, weights: Optional[str],
                  options: InferenceOptions):
-        from .inferencer import RepVGGSegInferencer
         check_out_dir(options.out_dir)
         if options.batch_size < 1:
             raise InputError(f'--batch-size must be >= 1, got '
                              f'{options.batch_size}')
         self.options = options
-        self.device = local_device(options.device or get_engine(
-            options.engine).default_device())
-        if self.device.startswith('cuda:'):
-            torch.cuda.set_device(self.device)  # libraries' default GPU
         streams = options.streams
         if streams is None and options.engine == 'openvino':
             streams = 0  # many inputs: OpenVINO's THROUGHPUT hint
-        self.inferencer = RepVGGSegInferencer(
-            model=config, weights=weights, engine=options.engine,
-            precision=options.precision, streams=streams,
-            threads=options.threads, device=self.device,
-            graph_labels=True, cfg_options=options.cfg_options)
-        self.model = self.inferencer.model
+        self.predictor = SegmentationPredictor(
+            config, weights, engine=options.engine,
+            precision=options.precision, device=options.device,
+            streams=streams, threads=options.threads,
+            cfg_options=options.cfg_options)
+        self.device = self.predictor.device
+        self.model = self.predictor.model
         self.writer = OutputWriter(
             options.out_dir, self.model.dataset_meta,
             save_vis=options.save_vis, save_pred=options.save_pred,
@@ -141,70 +127,27 @@ class InferenceJob:
             legend=options.legend, vis_suffix='.' + options.vis_format)
         self.rank, self.world_size = dist_rank()
 
-    # the model
+    # the pipeline
 
     def predict(self, images: List[np.ndarray]) -> List[np.ndarray]:
-        """Label maps (train ids, HxW) of BGR images, one batch: mmseg's
-        ``test_step`` (its data preprocessor, inference and
-        post-processing), or the engine's labels where those are mmseg's
-        result (:meth:`graph_labels`)."""
-        samples = [self.inferencer.pipeline(image) for image in images]
-        data = self.inferencer.collate_fn(samples)
-        with torch.no_grad():
-            data = self.model.data_preprocessor(data, False)
-            labels = self.graph_labels(data['inputs'], data['data_samples'])
-            if labels is not None:
-                return [lab.numpy().astype(np.uint8) for lab in labels]
-            results = self.model.predict(data['inputs'],
-                                         data['data_samples'])
-        return [r.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-                for r in results]
-
-    def graph_labels(self, inputs: torch.Tensor,
-                     samples) -> Optional[torch.Tensor]:
-        """The labels the engine computes in its graph, where mmseg's
-        post-processing would only take the argmax: whole inference, no
-        padding, no flip, the image at its original size (mmseg's bilinear
-        resize to the same size is the identity), more than one class.
-        None elsewhere (slide windows are averaged first, a resized image
-        needs its logits resized)."""
-        forward = getattr(self.model, 'engine_forward', None)
-        if forward is None or forward.mode != 'whole' or \
-                self.model.out_channels < 2:
-            return None
-        size = tuple(inputs.shape[2:])
-        for sample in samples:
-            meta = sample.metainfo
-            padding = meta.get('img_padding_size',
-                               meta.get('padding_size', [0] * 4))
-            if any(padding) or meta.get('flip') or \
-                    tuple(meta['ori_shape']) != size:
-                return None
-        return forward.labels(inputs)
+        """Label maps of a batch of BGR images
+        (:meth:`SegmentationPredictor.predict`)."""
+        return self.predictor.predict(images)
 
     def workers(self) -> int:
         """Threads that run batches at once: one more than the engine's
         requests in flight, so that while every request runs, one batch is
         pre- or post-processed (mmseg's pipeline, data preprocessor and
         post-processing, the outputs drawn and written) beside them."""
-        forward = getattr(self.model, 'engine_forward', None)
-        return (forward.concurrency() if forward is not None else 1) + 1
-
-    def _runner_pending(self) -> bool:
-        """Whether the engine makes its runner at the first input (from a
-        checkpoint: exported or tuned for that shape): then the first batch
-        runs alone, and the workers are counted once it exists."""
-        forward = getattr(self.model, 'engine_forward', None)
-        return forward is not None and forward.kind == 'checkpoint' and \
-            not forward.runners
-
-    # the pipeline
+        return self.predictor.concurrency() + 1
 
     def _run_pipeline(self, produce, work, finish, ordered: bool) -> None:
         """:func:`run_pipeline` with the engine's workers; the first batch
-        alone where the engine makes its runner at the first input."""
+        alone where the engine makes its runner at the first input (its
+        concurrency is known once the runner exists)."""
         run_pipeline(produce, work, finish, workers=self.workers,
-                     first_alone=self._runner_pending(), ordered=ordered)
+                     first_alone=self.predictor.runner_pending(),
+                     ordered=ordered)
 
     # images
 

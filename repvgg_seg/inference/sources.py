@@ -113,24 +113,30 @@ def truncated(data: bytes) -> bool:
     return False
 
 
-def read_image(path: str) -> np.ndarray:
-    """The image as mmseg's ``LoadImageFromFile`` decodes it (BGR, OpenCV),
-    or :class:`InputError` saying why it cannot be used."""
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """The image in ``data`` as mmseg's ``LoadImageFromFile`` decodes it
+    (BGR, OpenCV), or :class:`InputError` saying why it cannot be used
+    (``name``: the file or request it came from)."""
     import mmcv
+    if not data:
+        raise InputError(f'{name} is empty')
+    if truncated(data):
+        raise InputError(f'{name} is truncated')
+    image = mmcv.imfrombytes(data)
+    if image is None:
+        raise InputError(f'{name} is not a readable image')
+    return image
+
+
+def read_image(path: str) -> np.ndarray:
+    """The image file as :func:`decode_image` decodes it."""
     try:
         with open(path, 'rb') as f:
             data = f.read()
     except OSError as exc:
         raise InputError(f'cannot read {path}: {exc.strerror or exc}') \
             from None
-    if not data:
-        raise InputError(f'{path} is empty')
-    if truncated(data):
-        raise InputError(f'{path} is truncated')
-    image = mmcv.imfrombytes(data)
-    if image is None:
-        raise InputError(f'{path} is not a readable image')
-    return image
+    return decode_image(data, path)
 
 
 def shard(items: Sequence[Item], rank: int, world_size: int) -> List[Item]:

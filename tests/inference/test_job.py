@@ -196,11 +196,13 @@ def test_openvino_job_reads_the_graphs_labels_where_they_are_mmsegs(
                                         engine='openvino',
                                         cfg_options=tiny_trained['options']))
     for image, graph in ((full, True), (small, False)):
-        data = job.inferencer.collate_fn([job.inferencer.pipeline(image)])
+        inferencer = job.predictor.inferencer
+        data = inferencer.collate_fn([inferencer.pipeline(image)])
         with torch.no_grad():
             mmseg = job.model.test_step(data)[0].pred_sem_seg.data[0]
             pre = job.model.data_preprocessor(data, False)
-            labels = job.graph_labels(pre['inputs'], pre['data_samples'])
+            labels = job.predictor.graph_labels(pre['inputs'],
+                                                pre['data_samples'])
         assert (labels is not None) == graph
         predicted = job.predict([image])[0]
         assert predicted.shape == image.shape[:2]
@@ -295,7 +297,7 @@ def test_each_torchrun_rank_gets_its_own_gpu(monkeypatch, device, local_rank,
                                              expected):
     """A bare 'cuda' under torchrun is cuda:LOCAL_RANK; an explicit device
     or the CPU stays as given."""
-    from repvgg_seg.inference.job import local_device
+    from repvgg_seg.inference.predictor import local_device
     monkeypatch.delenv('LOCAL_RANK', raising=False)
     if local_rank is not None:
         monkeypatch.setenv('LOCAL_RANK', local_rank)
