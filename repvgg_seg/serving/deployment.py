@@ -40,7 +40,8 @@ class SegmentationDeployment:
 
     def __serve_build_asgi_app__(self):
         from .http import create_app
-        return create_app(self.service, self.token)
+        replica = serve.get_replica_context().replica_id.unique_id
+        return create_app(self.service, self.token, replica)
 
     def check_health(self) -> None:
         """Serve's periodic health check: a replica that raises is
@@ -99,7 +100,7 @@ def serve_config(options: ServeOptions) -> dict:
     :func:`build_app` with ``options`` as its arguments. Paths in it (the
     config, weights and token file) must exist on every node."""
     defaults = ServeOptions()
-    args = {key: value for key, value in options.as_dict().items()
+    args = {key: plain(value) for key, value in options.as_dict().items()
             if value != getattr(defaults, key) and key not in (
                 'host', 'port', 'address', 'app_name', 'route_prefix')}
     return dict(
@@ -109,6 +110,15 @@ def serve_config(options: ServeOptions) -> dict:
         applications=[dict(name=options.app_name,
                            route_prefix=options.route_prefix,
                            import_path=IMPORT_PATH, args=args)])
+
+
+def plain(value):
+    """``value`` with tuples as lists (YAML's safe form)."""
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 def proxy_timeout_s(options: ServeOptions) -> float:

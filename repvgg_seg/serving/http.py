@@ -107,10 +107,11 @@ async def upload_of(request: Request, limit: int):
     return await part.read(), media_type(part.content_type)
 
 
-def create_app(service: SegmentationService,
-               token: Optional[str] = None) -> FastAPI:
+def create_app(service: SegmentationService, token: Optional[str] = None,
+               replica: Optional[str] = None) -> FastAPI:
     """The API over ``service``; ``token``: the bearer token every endpoint
-    but health and the page requires."""
+    but health and the page requires; ``replica``: this replica's id, sent
+    with every answer as ``X-Replica`` (which replica answered)."""
     options = service.options
     # with a token, the docs are served behind it (_guarded_docs)
     app = FastAPI(title='repvgg-seg', version='1',
@@ -174,7 +175,7 @@ def create_app(service: SegmentationService,
                           'labels', description='labels: train-id PNG; '
                           'color: palette PNG; overlay: JPEG; json: class '
                           'fractions, size and timings')):
-        return await _segment(service, request, output)
+        return await _segment(service, request, output, replica)
 
     if token is not None:
         _guarded_docs(app, authorized)
@@ -198,7 +199,7 @@ def _guarded_docs(app: FastAPI, authorized) -> None:
 
 
 async def _segment(service: SegmentationService, request: Request,
-                   output: str) -> Response:
+                   output: str, replica: Optional[str]) -> Response:
     options = service.options
     start = time.perf_counter()
     data, kind = await upload_of(request, options.max_body_bytes)
@@ -226,6 +227,8 @@ async def _segment(service: SegmentationService, request: Request,
     headers = {'Server-Timing': ', '.join(
         f'{name};dur={ms:.2f}' for name, ms in timings.items()),
         'X-Batch-Size': str(result.batch_size)}
+    if replica:
+        headers['X-Replica'] = replica
     if output == 'json':
         body['timings_ms'] = {k: round(v, 3) for k, v in timings.items()}
         return JSONResponse(body, headers=headers)

@@ -8,6 +8,9 @@ import contextlib
 
 import pytest
 
+from repvgg_seg.serving.server import keep_ray_on_loopback
+
+keep_ray_on_loopback()  # before ray is imported
 pytest.importorskip('ray.serve')
 pytest.importorskip('fastapi')
 

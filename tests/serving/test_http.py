@@ -116,7 +116,7 @@ def test_model_and_health(live_url):
     assert (info['engine'], info['precision'], info['mode']) == \
         ('torch', 'fp32', 'whole')
     assert info['outputs'] == ['labels', 'color', 'overlay', 'json']
-    assert info['config'] == 'pspnet_repvgg_demo.py'
+    assert info['config'] == 'pspnet_repvgg_a0_synthetic.py'
     assert requests.get(f'{live_url}/healthz', timeout=10).json() == {
         'status': 'ok'}
     assert requests.get(f'{live_url}/readyz', timeout=10).json() == {

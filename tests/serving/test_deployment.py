@@ -1,0 +1,195 @@
+"""The service on Ray Serve (:mod:`repvgg_seg.serving.deployment`,
+:mod:`repvgg_seg.serving.server`): Ray on loopback only, two replicas that
+both answer, a replica killed under load that comes back, a full queue
+answered 503 with Retry-After, weights that fail to load refused in one
+line, and the Serve config file that ``serve deploy`` takes."""
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+import pytest
+import requests
+
+from .conftest import serve_options, serving
+from .test_http import labels_of, png, post, val_images  # noqa: F401
+
+
+def ray_processes():
+    """This process and the Ray processes it started."""
+    me = psutil.Process(os.getpid())
+    return [me] + me.children(recursive=True)
+
+
+def replica_pids(name: str):
+    """The processes of application ``name``'s replicas."""
+    return sorted(p.pid for p in ray_processes()
+                  if f'ServeReplica:{name}:' in ' '.join(p.cmdline()))
+
+
+def test_ray_listens_on_loopback_only(live_url):
+    pids = {p.pid for p in ray_processes()}
+    listening = [(c.laddr.ip, c.laddr.port, c.pid)
+                 for c in psutil.net_connections(kind='inet')
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    names = {psutil.Process(pid).name() for _, _, pid in listening}
+    # the GCS, a raylet, Serve's proxy: the walk found Ray's servers
+    assert {'gcs_server', 'raylet'} <= names, names
+    assert len(listening) >= 6
+    others = [(ip, psutil.Process(pid).name()) for ip, _, pid in listening
+              if ip not in ('127.0.0.1', '::1', '::ffff:127.0.0.1')]
+    # one exception, Ray Serve's own: each replica's inter-deployment gRPC
+    # server is bound to [::]:0 in Ray 2.60 (ray/serve/_private/replica.py,
+    # no option); everything else listens on loopback
+    replicas = len(replica_pids('plain'))
+    assert replicas == 1
+    assert others == [('::', 'ray::ServeReplica:plain:SegmentationDeployment'
+                       )] * replicas
+    port = int(live_url.rsplit(':', 1)[1])
+    assert ('127.0.0.1', port) in {(ip, p) for ip, p, _ in listening}
+
+
+def test_two_replicas_both_answer(ray_port, tiny_trained, val_images):
+    image = png(val_images[0])
+    with serving(ray_port, tiny_trained, 'pair', replicas=2) as url:
+        expected = labels_of(post(url, image))
+        pids = replica_pids('pair')
+        assert len(pids) == 2
+        seen = set()
+        for _ in range(40):
+            answer = post(url, image)
+            assert np.array_equal(labels_of(answer), expected)
+            seen.add(answer.headers['x-replica'])
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2
+
+
+def test_a_killed_replica_comes_back(ray_port, tiny_trained, val_images):
+    """Under load, one replica's process is killed: the requests it held
+    end with a 5xx within their time limit (none hangs), the others keep
+    being answered, and Serve starts a new replica without a restart of
+    the service."""
+    image = png(val_images[0])
+    with serving(ray_port, tiny_trained, 'killed', replicas=2,
+                 request_timeout_s=10) as url:
+        expected = labels_of(post(url, image))
+        before = replica_pids('killed')
+        assert len(before) == 2
+        stop = time.monotonic() + 6
+
+        def client(_):
+            answers = []
+            while time.monotonic() < stop:
+                start = time.monotonic()
+                try:
+                    answer = post(url, image)
+                    answers.append((answer.status_code,
+                                    time.monotonic() - start, answer))
+                except requests.ConnectionError:
+                    answers.append(('connection', time.monotonic() - start,
+                                    None))
+            return answers
+
+        with ThreadPoolExecutor(4) as pool:
+            running = [pool.submit(client, i) for i in range(4)]
+            time.sleep(1.5)
+            os.kill(before[0], signal.SIGKILL)
+            answers = [a for future in running for a in future.result()]
+        statuses = [status for status, _, _ in answers]
+        assert statuses.count(200) > 10
+        assert set(statuses) <= {200, 500, 502, 503, 'connection'}, statuses
+        # none waited past the request limit (plus the proxy's margin)
+        assert max(seconds for _, seconds, _ in answers) < 15
+        for status, _, answer in answers:
+            if status == 200:
+                assert np.array_equal(labels_of(answer), expected)
+        # the replica is back: two live replicas again, both new or kept
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            after = replica_pids('killed')
+            if len(after) == 2 and before[0] not in after:
+                break
+            time.sleep(0.5)
+        assert len(after) == 2 and before[0] not in after
+        assert np.array_equal(labels_of(post(url, image)), expected)
+
+
+def test_a_full_queue_answers_503_with_retry_after(ray_port, tiny_trained,
+                                                   val_images):
+    """One request held by the replica, one queued: the others are refused
+    at once, each with Retry-After, and the held ones are answered."""
+    image = png(val_images[0])
+    with serving(ray_port, tiny_trained, 'busy', max_ongoing=1,
+                 max_queued=1, max_batch_size=4, batch_wait_ms=1500) as url:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: (time.monotonic(), post(
+                url, image)), range(6)))
+        statuses = sorted(answer.status_code for _, answer in answers)
+        assert statuses.count(200) >= 1 and statuses.count(503) >= 3
+        assert set(statuses) == {200, 503}
+        for _, answer in answers:
+            if answer.status_code == 503:
+                assert answer.headers['retry-after'] == '1'
+        # the service serves the next request
+        assert post(url, image).status_code == 200
+
+
+def test_weights_that_fail_to_load_stop_the_start_in_one_line(
+        ray_port, tiny_trained, tmp_path):
+    from ray import serve
+
+    from repvgg_seg.serving.server import SegmentationServer, ServeError
+    broken = tmp_path / 'broken.pth'
+    broken.write_bytes(b'not a checkpoint')
+    options = serve_options(tiny_trained, app_name='broken',
+                            route_prefix='/broken', port=ray_port)
+    options.weights = str(broken)
+    with pytest.raises(ServeError) as info:
+        SegmentationServer(options).start()
+    message = str(info.value)
+    assert message.startswith('the service did not start: '
+                              'UnsafeCheckpointError: refused to load ')
+    assert '\n' not in message
+    assert 'broken.pth' in message
+    # nothing half-started is left: the application is gone
+    assert 'broken' not in serve.status().applications
+
+
+def test_the_serve_config_file_builds_the_same_application(tiny_trained,
+                                                            tmp_path):
+    import yaml
+
+    from repvgg_seg.serving.deployment import build_app
+    from repvgg_seg.serving.server import write_serve_config
+    out = tmp_path / 'serve.yaml'
+    options = serve_options(tiny_trained, replicas='auto', max_replicas=3,
+                            host='0.0.0.0', insecure=True, port=9000)
+    write_serve_config(options, str(out))
+    config = yaml.safe_load(out.read_text())
+    assert config['http_options'] == dict(host='0.0.0.0', port=9000,
+                                          request_timeout_s=35.0)
+    (app, ) = config['applications']
+    assert app['import_path'] == 'repvgg_seg.serving.deployment:build_app'
+    assert app['args']['replicas'] == 'auto'
+    assert app['args']['weights'] == tiny_trained['checkpoint']
+    # the file's arguments give the same options, and an application
+    from ray.serve import Application
+
+    from repvgg_seg.serving import ServeOptions
+    from repvgg_seg.serving.deployment import deployment_settings
+    again = ServeOptions.from_dict(app['args'])
+    assert again.replicas == 'auto' and again.max_replicas == 3
+    settings = deployment_settings(again)
+    assert settings['autoscaling_config']['max_replicas'] == 3
+    assert settings['max_queued_requests'] == 32
+    assert isinstance(build_app(app['args']), Application)
+    # serve run's key=value arguments arrive as strings
+    strings = {k: str(v) for k, v in app['args'].items()
+               if k != 'cfg_options'}
+    assert ServeOptions.from_dict(strings).max_replicas == 3
+    with pytest.raises(Exception) as info:
+        ServeOptions.from_dict(dict(app['args'], replica=2))
+    assert str(info.value).startswith("unknown serve option 'replica'")
