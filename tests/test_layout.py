@@ -126,7 +126,7 @@ def test_layout_folders_hold_one_job_each():
     graph = import_graph()
     layers = ['errors', 'io', 'datasets', 'models', 'training', 'apis',
               'backends', 'evaluation', 'deploy', 'quantization', 'engines',
-              'inference', 'bench']
+              'inference', 'bench', 'serving']
     rank = {name: i for i, name in enumerate(layers)}
 
     def layer(module):
