@@ -55,11 +55,31 @@ def _load_average():
 
 
 def _cpu_name() -> str:
+    return cpu_description().get('cpu', '')
+
+
+#: the CPU flags that change which kernels run (the runtimes pick by them)
+KERNEL_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16',
+                'amx_bf16', 'amx_int8')
+
+
+def cpu_description() -> dict:
+    """The CPU as /proc/cpuinfo names it (model name, family, model), its
+    cores for this process and which of :data:`KERNEL_FLAGS` it has."""
+    found = {}
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
+                key, _, value = (part.strip() for part in line.partition(':'))
+                if key in ('model name', 'cpu family', 'model', 'flags') and \
+                        key not in found:
+                    found[key] = value
     except OSError:
         pass
-    return ''
+    flags = set(found.get('flags', '').split())
+    return dict(cpu=found.get('model name', ''),
+                family=found.get('cpu family'), model=found.get('model'),
+                cores=len(os.sched_getaffinity(0)),
+                flags=[f for f in KERNEL_FLAGS if f in flags],
+                date=time.strftime('%Y-%m-%d %H:%M:%S'),
+                load_average=_load_average())
