@@ -52,7 +52,7 @@ def _processes_rss_mb(pids) -> float:
     return total / 2**20
 
 
-def _ray_pids() -> List[int]:
+def ray_pids() -> List[int]:
     """This process and the Ray processes it started."""
     import psutil
     me = psutil.Process(os.getpid())
@@ -63,7 +63,7 @@ def replica_pids(app_name: str) -> List[int]:
     """The processes of application ``app_name``'s Serve replicas."""
     import psutil
     found = []
-    for pid in _ray_pids():
+    for pid in ray_pids():
         try:
             if f'ServeReplica:{app_name}:' in ' '.join(
                     psutil.Process(pid).cmdline()):
@@ -169,10 +169,10 @@ class ServingBenchmark:
         after."""
         with self._served('overload') as server:
             self._load(server.url, self.options.concurrency, 16)
-            before = _processes_rss_mb(_ray_pids())
+            before = _processes_rss_mb(ray_pids())
             report = self._load(server.url, self.options.overload_concurrency,
                                 self.options.overload_requests)
-            after = _processes_rss_mb(_ray_pids())
+            after = _processes_rss_mb(ray_pids())
         report.update(rss_before_mb=round(before, 1),
                       rss_after_mb=round(after, 1),
                       rss_growth=round(after / before - 1, 4))

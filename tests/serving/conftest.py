@@ -5,6 +5,8 @@ and applications deployed on it with :class:`SegmentationServer`
 (``serving``; ``live_url``: the plain one at ``/``, shared by the HTTP,
 browser and load tests)."""
 import contextlib
+import glob
+import os.path as osp
 
 import pytest
 
@@ -64,3 +66,10 @@ def live_url(ray_port, tiny_trained):
                  batch_wait_ms=50, max_body_bytes=60000,
                  max_pixels=100_000) as url:
         yield url
+
+
+@pytest.fixture(scope='package')
+def val_images(synthetic_root):
+    """The synthetic val images (64x128 PNGs)."""
+    return sorted(glob.glob(osp.join(synthetic_root, 'leftImg8bit', 'val',
+                                     '*', '*.png')))

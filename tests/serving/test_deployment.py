@@ -13,24 +13,14 @@ import psutil
 import pytest
 import requests
 
+from repvgg_seg.serving.benchmark import ray_pids, replica_pids
+
 from .conftest import serve_options, serving
-from .test_http import labels_of, png, post, val_images  # noqa: F401
-
-
-def ray_processes():
-    """This process and the Ray processes it started."""
-    me = psutil.Process(os.getpid())
-    return [me] + me.children(recursive=True)
-
-
-def replica_pids(name: str):
-    """The processes of application ``name``'s replicas."""
-    return sorted(p.pid for p in ray_processes()
-                  if f'ServeReplica:{name}:' in ' '.join(p.cmdline()))
+from .test_http import labels_of, png, post
 
 
 def test_ray_listens_on_loopback_only(live_url):
-    pids = {p.pid for p in ray_processes()}
+    pids = set(ray_pids())
     listening = [(c.laddr.ip, c.laddr.port, c.pid)
                  for c in psutil.net_connections(kind='inet')
                  if c.status == psutil.CONN_LISTEN and c.pid in pids]

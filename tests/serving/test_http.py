@@ -3,7 +3,6 @@ model, served on Ray Serve: the labels equal
 ``tools/infer.py``'s, concurrent requests share engine calls, every bad
 request gets its status and one line and the next one succeeds, and a
 token guards everything but health and the page."""
-import glob
 import os.path as osp
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,12 +13,6 @@ import pytest
 import requests
 
 from .conftest import serving
-
-
-@pytest.fixture(scope='module')
-def val_images(synthetic_root):
-    return sorted(glob.glob(osp.join(synthetic_root, 'leftImg8bit', 'val',
-                                     '*', '*.png')))
 
 
 def png(path) -> bytes:
