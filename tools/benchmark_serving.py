@@ -38,6 +38,9 @@ def parse_args(argv=None):
     parser.add_argument('--overload-concurrency', type=int, default=64)
     parser.add_argument('--overload-requests', type=int, default=2000)
     parser.add_argument('--kill-seconds', type=float, default=20)
+    parser.add_argument('--streams', type=int,
+                        help="OpenVINO streams (default: its THROUGHPUT hint "
+                        'chooses)')
     parser.add_argument('--max-batch-size', type=int, default=4)
     parser.add_argument('--batch-wait-ms', type=float, default=5)
     parser.add_argument('--port', type=int, default=8000)
@@ -60,7 +63,7 @@ def main(argv=None):
     options = ServingBenchmarkOptions(
         serve=ServeOptions(config=args.config, weights=args.weights,
                            engine=args.engine, precision=args.precision,
-                           max_batch_size=args.max_batch_size,
+                           streams=args.streams, max_batch_size=args.max_batch_size,
                            batch_wait_ms=args.batch_wait_ms, port=args.port,
                            cfg_options=args.cfg_options),
         images=images, concurrency=args.concurrency, requests=args.requests,

@@ -90,7 +90,9 @@ class ServingBenchmark:
         serve = self.options.serve
         with tempfile.TemporaryDirectory() as out, \
                 tempfile.NamedTemporaryFile('w', suffix='.txt') as listing:
-            listing.write('\n'.join(self.options.images))
+            # a list's relative paths are relative to the list's folder
+            listing.write('\n'.join(os.path.abspath(path)
+                                    for path in self.options.images))
             listing.flush()
             report = run_inference(listing.name, serve.config, serve.weights,
                                    InferenceOptions(

@@ -203,6 +203,7 @@ async def _segment(service: SegmentationService, request: Request,
     options = service.options
     start = time.perf_counter()
     data, kind = await upload_of(request, options.max_body_bytes)
+    read = time.perf_counter()
     image = await run_in_threadpool(decode_upload, data, kind,
                                     options.max_pixels)
     decoded = time.perf_counter()
@@ -214,7 +215,8 @@ async def _segment(service: SegmentationService, request: Request,
         raise RequestError(504, 'the request took longer than its limit of '
                            f'{options.request_timeout_s:g} s') from None
     segmented = time.perf_counter()
-    timings = dict(decode=(decoded - start) * 1000, **result.timings_ms)
+    timings = dict(read=(read - start) * 1000,
+                   decode=(decoded - read) * 1000, **result.timings_ms)
     if output == 'json':
         height, width = result.labels.shape
         body = dict(width=width, height=height,

@@ -80,7 +80,6 @@ class SegmentationService:
             torch.set_num_threads(1)
         self.painter = LabelPainter(self.predictor.dataset_meta,
                                     opacity=options.opacity)
-        self.engine_calls = 0
         self.warm_up()
         concurrency = self.predictor.concurrency()
         self.executor = ThreadPoolExecutor(
@@ -136,7 +135,6 @@ class SegmentationService:
             by_shape.setdefault(image.shape, []).append(index)
         labels: List[Optional[np.ndarray]] = [None] * len(images)
         for indices in by_shape.values():
-            self.engine_calls += 1
             for index, label in zip(indices, self.predictor.predict(
                     [images[i] for i in indices])):
                 labels[index] = label

@@ -47,11 +47,12 @@ def infer_tool_labels(tiny_trained, image, engine, tmp_path) -> np.ndarray:
                       cv2.IMREAD_UNCHANGED)
 
 
-@pytest.mark.parametrize('engine', ['torch', 'onnxruntime', 'openvino'])
+@pytest.mark.parametrize('engine', ['torch', 'fused', 'winograd',
+                                    'onnxruntime', 'openvino'])
 def test_labels_equal_the_infer_tools(engine, ray_port, tiny_trained,
                                       val_images, tmp_path):
-    pytest.importorskip({'torch': 'torch', 'onnxruntime': 'onnxruntime',
-                         'openvino': 'openvino'}[engine])
+    pytest.importorskip({'onnxruntime': 'onnxruntime',
+                         'openvino': 'openvino'}.get(engine, 'torch'))
     with serving(ray_port, tiny_trained, engine, engine=engine) as url:
         for image in val_images:
             served = labels_of(post(url, png(image)))
@@ -85,8 +86,8 @@ def test_outputs_agree_with_the_labels(live_url, val_images):
         assert entry['fraction'] == counts[entry['id']] / labels.size
         assert entry['name'] == info['classes'][entry['id']]
         assert entry['color'] == info['palette'][entry['id']]
-    assert set(body['timings_ms']) == {'decode', 'queue', 'inference',
-                                       'encode', 'total'}
+    assert set(body['timings_ms']) == {'read', 'decode', 'queue',
+                                       'inference', 'encode', 'total'}
 
     colour = post(live_url, data, output='color')
     assert colour.headers['content-type'] == 'image/png'
