@@ -68,6 +68,21 @@ def live_url(ray_port, tiny_trained):
         yield url
 
 
+#: the token of the guarded application
+TOKEN = 's3cret'
+
+
+@pytest.fixture(scope='package')
+def guarded_url(ray_port, tiny_trained, tmp_path_factory):
+    """The URL of the tiny model's application behind the token
+    :data:`TOKEN`, at ``/guarded``."""
+    token_file = tmp_path_factory.mktemp('token') / 'token'
+    token_file.write_text(TOKEN + '\n')
+    with serving(ray_port, tiny_trained, 'guarded',
+                 token_file=str(token_file)) as url:
+        yield url
+
+
 @pytest.fixture(scope='package')
 def val_images(synthetic_root):
     """The synthetic val images (64x128 PNGs)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from .conftest import serving
+from .conftest import TOKEN, serving
 
 
 def png(path) -> bytes:
@@ -208,27 +208,24 @@ def test_a_request_over_its_time_limit_gets_504(ray_port, tiny_trained,
         assert [a.status_code for a in pair] == [200, 200]
 
 
-def test_a_token_guards_all_but_health_and_the_page(ray_port, tiny_trained,
-                                                    val_images, tmp_path):
+def test_a_token_guards_all_but_health_and_the_page(guarded_url,
+                                                    val_images):
     good = png(val_images[0])
-    token_file = tmp_path / 'token'
-    token_file.write_text('s3cret\n')
-    with serving(ray_port, tiny_trained, 'guarded',
-                 token_file=str(token_file)) as url:
-        for path in ('/v1/model', '/openapi.json', '/docs'):
-            answer = requests.get(url + path, timeout=10)
-            assert answer.status_code == 401, path
-            assert answer.headers['www-authenticate'] == 'Bearer'
-            assert answer.json() == {'detail': 'a bearer token is required '
-                                     '(Authorization: Bearer <token>)'}
-        assert post(url, good).status_code == 401
-        wrong = {'Authorization': 'Bearer s3cret-not'}
-        assert requests.get(url + '/v1/model', headers=wrong,
-                            timeout=10).status_code == 401
-        right = {'Authorization': 'Bearer s3cret'}
-        assert post(url, good, headers=right).status_code == 200
-        for path in ('/v1/model', '/openapi.json', '/docs'):
-            assert requests.get(url + path, headers=right,
-                                timeout=10).status_code == 200, path
-        for path in ('/healthz', '/readyz', '/'):
-            assert requests.get(url + path, timeout=10).status_code == 200
+    url = guarded_url
+    for path in ('/v1/model', '/openapi.json', '/docs'):
+        answer = requests.get(url + path, timeout=10)
+        assert answer.status_code == 401, path
+        assert answer.headers['www-authenticate'] == 'Bearer'
+        assert answer.json() == {'detail': 'a bearer token is required '
+                                 '(Authorization: Bearer <token>)'}
+    assert post(url, good).status_code == 401
+    wrong = {'Authorization': f'Bearer {TOKEN}-not'}
+    assert requests.get(url + '/v1/model', headers=wrong,
+                        timeout=10).status_code == 401
+    right = {'Authorization': f'Bearer {TOKEN}'}
+    assert post(url, good, headers=right).status_code == 200
+    for path in ('/v1/model', '/openapi.json', '/docs'):
+        assert requests.get(url + path, headers=right,
+                            timeout=10).status_code == 200, path
+    for path in ('/healthz', '/readyz', '/'):
+        assert requests.get(url + path, timeout=10).status_code == 200

@@ -25,7 +25,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from .conftest import serving
+from .conftest import TOKEN
 
 CHROMIUM = '/usr/bin/chromium'
 # no network of its own: no QUIC, updates, sync or background requests, so
@@ -360,41 +360,36 @@ def test_refused_upload_shows_the_apis_reason(visit, origin, val_images):
     visit.assert_clean(origin)
 
 
-def test_page_asks_for_the_token(visit, ray_port, tiny_trained, val_images,
-                                 tmp_path):
+def test_page_asks_for_the_token(visit, guarded_url, val_images):
     """An application behind a token, at its own route prefix: the page
     is served without it, asks for it when the API answers 401, asks again
     when it is refused, and keeps it for the session (a reload does not
     ask); its requests stay under the application's prefix."""
-    token_file = tmp_path / 'token'
-    token_file.write_text('s3cret\n')
     page = visit.page
-    with serving(ray_port, tiny_trained, 'page',
-                 token_file=str(token_file)) as url:
-        page.goto(url + '/')
-        page.wait_for_selector('#token-form', state='visible')
-        assert page.text_content('#token-reason') == \
-            'This service needs a token.'
-        assert page.get_attribute('#token', 'type') == 'password'
+    url = guarded_url
+    page.goto(url + '/')
+    page.wait_for_selector('#token-form', state='visible')
+    assert page.text_content('#token-reason') == \
+        'This service needs a token.'
+    assert page.get_attribute('#token', 'type') == 'password'
 
-        page.fill('#token', 's3cret-not')
-        page.click('#token-form button')
-        page.wait_for_function(
-            "() => document.getElementById('token-reason')"
-            ".textContent.includes('refused')")
-        assert page.is_visible('#token-form')
+    page.fill('#token', TOKEN + '-not')
+    page.click('#token-form button')
+    page.wait_for_function(
+        "() => document.getElementById('token-reason')"
+        ".textContent.includes('refused')")
+    assert page.is_visible('#token-form')
 
-        page.fill('#token', 's3cret')
-        page.click('#token-form button')
-        wait_for_model(page)
-        assert page.is_hidden('#token-form')
-        assert upload(page, val_images[0]) == 'done'
-        assert legend(page) != []
+    page.fill('#token', TOKEN)
+    page.click('#token-form button')
+    wait_for_model(page)
+    assert page.is_hidden('#token-form')
+    assert upload(page, val_images[0]) == 'done'
+    assert legend(page) != []
 
-        page.reload()
-        wait_for_model(page)
-        assert page.is_hidden('#token-form')
-        assert upload(page, val_images[1]) == 'done'
-        assert page.evaluate('() => Object.values(sessionStorage)') == \
-            ['s3cret']
-        visit.assert_clean(url)
+    page.reload()
+    wait_for_model(page)
+    assert page.is_hidden('#token-form')
+    assert upload(page, val_images[1]) == 'done'
+    assert page.evaluate('() => Object.values(sessionStorage)') == [TOKEN]
+    visit.assert_clean(url)
