@@ -41,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument('--streams', type=int,
                         help="OpenVINO streams (default: its THROUGHPUT hint "
                         'chooses)')
+    parser.add_argument('--request-timeout-s', type=float, default=30,
+                        help='the service\'s limit (large images need more)')
     parser.add_argument('--max-batch-size', type=int, default=4)
     parser.add_argument('--batch-wait-ms', type=float, default=5)
     parser.add_argument('--port', type=int, default=8000)
@@ -63,7 +65,9 @@ def main(argv=None):
     options = ServingBenchmarkOptions(
         serve=ServeOptions(config=args.config, weights=args.weights,
                            engine=args.engine, precision=args.precision,
-                           streams=args.streams, max_batch_size=args.max_batch_size,
+                           streams=args.streams,
+                           request_timeout_s=args.request_timeout_s,
+                           max_batch_size=args.max_batch_size,
                            batch_wait_ms=args.batch_wait_ms, port=args.port,
                            cfg_options=args.cfg_options),
         images=images, concurrency=args.concurrency, requests=args.requests,

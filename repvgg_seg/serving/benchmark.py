@@ -137,8 +137,13 @@ class ServingBenchmark:
         report = run_load(LoadOptions(
             url=url, images=list(self.options.images),
             concurrency=concurrency, requests=requests,
-            duration_s=duration_s, timeout_s=60))
+            duration_s=duration_s,
+            timeout_s=self.options.serve.request_timeout_s + 10))
         return report.as_dict()
+
+    def _warm(self, url: str) -> None:
+        """One request from each client before a run is measured."""
+        self._load(url, self.options.concurrency, self.options.concurrency)
 
     def _served(self, name: str, **fields):
         from .server import SegmentationServer
@@ -148,21 +153,21 @@ class ServingBenchmark:
     def batched(self) -> dict:
         """Throughput at ``concurrency`` with the service's batching."""
         with self._served('batched') as server:
-            self._load(server.url, self.options.concurrency, 16)  # warm
+            self._warm(server.url)
             return self._load(server.url, self.options.concurrency,
                               self.options.requests)
 
     def unbatched(self) -> dict:
         """The same with batches of one."""
         with self._served('unbatched', max_batch_size=1) as server:
-            self._load(server.url, self.options.concurrency, 16)
+            self._warm(server.url)
             return self._load(server.url, self.options.concurrency,
                               self.options.requests)
 
     def latency(self) -> dict:
         """Requests one at a time."""
         with self._served('latency') as server:
-            self._load(server.url, 1, 8)
+            self._warm(server.url)
             return self._load(server.url, 1, self.options.latency_requests)
 
     def overload(self) -> dict:
@@ -170,7 +175,7 @@ class ServingBenchmark:
         200 or 503; the Ray processes' resident memory before and
         after."""
         with self._served('overload') as server:
-            self._load(server.url, self.options.concurrency, 16)
+            self._warm(server.url)
             before = _processes_rss_mb(ray_pids())
             report = self._load(server.url, self.options.overload_concurrency,
                                 self.options.overload_requests)
@@ -186,7 +191,7 @@ class ServingBenchmark:
         seconds until Serve has two live replicas again."""
         import threading
         with self._served('killed', replicas=2) as server:
-            self._load(server.url, self.options.concurrency, 16)
+            self._warm(server.url)
             pids = replica_pids('killed')
             result = {}
 
