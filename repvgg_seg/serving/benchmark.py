@@ -104,9 +104,10 @@ class ServingBenchmark:
                     images_per_s=round(report.images_per_s, 2))
 
     def single(self) -> dict:
-        """One image at a time in this process: decode, the prediction
-        step and the label PNG's encoding, as the service does for one
-        request (the engine compiled as the service compiles it)."""
+        """One image at a time in this process: the prediction step and
+        the label PNG's encoding (``p50_ms``, the encoding alone in
+        ``encode_p50_ms``), the engine compiled as the service compiles
+        it."""
         from ..inference.drawing import encode_image
         from ..inference.predictor import SegmentationPredictor
         from ..inference.sources import read_image
