@@ -229,3 +229,31 @@ def test_a_token_guards_all_but_health_and_the_page(guarded_url,
                             timeout=10).status_code == 200, path
     for path in ('/healthz', '/readyz', '/'):
         assert requests.get(url + path, timeout=10).status_code == 200
+
+
+def test_an_int8_ir_is_served_with_its_int8_convs(ray_port, tiny_trained,
+                                                  val_images, tmp_path,
+                                                  capsys):
+    """tools/quantize.py's INT8 IR on the openvino engine: the labels are
+    tools/infer.py's, and /v1/model counts the convs that ran in INT8."""
+    pytest.importorskip('nncf')
+    from tests.helpers import run_tool
+    ir = str(tmp_path / 'int8.xml')
+    code, err = run_tool(
+        'quantize', tiny_trained['config'], tiny_trained['checkpoint'], ir,
+        '--calib-images', '2', '--heldout-images', '1', '--min-agreement',
+        '0', '--cfg-options',
+        *[f'{k}={v}' for k, v in tiny_trained['options'].items()],
+        capsys=capsys)
+    assert code == 0, err
+    tool = dict(tiny_trained, checkpoint=ir)
+    with serving(ray_port, tool, 'int8', engine='openvino',
+                 precision='int8') as url:
+        info = requests.get(f'{url}/v1/model', timeout=10).json()
+        assert info['convs'] > 10
+        assert info['int8_convs'] == info['convs']
+        assert info['input_shape'][2:] == info['image_size'] == [256, 512]
+        for image in val_images:
+            expected = infer_tool_labels(tool, image, 'openvino', tmp_path)
+            assert np.array_equal(labels_of(post(url, png(image))),
+                                  expected)
