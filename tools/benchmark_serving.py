@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 
-from repvgg_seg.cli import add_config_args, checkpoint_or_none, \
-    parse_tool_args, run_cli
+from repvgg_seg.cli import (add_config_args, checkpoint_or_none,
+                            parse_tool_args, run_cli)
 from repvgg_seg.engines import ENGINES
 
 STAGES = ('infer', 'single', 'batched', 'unbatched', 'latency', 'overload',

@@ -18,8 +18,8 @@ import sys
 
 from mmengine.logging import print_log
 
-from repvgg_seg.cli import add_config_args, checkpoint_or_none, \
-    parse_tool_args, run_cli
+from repvgg_seg.cli import (add_config_args, checkpoint_or_none,
+                            parse_tool_args, run_cli)
 from repvgg_seg.engines import ENGINES
 
 

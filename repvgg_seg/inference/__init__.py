@@ -4,8 +4,8 @@
 ``tools/infer.py`` (:mod:`.job`: inputs in :mod:`.sources`, outputs in
 :mod:`.outputs`, the batches' pipeline in :mod:`.pipeline`, videos in
 :mod:`.video`)."""
-from .job import InferenceOptions, InferenceReport, run_inference
 from .drawing import PRED_FORMATS
+from .job import InferenceOptions, InferenceReport, run_inference
 
 __all__ = ['InferenceOptions', 'InferenceReport', 'PRED_FORMATS',
            'RepVGGSegInferencer', 'run_inference']

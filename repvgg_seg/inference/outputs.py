@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError, check_choice
 from ..io.files import atomic_write_bytes, remove_quietly
 from .drawing import LabelPainter, encode_image
+
 #: the overlay formats (``--vis-format``): JPEG (quality 95) is a tenth of
 #: PNG's encoding time (0.6 vs 6-7 ms at 512x256) and a fifth of its size
 VIS_SUFFIXES = ('.jpg', '.png')

@@ -178,6 +178,7 @@ class SegmentationServer:
 def write_serve_config(options: ServeOptions, path: str) -> None:
     """A Serve config file of ``options`` for ``serve deploy``."""
     import yaml
+
     from ..io.files import atomic_write_bytes
     from .deployment import serve_config
     options.check()

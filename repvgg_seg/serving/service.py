@@ -3,9 +3,10 @@
 into engine calls with Ray Serve's ``serve.batch``, and the answers drawn
 and encoded (labels PNG, colour PNG, JPEG overlay, JSON).
 
-The labels are :class:`~repvgg_seg.inference.predictor.SegmentationPredictor`'s,
-the step ``tools/infer.py`` runs, so the service answers what the tool
-writes for the same image, weights and engine. Images of one shape share
+The labels are those of
+:class:`~repvgg_seg.inference.predictor.SegmentationPredictor`, the step
+``tools/infer.py`` runs, so the service answers what the tool writes for
+the same image, weights and engine. Images of one shape share
 an engine call; images of different shapes in one batch run one call per
 shape, never padded together (padding would change what the model sees).
 The engine calls run in a thread pool (the runtimes release the GIL), so
@@ -23,6 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 from mmengine.logging import print_log
+from ray import serve
 
 from ..inference.drawing import LabelPainter, encode_image
 from ..inference.predictor import SegmentationPredictor
@@ -58,17 +60,17 @@ def warm_up_size(cfg) -> tuple:
 
 
 class SegmentationService:
-    """The model of ``options`` (see the module docstring). ``predictor``:
-    one made already (tests); ``ready`` once loaded and warmed up."""
+    """The model of ``options`` (see the module docstring); ``ready`` once
+    loaded and warmed up."""
 
-    def __init__(self, options: ServeOptions,
-                 predictor: Optional[SegmentationPredictor] = None):
+    def __init__(self, options: ServeOptions):
         self.options = options
         self.ready = False
+        self.closed = False
         streams = options.streams
         if streams is None and options.engine == 'openvino':
             streams = 0  # concurrent requests: OpenVINO's THROUGHPUT hint
-        self.predictor = predictor or SegmentationPredictor(
+        self.predictor = SegmentationPredictor(
             options.config, options.weights, engine=options.engine,
             precision=options.precision, device=options.device,
             streams=streams, threads=options.threads,
@@ -85,7 +87,6 @@ class SegmentationService:
         concurrency = self.predictor.concurrency()
         self.executor = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix='engine')
-        from ray import serve
         self._batched = serve.batch(
             max_batch_size=options.max_batch_size,
             batch_wait_timeout_s=options.batch_wait_ms / 1000,
@@ -133,8 +134,8 @@ class SegmentationService:
         restarts it)."""
         if not self.ready:
             raise RuntimeError('the model is not loaded')
-        if getattr(self.executor, '_shutdown', False):
-            raise RuntimeError('the engine threads were shut down')
+        if self.closed:
+            raise RuntimeError('the service was closed')
 
     # the model
 
@@ -146,26 +147,26 @@ class SegmentationService:
                              ) -> List[Segmentation]:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        labels = await loop.run_in_executor(
+        answers = await loop.run_in_executor(
             self.executor, self._predict_by_shape,
             [item.image for item in pending])
         engine_ms = (time.perf_counter() - start) * 1000
-        return [Segmentation(label, len(pending), dict(
+        return [Segmentation(label, shared, dict(
             queue=(start - item.queued) * 1000, inference=engine_ms))
-            for item, label in zip(pending, labels)]
+            for item, (label, shared) in zip(pending, answers)]
 
-    def _predict_by_shape(self, images: List[np.ndarray]
-                          ) -> List[np.ndarray]:
-        """The predictor's labels, one engine call per image shape."""
+    def _predict_by_shape(self, images: List[np.ndarray]) -> List[tuple]:
+        """``(labels, images in its engine call)`` of each image: one
+        engine call per image shape."""
         by_shape: Dict[tuple, List[int]] = {}
         for index, image in enumerate(images):
             by_shape.setdefault(image.shape, []).append(index)
-        labels: List[Optional[np.ndarray]] = [None] * len(images)
+        answers: List[Optional[tuple]] = [None] * len(images)
         for indices in by_shape.values():
             for index, label in zip(indices, self.predictor.predict(
                     [images[i] for i in indices])):
-                labels[index] = label
-        return labels
+                answers[index] = (label, len(indices))
+        return answers
 
     # the answers
 
@@ -226,4 +227,6 @@ class SegmentationService:
                         batch_wait_ms=self.options.batch_wait_ms))
 
     def close(self) -> None:
+        """Stop the engine threads (the replica is going away)."""
+        self.closed = True
         self.executor.shutdown(wait=False, cancel_futures=True)
