@@ -183,3 +183,18 @@ def test_the_serve_config_file_builds_the_same_application(tiny_trained,
     with pytest.raises(Exception) as info:
         ServeOptions.from_dict(dict(app['args'], replica=2))
     assert str(info.value).startswith("unknown serve option 'replica'")
+
+
+def test_request_logs_carry_no_image_data(live_url, val_images):
+    """Serve's access logs name the request, never its bytes: after an
+    upload, no log of the session holds the image, raw or in base64."""
+    import base64
+    import glob
+    data = png(val_images[0])
+    marker = post(live_url, data, headers={'X-Request-ID': 'no-bytes-1'})
+    assert marker.status_code == 200
+    logs = glob.glob('/tmp/ray/session_latest/logs/serve/*.log')
+    text = b''.join(open(path, 'rb').read() for path in logs)
+    assert b'no-bytes-1' in text  # the request was logged
+    assert data[8:64] not in text
+    assert base64.b64encode(data[:48])[:40] not in text

@@ -232,18 +232,21 @@ def test_a_token_guards_all_but_health_and_the_page(guarded_url,
 
 
 def test_an_int8_ir_is_served_with_its_int8_convs(ray_port, tiny_trained,
-                                                  val_images, tmp_path,
-                                                  capsys):
+                                                  synthetic_root, val_images,
+                                                  tmp_path, capsys):
     """tools/quantize.py's INT8 IR on the openvino engine: the labels are
     tools/infer.py's, and /v1/model counts the convs that ran in INT8."""
     pytest.importorskip('nncf')
     from tests.helpers import run_tool
     ir = str(tmp_path / 'int8.xml')
+    # calibrated and checked on the synthetic train and val splits
+    options = dict(tiny_trained['options'], **{
+        f'{split}_dataloader.dataset.data_root': synthetic_root
+        for split in ('train', 'val')})
     code, err = run_tool(
         'quantize', tiny_trained['config'], tiny_trained['checkpoint'], ir,
         '--calib-images', '2', '--heldout-images', '1', '--min-agreement',
-        '0', '--cfg-options',
-        *[f'{k}={v}' for k, v in tiny_trained['options'].items()],
+        '0', '--cfg-options', *[f'{k}={v}' for k, v in options.items()],
         capsys=capsys)
     assert code == 0, err
     tool = dict(tiny_trained, checkpoint=ir)
