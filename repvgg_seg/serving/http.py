@@ -193,8 +193,10 @@ def _guarded_docs(app: FastAPI, authorized) -> None:
 
     @app.get('/docs', include_in_schema=False,
              dependencies=[Depends(authorized)])
-    async def docs():
-        return get_swagger_ui_html(openapi_url='/openapi.json',
+    async def docs(request: Request):
+        # under a route prefix the schema is the prefix's
+        root = request.scope.get('root_path', '').rstrip('/')
+        return get_swagger_ui_html(openapi_url=f'{root}/openapi.json',
                                    title=app.title)
 
 

@@ -227,6 +227,9 @@ def test_a_token_guards_all_but_health_and_the_page(guarded_url,
     for path in ('/v1/model', '/openapi.json', '/docs'):
         assert requests.get(url + path, headers=right,
                             timeout=10).status_code == 200, path
+    # the docs page loads the schema under the application's prefix
+    docs = requests.get(url + '/docs', headers=right, timeout=10).text
+    assert "'/guarded/openapi.json'" in docs
     for path in ('/healthz', '/readyz', '/'):
         assert requests.get(url + path, timeout=10).status_code == 200
 
