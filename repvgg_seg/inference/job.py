@@ -40,7 +40,7 @@ from ..errors import InputError
 from .outputs import (OutputWriter, check_out_dir, remove_partials,
                       remove_partials_of)
 from .pipeline import Progress, batched, run_pipeline
-from .predictor import SegmentationPredictor
+from .predictor import SegmentationPredictor, throughput_streams
 from .sources import Item, is_video, read_image, resolve_inputs, shard
 from .video import Frame, VideoInput, VideoOutput, frame_name, video_stem
 
@@ -110,13 +110,11 @@ class InferenceJob:
             raise InputError(f'--batch-size must be >= 1, got '
                              f'{options.batch_size}')
         self.options = options
-        streams = options.streams
-        if streams is None and options.engine == 'openvino':
-            streams = 0  # many inputs: OpenVINO's THROUGHPUT hint
         self.predictor = SegmentationPredictor(
             config, weights, engine=options.engine,
             precision=options.precision, device=options.device,
-            streams=streams, threads=options.threads,
+            streams=throughput_streams(options.engine, options.streams),
+            threads=options.threads,
             cfg_options=options.cfg_options)
         self.device = self.predictor.device
         self.model = self.predictor.model
@@ -282,10 +280,7 @@ class InferenceJob:
         report = InferenceReport(rank=self.rank, world_size=self.world_size,
                                  device=self.device)
         threads = torch.get_num_threads()
-        if self.options.engine in ('onnxruntime', 'openvino') and \
-                self.device == 'cpu':
-            # the runtime has its own threads on every core; torch's, for
-            # the pre- and post-processing around it, would only contend
+        if self.predictor.runtime_has_own_threads:
             torch.set_num_threads(1)
         try:
             if is_video(source):

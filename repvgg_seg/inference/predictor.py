@@ -30,6 +30,15 @@ def local_device(device: str) -> str:
     return device
 
 
+def throughput_streams(engine: str, streams: Optional[int]) -> Optional[int]:
+    """OpenVINO's requests in flight for many inputs at once (a folder, a
+    video, concurrent requests): ``streams`` where given, else ``0``, its
+    THROUGHPUT hint; the other engines take ``streams`` as it is."""
+    if streams is None and engine == 'openvino':
+        return 0
+    return streams
+
+
 class SegmentationPredictor:
     """The config's model with ``weights`` on ``engine`` (see the module
     docstring). ``streams``: OpenVINO's requests in flight (``0``: its
@@ -59,6 +68,14 @@ class SegmentationPredictor:
     def dataset_meta(self) -> dict:
         """Class names and palette."""
         return self.model.dataset_meta
+
+    @property
+    def runtime_has_own_threads(self) -> bool:
+        """Whether a runtime besides torch runs the model on the CPU with
+        its own threads on every core (then torch's, for the pre- and
+        post-processing around it, would only contend)."""
+        return self.engine in ('onnxruntime', 'openvino') and \
+            self.device == 'cpu'
 
     @property
     def engine_forward(self):

@@ -109,13 +109,14 @@ class ServingBenchmark:
         ``encode_p50_ms``), the engine compiled as the service compiles
         it."""
         from ..inference.drawing import encode_image
-        from ..inference.predictor import SegmentationPredictor
+        from ..inference.predictor import (SegmentationPredictor,
+                                           throughput_streams)
         from ..inference.sources import read_image
         serve = self.options.serve
         predictor = SegmentationPredictor(
             serve.config, serve.weights, engine=serve.engine,
             precision=serve.precision,
-            streams=0 if serve.engine == 'openvino' else serve.streams,
+            streams=throughput_streams(serve.engine, serve.streams),
             cfg_options=serve.cfg_options)
         images = [read_image(p) for p in self.options.images]
         predictor.predict(images[:1])

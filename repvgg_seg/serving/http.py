@@ -146,9 +146,11 @@ def create_app(service: SegmentationService, token: Optional[str] = None,
 
     guarded = [Depends(authorized)]
 
+    page = page_html()  # read once, not at every visit
+
     @app.get('/', response_class=HTMLResponse, include_in_schema=False)
-    async def page():
-        return HTMLResponse(page_html())
+    async def page_view():
+        return HTMLResponse(page)
 
     @app.get('/healthz', summary='Liveness: the process answers')
     async def healthz():

@@ -27,7 +27,8 @@ from mmengine.logging import print_log
 from ray import serve
 
 from ..inference.drawing import LabelPainter, encode_image
-from ..inference.predictor import SegmentationPredictor
+from ..inference.predictor import (SegmentationPredictor,
+                                    throughput_streams)
 from .options import OUTPUTS, ServeOptions
 
 
@@ -67,19 +68,13 @@ class SegmentationService:
         self.options = options
         self.ready = False
         self.closed = False
-        streams = options.streams
-        if streams is None and options.engine == 'openvino':
-            streams = 0  # concurrent requests: OpenVINO's THROUGHPUT hint
         self.predictor = SegmentationPredictor(
             options.config, options.weights, engine=options.engine,
             precision=options.precision, device=options.device,
-            streams=streams, threads=options.threads,
-            cfg_options=options.cfg_options)
-        if options.engine in ('onnxruntime', 'openvino') and \
-                self.predictor.device == 'cpu':
-            # the runtime has its own threads on every core; torch's, for
-            # the pre- and post-processing around it, would only contend
-            torch.set_num_threads(1)
+            streams=throughput_streams(options.engine, options.streams),
+            threads=options.threads, cfg_options=options.cfg_options)
+        if self.predictor.runtime_has_own_threads:
+            torch.set_num_threads(1)  # the replica's process is the model's
         self.painter = LabelPainter(self.predictor.dataset_meta,
                                     opacity=options.opacity)
         self.warm_up()
