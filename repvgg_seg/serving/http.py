@@ -93,18 +93,27 @@ async def upload_of(request: Request, limit: int):
     kind = media_type(request.headers.get('content-type'))
     if kind != 'multipart/form-data':
         return body, kind
-    # the form is parsed from the body read under the limit
-    request._body = body
+    # the form is parsed from the body read under the limit: a request
+    # over the same scope whose body is those bytes
+    async def body_again():
+        return {'type': 'http.request', 'body': body, 'more_body': False}
+
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await Request(request.scope, body_again).form(
+            max_files=1, max_fields=8)
     except Exception as exc:  # starlette raises several parse errors
+        # inside an application starlette wraps them in an HTTPException
+        why = getattr(exc, 'detail', exc)
         raise RequestError(400, f'the multipart body cannot be parsed: '
-                           f'{exc}') from None
-    part = form.get('file')
-    if part is None or isinstance(part, str):
-        raise RequestError(400, 'the multipart body has no file part named '
-                           '"file"')
-    return await part.read(), media_type(part.content_type)
+                           f'{why}') from None
+    try:
+        part = form.get('file')
+        if part is None or isinstance(part, str):
+            raise RequestError(400, 'the multipart body has no file part '
+                               'named "file"')
+        return await part.read(), media_type(part.content_type)
+    finally:
+        await form.close()
 
 
 def create_app(service: SegmentationService, token: Optional[str] = None,

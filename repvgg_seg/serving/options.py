@@ -4,7 +4,7 @@ writes, checked before anything starts (:meth:`ServeOptions.check`)."""
 import ipaddress
 import os.path as osp
 from dataclasses import asdict, dataclass, fields
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from ..errors import InputError, check_choice
 
@@ -47,7 +47,7 @@ class ServeOptions:
     threads: Optional[int] = None
     streams: Optional[int] = None
     cfg_options: Optional[dict] = None
-    replicas: Union[int, str] = 1
+    replicas: Union[int, Literal['auto']] = 1
     max_replicas: int = 4
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
@@ -118,36 +118,27 @@ class ServeOptions:
 
     @classmethod
     def from_dict(cls, values: dict) -> 'ServeOptions':
-        """Options from a Serve config file's ``args`` (or ``serve run``'s
-        ``key=value`` arguments, which arrive as strings); unknown keys are
-        refused with the valid ones."""
-        known = {f.name: f for f in fields(cls)}
-        options = {}
-        for key, value in values.items():
-            check_choice('serve option', key, sorted(known))
-            options[key] = _parsed(known[key], value)
-        return cls(**options)
-
-
-def _parsed(field, value):
-    """A ``key=value`` string as the field's type (``serve run``'s
-    arguments are strings)."""
-    if not isinstance(value, str):
-        return value
-    if value.lower() in ('none', 'null', ''):
-        return None
-    default = field.default
-    if field.name == 'replicas':
-        return value if value == 'auto' else int(value)
-    if field.name in ('threads', 'streams'):
-        return int(value)
-    if isinstance(default, bool):
-        return value.lower() in ('1', 'true', 'yes')
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    return value
+        """Options from a Serve config file's ``args`` or ``serve run``'s
+        ``key=value`` arguments, which arrive as strings (``none`` is
+        None); unknown keys are refused with the valid ones, a value that
+        is not of its option's type in one line."""
+        # pydantic (FastAPI's) converts the strings by the fields' types
+        from pydantic import TypeAdapter, ValidationError
+        known = sorted(f.name for f in fields(cls))
+        for key in values:
+            check_choice('serve option', key, known)
+        values = {key: None if isinstance(value, str)
+                  and value.lower() in ('none', 'null') else value
+                  for key, value in values.items()}
+        try:
+            return TypeAdapter(cls).validate_python(values)
+        except ValidationError as exc:
+            errors = exc.errors()
+            key, value = errors[0]['loc'][0], errors[0]['input']
+            why = ' or '.join(e['msg'] for e in errors
+                              if e['loc'][0] == key)
+            raise InputError(f'serve option {key}: {why}, got {value!r}') \
+                from None
 
 
 def read_token(path: str) -> str:

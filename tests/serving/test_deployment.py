@@ -179,10 +179,31 @@ def test_the_serve_config_file_builds_the_same_application(tiny_trained,
     # serve run's key=value arguments arrive as strings
     strings = {k: str(v) for k, v in app['args'].items()
                if k != 'cfg_options'}
-    assert ServeOptions.from_dict(strings).max_replicas == 3
+    parsed = ServeOptions.from_dict(strings)
+    assert (parsed.max_replicas, parsed.replicas, parsed.threads,
+            parsed.insecure, parsed.opacity) == (3, 'auto', None, True, 0.5)
+    assert ServeOptions.from_dict(dict(strings, replicas='2')).replicas == 2
     with pytest.raises(Exception) as info:
         ServeOptions.from_dict(dict(app['args'], replica=2))
     assert str(info.value).startswith("unknown serve option 'replica'")
+
+
+@pytest.mark.parametrize('key, value, why', [
+    ('max_batch_size', 'x', 'max_batch_size: Input should be a valid '
+     "integer, unable to parse string as an integer, got 'x'"),
+    ('replicas', 'many', 'replicas: Input should be a valid integer, '
+     "unable to parse string as an integer or Input should be 'auto', got "
+     "'many'"),
+    ('insecure', 'perhaps', 'insecure: Input should be a valid boolean, '
+     "unable to interpret input, got 'perhaps'"),
+])
+def test_a_serve_option_of_the_wrong_type_is_refused_in_one_line(
+        key, value, why):
+    from repvgg_seg.errors import InputError
+    from repvgg_seg.serving import ServeOptions
+    with pytest.raises(InputError) as info:
+        ServeOptions.from_dict({key: value})
+    assert str(info.value) == f'serve option {why}'
 
 
 def test_request_logs_carry_no_image_data(live_url, val_images):
