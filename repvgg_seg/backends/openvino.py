@@ -1,4 +1,4 @@
-"""OpenVINO's CPU plugin as a backend: reading, compiling and profiling
+"""OpenVINO's CPU plugin as a backend: reading, compiling and inspecting
 models, IR files, and running a compiled model (:class:`OpenVINORunner`).
 
 Compiled for throughput (``streams``), the runner keeps one infer request
@@ -19,7 +19,7 @@ NCHW (measured: docs/benchmarks.md, "Inference: the OpenVINO runner").
 import collections
 import os.path as osp
 import queue
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -41,14 +41,12 @@ def openvino_paths(out: str) -> Tuple[str, str]:
 
 def openvino_compile(path_or_model, precision: str = 'fp32',
                      threads: Optional[int] = None,
-                     profile: bool = False,
                      streams: Optional[int] = None):
     """Compile an ONNX file, an OpenVINO IR or an ``openvino.Model`` for
     OpenVINO's CPU plugin. The precision hint is always set: the plugin's
     default on CPUs with AVX512-BF16/AMX is bf16, not fp32 (an INT8 model
     keeps its quantized layers in INT8 whatever the hint; ``'int8'`` means
-    such a model, with its other layers in fp32). ``profile``: per-node
-    counters (see :func:`openvino_conv_precisions`). ``streams``: ``None``
+    such a model, with its other layers in fp32). ``streams``: ``None``
     or 1 compiles for latency (one request at a time); more compiles for
     throughput with that many CPU streams, ``0`` lets the THROUGHPUT hint
     choose."""
@@ -62,8 +60,6 @@ def openvino_compile(path_or_model, precision: str = 'fp32',
             options['NUM_STREAMS'] = streams
     if threads:
         options['INFERENCE_NUM_THREADS'] = threads
-    if profile:
-        options['PERF_COUNT'] = True
     core = ov.Core()
     model = (core.read_model(path_or_model)
              if isinstance(path_or_model, str) else path_or_model)
@@ -94,26 +90,43 @@ def constant_folded(model):
 CONV_NODE_TYPES = ('Convolution', 'GroupConvolution')
 
 
-def openvino_conv_precisions(compiled, x: torch.Tensor) -> dict:
-    """How many convolutions of a model compiled with ``profile=True`` run
-    in INT8: one inference on ``x``, then the runtime graph's profile
-    (a conv node whose kernel -- its ``exec_type``, e.g.
-    ``brgconv_avx512_I8`` -- computes in INT8). Returns ``convs``,
-    ``int8_convs``, per node type the kernels that ran, so a silent
-    fp32 fallback (``brgconv_avx512_f32``) shows, and ``layers``: each conv
-    node's kernel by node name (in execution order)."""
-    request = compiled.create_infer_request()
-    request.infer({0: x.detach().cpu().numpy()})
+def openvino_kernels(compiled) -> List[Tuple[str, str, str]]:
+    """``(node name, node type, kernel)`` of each node of a compiled model,
+    in execution order: the kernels OpenVINO's CPU plugin chose when it
+    compiled the model (its runtime model; e.g. ``brgconv_avx512_I8`` for a
+    convolution computing in INT8), those a profile of an inference names,
+    without running one."""
+    nodes = []
+    for node in compiled.get_runtime_model().get_ops():
+        info = node.get_rt_info()
+        node_type = info['layerType'].astype(str)
+        # the runtime graph calls a grouped conv Convolution too; its
+        # weight is 5-D (groups first), as the profile's GroupConvolution
+        if node_type == 'Convolution' and node.get_input_size() > 1 and \
+                node.input(1).get_partial_shape().rank.get_length() == 5:
+            node_type = 'GroupConvolution'
+        nodes.append((int(info['execOrder'].astype(str)),
+                      node.get_friendly_name(), node_type,
+                      info['primitiveType'].astype(str)))
+    return [node[1:] for node in sorted(nodes)]
+
+
+def openvino_conv_precisions(compiled) -> dict:
+    """How many convolutions of a compiled model run in INT8 (a kernel of
+    :func:`openvino_kernels` with ``I8`` in its name). Returns ``convs``,
+    ``int8_convs``, per node type the kernels, so a silent fp32 fallback
+    (``brgconv_avx512_f32``) shows, and ``layers``: each conv node's kernel
+    by node name (in execution order)."""
     kernels, layers = {}, {}
     convs = int8 = 0
-    for node in request.get_profiling_info():
-        if node.node_type not in CONV_NODE_TYPES:
+    for name, node_type, kernel in openvino_kernels(compiled):
+        if node_type not in CONV_NODE_TYPES:
             continue
         convs += 1
-        layers[node.node_name] = node.exec_type
-        int8 += 'i8' in node.exec_type.lower()
-        per_type = kernels.setdefault(node.node_type, {})
-        per_type[node.exec_type] = per_type.get(node.exec_type, 0) + 1
+        layers[name] = kernel
+        int8 += 'i8' in kernel.lower()
+        per_type = kernels.setdefault(node_type, {})
+        per_type[kernel] = per_type.get(kernel, 0) + 1
     return dict(convs=convs, int8_convs=int8, kernels=kernels, layers=layers)
 
 

@@ -136,50 +136,49 @@ def _torch_call(fn, *args, **kwargs) -> Callable[[], None]:
 
 
 def _openvino_runner(module: torch.nn.Module, x: torch.Tensor,
-                     threads: Optional[int]) -> Tuple[Callable, dict, object]:
+                     threads: Optional[int]) -> Tuple[Callable, list]:
     """``module`` quantized to INT8 by NNCF (calibrated on ``x`` and three
     random inputs like it) and compiled by OpenVINO: a call that runs it
-    once on ``x``, the quantization profile and the quantized model."""
-    from ..backends.openvino import openvino_compile
+    once on ``x``, and the kernels OpenVINO chose (``openvino_kernels``)."""
+    from ..backends.openvino import openvino_compile, openvino_kernels
     from ..quantization.ptq import quantize_module
     gen = torch.Generator().manual_seed(1)
     calibration = [x] + [torch.randn(x.shape, generator=gen)
                          for _ in range(3)]
-    quantized, profile = quantize_module(module.eval(), tuple(x.shape),
-                                         calibration, threads=threads)
-    request = openvino_compile(quantized, 'int8',
-                               threads).create_infer_request()
+    quantized = quantize_module(module.eval(), tuple(x.shape), calibration)
+    compiled = openvino_compile(quantized, 'int8', threads)
+    request = compiled.create_infer_request()
     inputs = {0: x.numpy()}
-    return (lambda: request.infer(inputs)), profile, quantized
+    return (lambda: request.infer(inputs)), openvino_kernels(compiled)
+
+
+def _int8_runner(module: torch.nn.Module, x: torch.Tensor,
+                 threads: Optional[int], node_types: Sequence[str],
+                 what: str) -> Callable[[], None]:
+    """:func:`_openvino_runner`; raises unless its nodes of
+    ``node_types`` run on INT8 kernels."""
+    run, nodes = _openvino_runner(module, x, threads)
+    kernels = [kernel for _, node_type, kernel in nodes
+               if node_type in node_types]
+    if not kernels or not all('i8' in k.lower() for k in kernels):
+        raise RuntimeError(f'the INT8 peak {what} does not run in INT8: '
+                           f'kernels {kernels}')
+    return run
 
 
 def int8_conv_runner(conv: torch.nn.Conv2d, x: torch.Tensor,
                      threads: Optional[int] = None) -> Callable[[], None]:
     """The conv quantized and compiled (see :func:`_openvino_runner`);
-    raises if OpenVINO's profile shows it running in fp32."""
-    run, profile, _ = _openvino_runner(conv, x, threads)
-    if profile['int8_convs'] != profile['convs']:
-        raise RuntimeError(f'the INT8 peak conv runs in fp32: '
-                           f'{profile["kernels"]}')
-    return run
+    raises if OpenVINO chose an fp32 kernel for it."""
+    return _int8_runner(conv, x, threads, ('Convolution', ), 'conv')
 
 
 def int8_matmul_runner(linear: torch.nn.Linear, x: torch.Tensor,
                        threads: Optional[int] = None) -> Callable[[], None]:
     """``linear(x)`` (a MatMul) quantized and compiled; raises unless
-    OpenVINO's profile shows its kernel computing in INT8."""
-    from ..backends.openvino import openvino_compile
-    run, _, quantized = _openvino_runner(linear, x, threads)
-    request = openvino_compile(quantized, 'int8', threads,
-                               profile=True).create_infer_request()
-    request.infer({0: x.numpy()})
-    kernels = [node.exec_type for node in request.get_profiling_info()
-               if 'matmul' in node.node_type.lower()
-               or 'fullyconnected' in node.node_type.lower()]
-    if not kernels or not all('i8' in k.lower() for k in kernels):
-        raise RuntimeError(f'the INT8 peak matmul does not run in INT8: '
-                           f'kernels {kernels}')
-    return run
+    OpenVINO chose an INT8 kernel for it."""
+    return _int8_runner(linear, x, threads, ('MatMul', 'FullyConnected'),
+                        'matmul')
 
 
 def peak_kernels(ref_layouts: Dict[str, Sequence[str]], device: str = 'cpu',

@@ -39,7 +39,7 @@ def format_table(result: dict) -> str:
     if has_agree:
         header += ['rel err', 'argmax %']
     if has_int8:
-        header.append('INT8 convs')  # from OpenVINO's profile
+        header.append('INT8 convs')  # from the kernels OpenVINO chose
     table = [header]
     for r in rows:
         cells = [r['name'], 'yes' if r['fused'] else 'no', r['engine'],

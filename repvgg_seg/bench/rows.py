@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
-import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
@@ -143,8 +142,7 @@ def _ir_row(config: str, model: nn.Module, ir: str,
             options: BenchmarkOptions) -> 'Row':
     """A row that times the OpenVINO IR ``ir`` as it is (e.g. the one
     ``tools/quantize.py`` wrote and tested), checked against ``model``."""
-    from ..backends.openvino import (is_quantized, openvino_compile,
-                                     openvino_conv_precisions)
+    from ..backends.openvino import is_quantized
     precision = 'int8' if is_quantized(ir) else 'fp32'
     row = Row(config=config, fused=True, model=model, engine='openvino',
               precision=precision, ir=ir)
@@ -155,12 +153,9 @@ def _ir_row(config: str, model: nn.Module, ir: str,
         raise InputError(f'{ir} takes {expected[0]}x{expected[1]} inputs: '
                          f'benchmark it with --shape {expected[0]} '
                          f'{expected[1]}')
-    x = torch.zeros((1, 3) + tuple(options.shape))
-    convs = openvino_conv_precisions(
-        openvino_compile(ir, 'int8', options.threads, profile=True), x)
-    row.info = dict(ir=ir, convs=convs['convs'],
-                    int8_convs=convs['int8_convs'],
-                    conv_kernels=convs['kernels'])
+    # an INT8 runner says how many of its convs run in INT8
+    row.info = dict(ir=ir, **{key: row.run.info[key] for key in (
+        'convs', 'int8_convs', 'conv_kernels') if key in row.run.info})
     return row
 
 

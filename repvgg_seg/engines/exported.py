@@ -161,6 +161,12 @@ class OpenVINOEngine(ExportedEngine):
         compiled = ov_backend.openvino_compile(
             model, self.hint(options.precision), options.threads,
             streams=options.streams)
+        info = dict(info or {})
+        convs = ov_backend.openvino_conv_precisions(compiled)
+        if convs['int8_convs'] or options.precision in INT8_PRECISIONS:
+            # an INT8 model says how many of its convs run in INT8
+            info.update(convs=convs['convs'], int8_convs=convs['int8_convs'],
+                        conv_kernels=convs['kernels'])
         return ov_backend.OpenVINORunner(compiled, options.streams, info,
                                          channels_last, labels)
 
@@ -184,11 +190,7 @@ class OpenVINOEngine(ExportedEngine):
             raise InputError('INT8 from a checkpoint needs calibration '
                              'inputs (an INT8 IR from tools/quantize.py '
                              'needs none)')
-        quantized, profile = quantize_module(module, input_shape,
-                                             calibration,
-                                             threads=options.threads)
+        quantized = quantize_module(module, input_shape, calibration)
         return self.compiled_runner(quantized, options, dict(
-            convs=profile['convs'], int8_convs=profile['int8_convs'],
-            conv_kernels=profile['kernels'],
             calibration_images=len(calibration.items),
             calibration_generated=calibration.is_generated))

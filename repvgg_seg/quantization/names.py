@@ -11,7 +11,7 @@ export wrote them (ties, e.g. two zero-initialized convs, are broken by the
 scope words). Users name layers as the model does (``backbone.stage4.3``,
 the module that holds the conv: a fused RepVGG block, a ``ConvModule``),
 and :meth:`ConvNames.select` turns globs of such names into the OpenVINO
-nodes NNCF's ``IgnoredScope`` takes; reports give OpenVINO's profile back
+nodes NNCF's ``IgnoredScope`` takes; reports give OpenVINO's kernels back
 in the model's names (:meth:`ConvNames.layer`).
 """
 import difflib

@@ -10,8 +10,9 @@ The OpenVINO model is constant-folded before NNCF sees it: OpenVINO's ONNX
 frontend leaves a grouped conv's weight as ``Constant -> Reshape``, for
 which NNCF computes weight scales that OpenVINO's CPU plugin cannot run in
 INT8, so grouped convs silently stayed fp32 (the investigation is in
-docs/benchmarks.md). Every profile (:func:`int8_profile`) counts the convs
-that run in INT8 from OpenVINO's own counters.
+docs/benchmarks.md). Which convs run in INT8 is read from the kernels
+OpenVINO's CPU plugin chose
+(:func:`repvgg_seg.backends.openvino.openvino_conv_precisions`).
 """
 import contextlib
 import os.path as osp
@@ -21,8 +22,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from ..backends.openvino import (constant_folded, openvino_compile,
-                                 openvino_conv_precisions, openvino_infer,
+from ..backends.openvino import (constant_folded, openvino_infer,
                                  openvino_read)
 from ..deploy.export import export_onnx_file
 from ..errors import VerificationError
@@ -115,30 +115,13 @@ def exported_openvino(module: torch.nn.Module, input_shape: Sequence[int],
     return fp32_model, error
 
 
-def int8_profile(quantized, x: torch.Tensor,
-                 threads: Optional[int] = None) -> dict:
-    """:func:`~repvgg_seg.backends.openvino.openvino_conv_precisions` of the
-    INT8 model on ``x``, from a compilation of its own (the timed ones run
-    without the per-node counters)."""
-    return openvino_conv_precisions(
-        openvino_compile(quantized, 'int8', threads, profile=True), x)
-
-
 def quantize_module(module: torch.nn.Module, input_shape: Sequence[int],
                     calibration: Iterable[torch.Tensor],
                     preset: str = 'performance',
-                    check_input: Optional[torch.Tensor] = None,
-                    threads: Optional[int] = None) -> tuple:
+                    check_input: Optional[torch.Tensor] = None):
     """The one export -> quantize path (:func:`exported_openvino`, then
-    :func:`quantize_model`), for the benchmark's INT8 rows and engine.
-    Returns ``(quantized openvino.Model, profile)``; the profile is
-    :func:`int8_profile` on ``check_input`` or the first calibration input,
-    plus ``fp32_max_rel_error`` when checked."""
-    fp32_model, error = exported_openvino(module, input_shape, check_input)
-    quantized = quantize_model(fp32_model, calibration, preset)
-    first = check_input if check_input is not None else next(
-        iter(calibration))
-    profile = int8_profile(quantized, first, threads)
-    if error is not None:
-        profile['fp32_max_rel_error'] = error
-    return quantized, profile
+    :func:`quantize_model`), for the benchmark's INT8 rows and engine:
+    the quantized ``openvino.Model`` (the runner compiled from it says how
+    many of its convs run in INT8)."""
+    fp32_model, _ = exported_openvino(module, input_shape, check_input)
+    return quantize_model(fp32_model, calibration, preset)

@@ -40,7 +40,8 @@ from mmengine.logging import print_log
 
 from ..apis.build import LogitsModule, checked_shape, load_model
 from ..backends import require
-from ..backends.openvino import openvino_infer, openvino_paths
+from ..backends.openvino import (openvino_conv_precisions, openvino_infer,
+                                 openvino_paths)
 from ..config import as_config
 from ..deploy.export import stage_openvino_ir
 from ..errors import InputError, QuantizationError, VerificationError
@@ -52,7 +53,7 @@ from .equalize import check_function_preserved, equalize
 from .images import calibration_and_heldout
 from .names import ConvNames
 from .options import QuantizeOptions
-from .ptq import exported_openvino, int8_profile, quantize_model
+from .ptq import exported_openvino, quantize_model
 from .sensitivity import layer_sensitivity
 
 __all__ = ['QuantizeOptions', 'Quantization', 'quantize_segmentor',
@@ -196,14 +197,15 @@ def quantize_int8(q: Quantization, options: QuantizeOptions) -> None:
                                  options.max_fp32_layers)
 
 
-def _scores(q: Quantization, agreement: dict) -> dict:
-    """The held-out metric of fp32 and INT8, and the drop."""
+def _scores(q: Quantization, agreement: dict, int8_run) -> dict:
+    """The held-out metric of fp32 and INT8 (``int8_run``), and the
+    drop."""
     scores = dict(name=q.scorer.name,
                   fp32=q.scorer(openvino_infer(q.fp32_model))[0],
                   # the agreement is the pooled one just measured
                   int8=(agreement['argmax_agreement_pct']
                         if q.scorer.name == 'agreement' else
-                        q.scorer(openvino_infer(q.quantized, 'int8'))[0]))
+                        q.scorer(int8_run)[0]))
     scores['drop'] = scores['fp32'] - scores['int8']
     return scores
 
@@ -211,12 +213,12 @@ def _scores(q: Quantization, agreement: dict) -> dict:
 def evaluate(q: Quantization, options: QuantizeOptions) -> dict:
     """Stage 5: the report (:func:`quantize_segmentor`'s), from the INT8
     model's agreement with fp32 torch on the held-out windows, the metric
-    of both, and OpenVINO's profile of the INT8 model (which convs run in
-    INT8; those that do not are named and logged)."""
-    convs = int8_profile(q.quantized, q.heldout.first())
-    result = windows_agreement(q.heldout, q.module,
-                               openvino_infer(q.quantized, 'int8'))
-    scores = _scores(q, result)
+    of both, and the kernels OpenVINO chose for the INT8 model (which convs
+    run in INT8; those that do not are named and logged)."""
+    int8_run = openvino_infer(q.quantized, 'int8')
+    convs = openvino_conv_precisions(int8_run.compiled)
+    result = windows_agreement(q.heldout, q.module, int8_run)
+    scores = _scores(q, result, int8_run)
     fp32_layers = [q.names.layer(node) for node, kernel in
                    convs['layers'].items() if 'i8' not in kernel.lower()]
     q.report = report = dict(
@@ -310,9 +312,9 @@ def quantize_segmentor(config, checkpoint: Optional[str], out: str,
     Returns the report: image and window counts of calibration and
     held-out sets, agreement (pooled pixel argmax agreement %, the worst
     window's, the max relative logit error), the metric (fp32, INT8,
-    drop), the fp32 export's error, how many convs run in INT8
-    (OpenVINO's profile) and which layers stay fp32 (the model's names),
-    the equalization, and the seconds taken.
+    drop), the fp32 export's error, how many convs run in INT8 (the
+    kernels OpenVINO chose) and which layers stay fp32 (the model's
+    names), the equalization, and the seconds taken.
     """
     options = replace(options or QuantizeOptions(), **fields)
     q = prepare(config, checkpoint, out, options)

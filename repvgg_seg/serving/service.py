@@ -78,7 +78,6 @@ class SegmentationService:
         self.painter = LabelPainter(self.predictor.dataset_meta,
                                     opacity=options.opacity)
         self.warm_up()
-        self.conv_counts = self.file_conv_counts()
         concurrency = self.predictor.concurrency()
         self.executor = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix='engine')
@@ -97,32 +96,6 @@ class SegmentationService:
         self.predictor.predict([np.zeros((height, width, 3), np.uint8)])
         print_log(f'warmed up on a {height}x{width} image in '
                   f'{time.perf_counter() - start:.2f} s', logger='current')
-
-    def file_conv_counts(self) -> dict:
-        """``convs`` and ``int8_convs`` of an OpenVINO or ONNX weights file
-        on the openvino engine, from OpenVINO's runtime profile of one
-        inference (the kernels that ran, so an fp32 fallback shows); the
-        engine's own facts otherwise (INT8 made from a checkpoint)."""
-        info = self.predictor.model.engine_info
-        forward = self.predictor.engine_forward
-        if self.options.engine != 'openvino' or forward is None or \
-                forward.kind == 'checkpoint':
-            return dict(convs=info.get('convs'),
-                        int8_convs=info.get('int8_convs'))
-        from ..backends.openvino import (openvino_compile,
-                                         openvino_conv_precisions)
-        from ..engines import get_engine
-        shape = list(forward.file_run.input_shape)
-        height, width = warm_up_size(self.predictor.model.cfg)
-        shape = [1 if shape[0] == -1 else shape[0], shape[1],
-                 height if shape[2] == -1 else shape[2],
-                 width if shape[3] == -1 else shape[3]]
-        compiled = openvino_compile(
-            self.options.weights,
-            get_engine('openvino').hint(self.options.precision),
-            profile=True)
-        profile = openvino_conv_precisions(compiled, torch.zeros(shape))
-        return dict(convs=profile['convs'], int8_convs=profile['int8_convs'])
 
     def check_health(self) -> None:
         """Raise where this replica cannot answer (Serve's health check
@@ -213,7 +186,9 @@ class SegmentationService:
             stride=test_cfg.get('stride'),
             input_shape=input_shape,
             image_size=list(warm_up_size(model.cfg)),
-            **self.conv_counts,
+            # an INT8 engine's count of convs that run in INT8
+            convs=model.engine_info.get('convs'),
+            int8_convs=model.engine_info.get('int8_convs'),
             outputs=list(OUTPUTS),
             limits=dict(max_body_bytes=self.options.max_body_bytes,
                         max_pixels=self.options.max_pixels,
