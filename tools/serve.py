@@ -4,14 +4,17 @@
         [--replicas N|auto] [--max-batch-size B] [--batch-wait-ms T]
         [--max-ongoing N] [--max-queued N] [--request-timeout-s S]
         [--host 127.0.0.1] [--port 8000] [--address auto|ADDR]
-        [--token-file F | --insecure] [--write-config serve.yaml]
+        [--token-file F | --insecure] [--metrics-port P]
+        [--write-config serve.yaml]
 
 WEIGHTS: a training or deploy checkpoint, an ONNX file or an OpenVINO IR,
 as for tools/infer.py. The service listens on 127.0.0.1 unless --host says
 otherwise; another host needs --token-file (clients send
 'Authorization: Bearer <token>') or, explicitly, --insecure. --address
 joins a running Ray cluster ('auto': the one `ray start` made here).
---write-config writes a Serve config file for `serve deploy` and exits.
+--metrics-port: Prometheus metrics of a local Ray (Ray Serve's and the
+service's) at http://127.0.0.1:P/metrics. --write-config writes a Serve
+config file for `serve deploy` and exits.
 """
 import argparse
 import sys
@@ -90,6 +93,8 @@ def parse_args(argv=None):
                         help='bearer token clients must send')
     parser.add_argument('--insecure', action='store_true',
                         help='serve another --host without a token')
+    parser.add_argument('--metrics-port', type=int,
+                        help="a local Ray's Prometheus port (127.0.0.1)")
     parser.add_argument('--write-config', metavar='YAML',
                         help='write a Serve config file and exit')
     add_config_args(parser, checkpoints=False)  # the safe loader only

@@ -129,17 +129,21 @@ def create_app(service: SegmentationService, token: Optional[str] = None,
                   docs_url=None if token else '/docs', redoc_url=None,
                   openapi_url=None if token else '/openapi.json')
 
+    def refuse(status: int, reason: str, headers=None) -> JSONResponse:
+        service.metrics.refusal(status)
+        return _error(status, reason, headers)
+
     @app.exception_handler(RequestError)
     async def refused(_: Request, exc: RequestError):
-        return _error(exc.status, exc.reason, exc.headers)
+        return refuse(exc.status, exc.reason, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
-        return _error(422, _one_line(exc))
+        return refuse(422, _one_line(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail),
+        return refuse(exc.status_code, str(exc.detail),
                       getattr(exc, 'headers', None))
 
     def authorized(request: Request) -> None:
@@ -239,6 +243,7 @@ async def _segment(service: SegmentationService, request: Request,
         body = await run_in_threadpool(service.encode, output, image, result)
     timings['encode'] = (time.perf_counter() - segmented) * 1000
     timings['total'] = (time.perf_counter() - start) * 1000
+    service.metrics.stages(timings)
     headers = {'Server-Timing': ', '.join(
         f'{name};dur={ms:.2f}' for name, ms in timings.items()),
         'X-Batch-Size': str(result.batch_size)}

@@ -35,8 +35,8 @@ class ServeOptions:
     ``request_timeout_s`` before a 504, ``max_body_bytes`` and
     ``max_pixels`` of an upload), HTTP (``host``, ``port``, ``token_file``
     or ``insecure`` off loopback), the Ray cluster (``address``: None
-    starts a local one on 127.0.0.1; ``'auto'`` or ``HOST:PORT`` joins one),
-    the application's name and the path it is served under
+    starts a local one on 127.0.0.1; ``'auto'`` or ``HOST:PORT`` joins one;
+    ``metrics_port``: the local one's Prometheus port), the application's name and the path it is served under
     (``route_prefix``, e.g. behind a gateway) and the overlay's
     ``opacity``."""
     config: str = ''
@@ -64,6 +64,7 @@ class ServeOptions:
     token_file: Optional[str] = None
     insecure: bool = False
     address: Optional[str] = None
+    metrics_port: Optional[int] = None
     app_name: str = 'repvgg_seg'
     route_prefix: str = '/'
 
@@ -99,6 +100,14 @@ class ServeOptions:
         if not 0 <= self.opacity <= 1:
             raise InputError(f'--opacity is between 0 and 1, got '
                              f'{self.opacity}')
+        if self.metrics_port is not None and (
+                self.address or not 0 < self.metrics_port < 65536
+                or self.metrics_port == self.port):
+            raise InputError(
+                f'--metrics-port {self.metrics_port}: a port of a local Ray '
+                f'(not --address), other than --port {self.port}; a '
+                'cluster exports its metrics where `ray start '
+                '--metrics-export-port` says')
         if self.token_file is not None:
             read_token(self.token_file)
         elif not is_loopback(self.host) and not self.insecure:

@@ -33,10 +33,12 @@ class ServeError(RepVGGSegError):
     """The service could not start (the reason in one line)."""
 
 
-def init_ray(address: Optional[str], num_cpus: Optional[int] = None):
+def init_ray(address: Optional[str], num_cpus: Optional[int] = None,
+             metrics_port: Optional[int] = None):
     """Ray for the service: joined at ``address`` (``'auto'`` or
     ``HOST:PORT`` of ``ray start --head``), else a local one whose services
-    bind to 127.0.0.1 only (no dashboard)."""
+    bind to 127.0.0.1 only (no dashboard; Prometheus metrics at
+    ``metrics_port``, Ray's choice without it)."""
     if not address:
         keep_ray_on_loopback()
     import ray
@@ -46,7 +48,8 @@ def init_ray(address: Optional[str], num_cpus: Optional[int] = None):
         ray.init(address=address, logging_level='WARNING')
         return
     ray.init(_node_ip_address='127.0.0.1', include_dashboard=False,
-             num_cpus=num_cpus, logging_level='WARNING')
+             num_cpus=num_cpus, logging_level='WARNING',
+             _metrics_export_port=metrics_port)
     node_ip = ray.util.get_node_ip_address()
     if node_ip != '127.0.0.1':
         print_log(f'Ray listens on {node_ip}, not only on 127.0.0.1: ray '
@@ -114,7 +117,8 @@ class SegmentationServer:
         ray = sys.modules.get('ray')
         self.started_ray = not self.options.address and not (
             ray is not None and ray.is_initialized())
-        init_ray(self.options.address)
+        init_ray(self.options.address,
+                 metrics_port=self.options.metrics_port)
         from ray import serve
 
         from .deployment import build_application, proxy_timeout_s
@@ -131,6 +135,10 @@ class SegmentationServer:
                       f'({self.options.engine}, {self.options.precision}) '
                       f'after {time.perf_counter() - start:.1f} s',
                       logger='current')
+            if self.started_ray and self.options.metrics_port:
+                print_log('Prometheus metrics at http://127.0.0.1:'
+                          f'{self.options.metrics_port}/metrics',
+                          logger='current')
         except BaseException as exc:
             reason = failure_reason(self.options.app_name, exc)
             self.stop()

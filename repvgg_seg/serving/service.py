@@ -29,6 +29,7 @@ from ray import serve
 from ..inference.drawing import LabelPainter, encode_image
 from ..inference.predictor import (SegmentationPredictor,
                                     throughput_streams)
+from .metrics import ServiceMetrics
 from .options import OUTPUTS, ServeOptions
 
 
@@ -75,6 +76,7 @@ class SegmentationService:
             threads=options.threads, cfg_options=options.cfg_options)
         if self.predictor.runtime_has_own_threads:
             torch.set_num_threads(1)  # the replica's process is the model's
+        self.metrics = ServiceMetrics()
         self.painter = LabelPainter(self.predictor.dataset_meta,
                                     opacity=options.opacity)
         self.warm_up()
@@ -134,6 +136,7 @@ class SegmentationService:
             for index, label in zip(indices, self.predictor.predict(
                     [images[i] for i in indices])):
                 answers[index] = (label, len(indices))
+            self.metrics.engine_call(len(indices))
         return answers
 
     # the answers

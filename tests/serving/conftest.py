@@ -27,20 +27,31 @@ def serve_options(tiny_trained, **fields):
                         cfg_options=tiny_trained['options'], **fields)
 
 
+#: Ray's Prometheus port in this package (set by ``ray_port``)
+METRICS = {}
+
+
 @pytest.fixture(scope='package')
 def ray_port():
-    """Ray and Serve's HTTP proxy on 127.0.0.1: the proxy's port."""
+    """Ray and Serve's HTTP proxy on 127.0.0.1: the proxy's port; Ray's
+    metrics at ``METRICS['url']``, exported every second (Ray's default
+    is ten)."""
+    import os
+
     import ray
     from ray import serve
 
     from repvgg_seg.serving.server import init_ray
     from tests.helpers import free_port
-    port = free_port()
-    init_ray(None, num_cpus=2)
+    port, metrics_port = free_port(), free_port()
+    os.environ['RAY_metrics_report_interval_ms'] = '1000'
+    init_ray(None, num_cpus=2, metrics_port=metrics_port)
+    METRICS['url'] = f'http://127.0.0.1:{metrics_port}/metrics'
     serve.start(http_options=dict(host='127.0.0.1', port=port))
     yield port
     serve.shutdown()
     ray.shutdown()
+    os.environ.pop('RAY_metrics_report_interval_ms')
 
 
 @contextlib.contextmanager

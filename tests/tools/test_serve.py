@@ -23,6 +23,13 @@ def model_files(tmp_path, tiny_config):
      'error: --token-file missing.txt: No such file or directory'),
     (['--max-batch-size', '0'], 'error: --max-batch-size must be >= 1, '
      'got 0'),
+    (['--metrics-port', '8000'], 'error: --metrics-port 8000: a port of a '
+     'local Ray (not --address), other than --port 8000; a cluster exports '
+     'its metrics where `ray start --metrics-export-port` says'),
+    (['--address', 'auto', '--metrics-port', '9100'], 'error: --metrics-port '
+     '9100: a port of a local Ray (not --address), other than --port 8000; '
+     'a cluster exports its metrics where `ray start --metrics-export-port` '
+     'says'),
     (['--route-prefix', 'seg'], None),
 ])
 def test_refusals_are_one_line(extra, line, model_files, capsys, tmp_path,
