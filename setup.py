@@ -29,9 +29,10 @@ setup(
         'deploy': ['onnx', 'onnxruntime', 'openvino>=2025.0', 'nncf>=3.0'],
         # the HTTP service (repvgg_seg.serving, tools/serve.py): Ray Serve
         # with its FastAPI ingress, multipart uploads, the load generator's
-        # client (aiohttp), Serve config files (PyYAML)
+        # client (aiohttp), Serve config files (PyYAML), options from
+        # strings (pydantic 2)
         'serve': ['ray[serve]>=2.50,<3', 'fastapi', 'uvicorn',
-                  'python-multipart', 'aiohttp', 'pyyaml'],
+                  'python-multipart', 'aiohttp', 'pyyaml', 'pydantic>=2,<3'],
         'tests': read_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',
