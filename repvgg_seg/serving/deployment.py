@@ -100,9 +100,11 @@ def serve_config(options: ServeOptions) -> dict:
     :func:`build_app` with ``options`` as its arguments. Paths in it (the
     config, weights and token file) must exist on every node."""
     defaults = ServeOptions()
+    # the cluster's settings are the file's or the cluster's, not the app's
     args = {key: plain(value) for key, value in options.as_dict().items()
             if value != getattr(defaults, key) and key not in (
-                'host', 'port', 'address', 'app_name', 'route_prefix')}
+                'host', 'port', 'address', 'metrics_port', 'app_name',
+                'route_prefix')}
     return dict(
         proxy_location='EveryNode',
         http_options=dict(host=options.host, port=options.port,

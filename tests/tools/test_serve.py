@@ -62,6 +62,7 @@ def test_write_config_writes_a_serve_config(model_files, capsys, tmp_path):
     out = tmp_path / 'serve.yaml'
     code, _ = run_tool('serve', config, weights, '--replicas', '2',
                        '--engine', 'fused', '--port', '9001',
+                       '--metrics-port', '9100',  # Ray's, not the app's
                        '--write-config', str(out), capsys=capsys)
     assert code == 0
     written = yaml.safe_load(out.read_text())
