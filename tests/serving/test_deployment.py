@@ -211,11 +211,20 @@ def test_request_logs_carry_no_image_data(live_url, val_images):
     upload, no log of the session holds the image, raw or in base64."""
     import base64
     import glob
+    import uuid
     data = png(val_images[0])
-    marker = post(live_url, data, headers={'X-Request-ID': 'no-bytes-1'})
-    assert marker.status_code == 200
-    logs = glob.glob('/tmp/ray/session_latest/logs/serve/*.log')
-    text = b''.join(open(path, 'rb').read() for path in logs)
-    assert b'no-bytes-1' in text  # the request was logged
+    marker = f'no-bytes-{uuid.uuid4().hex}'
+    answer = post(live_url, data, headers={'X-Request-ID': marker})
+    assert answer.status_code == 200
+    # every Ray session's Serve logs (session_latest may be another
+    # Ray's), read until the request's line is written
+    deadline = time.monotonic() + 15
+    while True:
+        text = b''.join(open(path, 'rb').read() for path in glob.glob(
+            '/tmp/ray/session_*/logs/serve/*.log'))
+        if marker.encode() in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert marker.encode() in text  # the request was logged
     assert data[8:64] not in text
     assert base64.b64encode(data[:48])[:40] not in text

@@ -20,6 +20,7 @@ import os.path as osp
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import List
 
 import numpy as np
@@ -245,6 +246,14 @@ def area_text(pixels: int, total: int) -> str:
     return f'{tenths // 10}.{tenths % 10}%'
 
 
+def to_fixed(value: float) -> str:
+    """The page's milliseconds (JavaScript's ``toFixed(1)``): the float's
+    exact value rounded half up, where Python's format rounds half to
+    even (750.25 is 750.3 on the page, 750.2 in ``f'{750.25:.1f}'``)."""
+    return str(Decimal(value).quantize(Decimal('0.1'),
+                                       rounding=ROUND_HALF_UP))
+
+
 # the tests
 
 
@@ -272,8 +281,9 @@ def test_page_shows_the_apis_segmentation(visit, origin, val_images):
     assert timings['total'] >= timings['inference'] > 0
     height, width = expected.shape
     assert page.text_content('#timing') == (
-        f"{width}\u00d7{height} px \u00b7 server {timings['total']:.1f} ms "
-        f"(inference {timings['inference']:.1f} ms)")
+        f"{width}\u00d7{height} px \u00b7 server "
+        f"{to_fixed(timings['total'])} ms "
+        f"(inference {to_fixed(timings['inference'])} ms)")
 
     os.makedirs(osp.dirname(SCREENSHOT), exist_ok=True)
     page.screenshot(path=SCREENSHOT, full_page=True)
