@@ -188,6 +188,44 @@ def test_the_serve_config_file_builds_the_same_application(tiny_trained,
     assert str(info.value).startswith("unknown serve option 'replica'")
 
 
+def test_serve_run_deploys_the_written_config_file(ray_port, tiny_trained,
+                                                   live_url, val_images,
+                                                   tmp_path):
+    """Ray's own command on the file ``--write-config`` writes: ``serve run
+    --address <this Ray> --non-blocking serve.yaml`` deploys the
+    application, which answers the labels the plain application does."""
+    import subprocess
+    import sys
+
+    import ray
+    from ray import serve
+
+    from repvgg_seg.serving.server import write_serve_config
+    out = tmp_path / 'serve.yaml'
+    write_serve_config(serve_options(
+        tiny_trained, app_name='fromfile', route_prefix='/fromfile',
+        port=ray_port), str(out))
+    command = [os.path.join(os.path.dirname(sys.executable), 'serve'), 'run',
+               '--address', ray.get_runtime_context().gcs_address,
+               '--non-blocking', str(out)]
+    try:
+        ran = subprocess.run(command, capture_output=True, text=True,
+                             timeout=120)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        deadline = time.monotonic() + 120
+        while (status := serve.status().applications['fromfile']
+               ).status != 'RUNNING':
+            assert status.status != 'DEPLOY_FAILED', status.message
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        url = f'http://127.0.0.1:{ray_port}/fromfile'
+        image = png(val_images[0])
+        assert np.array_equal(labels_of(post(url, image)),
+                              labels_of(post(live_url, image)))
+    finally:
+        serve.delete('fromfile')
+
+
 @pytest.mark.parametrize('key, value, why', [
     ('max_batch_size', 'x', 'max_batch_size: Input should be a valid '
      "integer, unable to parse string as an integer, got 'x'"),
