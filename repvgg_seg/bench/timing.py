@@ -34,8 +34,8 @@ INT8 (``int8``, the OpenVINO engine): the exported model quantized by NNCF
 on the run's images (``images``; at most ``calib_images`` of them) or,
 without images, on generated ones (for speed only; the setup
 notes say so). Each INT8 row reports how many of its convs run in INT8
-(``int8_convs`` of ``convs``, from the kernels OpenVINO chose), so a silent fp32
-fallback shows.
+(``int8_convs`` of ``convs``, from the kernels OpenVINO chose), so a
+silent fp32 fallback shows.
 
 Reduced precision (``bf16``/``fp16``: weights converted once, forward under
 ``torch.autocast``) and the non-torch engines also report their agreement with

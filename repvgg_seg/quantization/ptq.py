@@ -117,11 +117,10 @@ def exported_openvino(module: torch.nn.Module, input_shape: Sequence[int],
 
 def quantize_module(module: torch.nn.Module, input_shape: Sequence[int],
                     calibration: Iterable[torch.Tensor],
-                    preset: str = 'performance',
-                    check_input: Optional[torch.Tensor] = None):
+                    preset: str = 'performance'):
     """The one export -> quantize path (:func:`exported_openvino`, then
     :func:`quantize_model`), for the benchmark's INT8 rows and engine:
     the quantized ``openvino.Model`` (the runner compiled from it says how
     many of its convs run in INT8)."""
-    fp32_model, _ = exported_openvino(module, input_shape, check_input)
+    fp32_model, _ = exported_openvino(module, input_shape)
     return quantize_model(fp32_model, calibration, preset)

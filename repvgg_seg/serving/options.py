@@ -36,9 +36,9 @@ class ServeOptions:
     ``max_pixels`` of an upload), HTTP (``host``, ``port``, ``token_file``
     or ``insecure`` off loopback), the Ray cluster (``address``: None
     starts a local one on 127.0.0.1; ``'auto'`` or ``HOST:PORT`` joins one;
-    ``metrics_port``: the local one's Prometheus port), the application's name and the path it is served under
-    (``route_prefix``, e.g. behind a gateway) and the overlay's
-    ``opacity``."""
+    ``metrics_port``: the local one's Prometheus port), the application's
+    name and the path it is served under (``route_prefix``, e.g. behind a
+    gateway) and the overlay's ``opacity``."""
     config: str = ''
     weights: Optional[str] = None
     engine: str = 'torch'
